@@ -1,0 +1,5 @@
+import sys
+
+from qute.cli import main
+
+sys.exit(main())

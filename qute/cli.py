@@ -1,0 +1,173 @@
+"""The `qute` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from qute.errors import QuteError
+
+from qute.config import ARCHS, METHODS
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _import_tensorflow():
+    """Imports TensorFlow with its start-up chatter kept off the user's terminal.
+
+    TensorFlow's C++ side prints a few lines to file descriptor 2 before its log level applies,
+    so the level alone does not silence them; only commands that train or evaluate pay for it.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="qute")
+def cli():
+    """Train QUTE early-exit ensembles and ship them, with their uncertainty, to Cortex-M boards.
+
+    \b
+    Example:
+      qute train --dataset digits -o runs/digits
+      qute eval runs/digits
+    """
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file (default: ./qute.toml when present).")
+@click.option("--dataset", help="digits, mnist, fashion_mnist, cifar10, svhn or npz:PATH.")
+@click.option("--arch", type=click.Choice(ARCHS), help="Backbone.")
+@click.option("--method", type=click.Choice(METHODS), help="Ensemble method (or base).")
+@click.option("-K", "k", type=int, help="Ensemble size: output blocks, exits, members or dropout samples.")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float, help="Adam learning rate (decayed by --lr-decay every epoch).")
+@click.option("--lr-decay", type=float)
+@click.option("--untied", is_flag=True, default=None, help="qute: give every output block its own depthwise kernel.")
+@click.option("--seed", type=int)
+@click.option("--limit", type=int, help="Train on at most this many samples (quick runs).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (else $QUTE_DATA, else ../shared/data).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(), help="Run directory to create.")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+def train(config_path, out, force, **flags):
+    """Train a model and write its run directory.
+
+    \b
+    Example:
+      qute train --dataset mnist --method qute -K 3 --epochs 20 -o runs/mnist-qute
+    """
+    from qute.config import make_config, read_project
+
+    cfg = make_config("train", read_project(config_path), flags)
+    from qute.data import load_dataset
+
+    data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit)
+    _import_tensorflow()
+    from qute.run import save_run, staging
+    with staging(out, force=force) as folder:
+        from qute.train import train as run_training
+
+        click.echo(
+            f"training {cfg.method} ({cfg.arch}, K={cfg.k}{', untied' if cfg.untied else ''}) on {cfg.dataset}: "
+            f"{len(data.x_train):,} train / {len(data.x_val):,} val / {len(data.x_test):,} test, {cfg.epochs} epochs",
+            err=True,
+        )
+        last = {}
+        with click.progressbar(
+            length=cfg.epochs,
+            label="epochs",
+            show_pos=True,
+            item_show_func=lambda _: (
+                f"loss {last['loss']:.3f}  val acc {last['val_accuracy']:.3f}" if last else None
+            ),
+            file=sys.stderr,
+        ) as bar:
+
+            def on_epoch(rec, _model):
+                last.update(rec)
+                bar.update(1)
+
+            result = run_training(cfg, data, on_epoch=on_epoch)
+        save_run(folder, cfg, result.spec, data, result.model, result.history)
+    h = result.history[-1]
+    click.echo(
+        f"wrote {out}: {result.spec.num_heads} head(s), {result.model.count_params():,} parameters, "
+        f"val accuracy {h['val_accuracy']:.3f}, val NLL {h['val_nll']:.3f}"
+    )
+
+
+@cli.command("eval")
+@click.argument("run_dir", type=click.Path())
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file.")
+@click.option("--ood", help="OOD set: a dataset name or a synthetic set (noise, blobs, ...). Default: per dataset.")
+@click.option("--corruptions", help="'all' or a comma-separated list of corruption names.")
+@click.option("--window", type=int, help="Accuracy-drop sliding window (default 100).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
+def eval_(run_dir, config_path, data_dir, **flags):
+    """Evaluate a run's uncertainty on ID, corrupted and OOD data.
+
+    Prints the table, writes metrics.json and plots (reliability.png, confidence_hist.png)
+    into RUN_DIR.
+
+    \b
+    Example:
+      qute eval runs/mnist-qute --ood fashion_mnist --corruptions all
+    """
+    from qute.config import make_config, read_project
+    from qute.evaluate import corruption_list
+    from qute.run import load_run
+
+    cfg = make_config("eval", read_project(config_path), flags)
+    corruption_list(cfg.corruptions)  # a bad name fails before anything slow
+    run = load_run(run_dir)
+    _import_tensorflow()
+    from qute.evaluate import evaluate, format_table, write_plots
+
+    ev = evaluate(run, cfg, data_dir=data_dir, progress=lambda label: click.echo(f"  {label}", err=True))
+    (Path(run_dir) / "metrics.json").write_text(json.dumps(ev.to_json(), indent=2) + "\n")
+    plots = write_plots(ev, Path(run_dir))
+    click.echo(format_table([ev]))
+    ood = ev.details["ood"]
+    click.echo(
+        f"\n{ev.dataset} test: accuracy {ev.summary['accuracy']:.3f}; OOD = {ood['name']} ({ood['samples']:,}); "
+        f"corruptions: {len(ev.details['corruptions'])}, window {cfg.window}; ECE with 15 equal-width bins"
+    )
+    click.echo(f"wrote {Path(run_dir) / 'metrics.json'}, " + ", ".join(str(p) for p in plots))
+
+
+def main(argv=None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="qute", standalone_mode=False)
+    except QuteError as e:
+        click.echo(f"qute: error: {e}", err=True)
+        return 2
+    except click.exceptions.UsageError as e:
+        click.echo(f"qute: error: {e.format_message()}", err=True)
+        return 2
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as e:
+        click.echo(f"qute: error: {e.format_message()}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

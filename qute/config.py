@@ -1,0 +1,170 @@
+"""Settings of a run: defaults, a `qute.toml` project file, and command-line flags on top.
+
+A project file holds one table per command::
+
+    [train]
+    dataset = "mnist"
+    arch = "mnist-cnn"
+    method = "qute"
+    k = 3
+    epochs = 20
+
+    [eval]
+    ood = "fashion_mnist"
+    corruptions = "all"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from qute.errors import QuteError
+
+ARCHS = ("mnist-cnn", "ds-cnn", "resnet8")
+METHODS = ("qute", "base", "ee-ensemble", "deep-ensemble", "mc-dropout")
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "digits"
+    arch: str = "mnist-cnn"
+    method: str = "qute"
+    k: int = 3
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_decay: float = 0.99
+    freeze_fraction: float = 0.1
+    untied: bool = False
+    dropout: float = 0.1
+    seed: int = 0
+    val_fraction: float = 0.1
+    limit: int | None = None
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        positive = {"k": self.k, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        for name, value in positive.items():
+            if value <= 0:
+                raise QuteError(f"{name} must be positive, got {value}")
+        if not 0 < self.lr_decay <= 1:
+            raise QuteError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if not 0 <= self.freeze_fraction < 1:
+            raise QuteError(f"freeze_fraction must be in [0, 1), got {self.freeze_fraction}")
+        if not 0 < self.val_fraction < 1:
+            raise QuteError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.limit is not None and self.limit < 1:
+            raise QuteError(f"limit must be positive, got {self.limit}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalConfig:
+    ood: str | None = None
+    corruptions: str = "all"
+    window: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.window < 2:
+            raise QuteError(f"window must be at least 2, got {self.window}")
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Everything needed to rebuild a network; stored with every run."""
+
+    arch: str
+    method: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    k: int = 3
+    untied: bool = False
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        check_choice("arch", self.arch, ARCHS)
+        check_choice("method", self.method, METHODS)
+        if not 1 <= self.k <= 16:
+            raise QuteError(f"-K must be between 1 and 16 for method {self.method}, got {self.k}")
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise QuteError(f"input shape must be (height, width, channels), got {self.input_shape}")
+        if self.num_classes < 2:
+            raise QuteError(f"a classifier needs at least 2 classes, got {self.num_classes}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise QuteError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def num_heads(self) -> int:
+        """Heads of the exported model (mc-dropout ships one head and samples it K times)."""
+        return 1 if self.method in ("base", "mc-dropout") else self.k
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetSpec":
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+
+def check_choice(what: str, value, allowed) -> None:
+    if value not in allowed:
+        raise QuteError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+_SECTIONS = {"train": TrainConfig, "eval": EvalConfig}
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _typed(cls, section: str, values: dict, source: str):
+    known = {f.name: f for f in fields(cls)}
+    for key, value in values.items():
+        if key not in known:
+            raise QuteError(f"{source}: unknown key {key!r} in [{section}]; allowed: {', '.join(known)}")
+        want = known[key].type
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "str": isinstance(value, str),
+        }
+        base = want.split(" ")[0]
+        if value is not None and base in ok and not ok[base]:
+            raise QuteError(f"{source}: [{section}] {key} must be {_KINDS[base]}, got {value!r}")
+    return cls(**values)
+
+
+def read_project(path: str | Path | None) -> dict:
+    """Tables of a qute.toml: the given file, else ./qute.toml when present, else nothing."""
+    if path is None:
+        path = Path("qute.toml")
+        if not path.exists():
+            return {}
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise QuteError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise QuteError(f"{path} is not valid TOML: {e}") from None
+    for section, value in data.items():
+        if section not in _SECTIONS:
+            raise QuteError(f"{path}: unknown table [{section}]; allowed: {', '.join('[' + s + ']' for s in _SECTIONS)}")
+        if not isinstance(value, dict):
+            raise QuteError(f"{path}: {section} must be a table ([{section}])")
+    return {"path": str(path), **data}
+
+
+def make_config(section: str, project: dict, overrides: dict):
+    """The section's settings: defaults, then the project file, then flags that were given."""
+    values = dict(project.get(section, {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _typed(_SECTIONS[section], section, values, project.get("path", "command line"))

@@ -1,0 +1,233 @@
+"""Uncertainty evaluation of a run on in-distribution, corrupted and out-of-distribution data.
+
+The numbers are those of the QUTE paper's table: class-weighted F1, NLL, Brier (divided by the
+class count), ECE (15 equal-width bins), failure-detection AUROC, OOD AUROC, and the
+accuracy-drop detection AUPRC of an ID stream followed by a corrupted one.
+
+The corrupted part of each accuracy-drop stream goes through the five severities in order, in
+equal blocks, so it holds mild shifts (which barely move accuracy) as well as strong ones: with
+strong corruptions alone every method detects every drop and the AUPRC says nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qute import data as qdata
+from qute import metrics, uncertainty
+from qute.config import EvalConfig
+from qute.errors import QuteError
+from qute.run import Run
+
+TABLE_COLUMNS = (
+    ("f1", "F1"),
+    ("nll", "NLL"),
+    ("brier", "Brier"),
+    ("ece", "ECE"),
+    ("auroc_failure", "AUROC fail"),
+    ("auroc_ood", "AUROC OOD"),
+    ("auprc_drop", "AUPRC drop"),
+)
+
+
+@dataclass
+class Evaluation:
+    method: str
+    arch: str
+    dataset: str
+    params: int
+    summary: dict  # the table row
+    details: dict = field(default_factory=dict)
+    # arrays for plots: confidences per set, and the ID labels/probabilities
+    confidence: dict = field(default_factory=dict)
+    id_probs: np.ndarray | None = None
+    id_labels: np.ndarray | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "method": self.method,
+            "arch": self.arch,
+            "dataset": self.dataset,
+            "params": self.params,
+            "ece_bins": 15,
+            "summary": self.summary,
+            **self.details,
+        }
+
+
+def head_probs(run: Run, model, x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(K, N, C) head probabilities; mc-dropout samples its one head K times with dropout on."""
+    from qute.train import predict_heads
+
+    if run.spec.method != "mc-dropout":
+        return predict_heads(model, x)
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return np.concatenate([predict_heads(model, x, training=True) for _ in range(run.spec.k)])
+
+
+def corruption_list(spec: str) -> list[str]:
+    if spec in ("all", "", None):
+        return list(qdata.CORRUPTIONS)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for n in names:
+        if n not in qdata.CORRUPTIONS:
+            raise QuteError(f"unknown corruption {n!r}; choose 'all' or a comma-separated list of: {', '.join(qdata.CORRUPTIONS)}")
+    return names
+
+
+def shifted_stream(x: np.ndarray, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The test images corrupted by `name` in five consecutive blocks of severity 1..5."""
+    blocks = np.array_split(np.arange(len(x)), len(qdata.SEVERITIES))
+    out = np.empty_like(x)
+    sev = np.empty(len(x), np.int64)
+    for severity, idx in zip(qdata.SEVERITIES, blocks):
+        out[idx] = qdata.corrupt(x[idx], name, severity, seed=seed + severity)
+        sev[idx] = severity
+    return out, sev
+
+
+def _id_metrics(y, probs, scores) -> dict:
+    return {
+        "accuracy": metrics.accuracy(y, probs),
+        "f1": metrics.f1(y, probs),
+        "nll": metrics.nll(y, probs),
+        "brier": metrics.brier(y, probs),
+        "ece": metrics.ece(y, probs, n_bins=15),
+        "auroc_failure": metrics.failure_auroc(y, probs, -scores.confidence),
+    }
+
+
+def evaluate(run: Run, cfg: EvalConfig, data_dir=None, model=None, dataset=None, progress=None) -> Evaluation:
+    """Evaluates a run's float model. `progress(label)` is called before each long step."""
+    step = progress or (lambda label: None)
+    data_dir = data_dir or run.train.data_dir
+    if model is None:
+        model = run.load_model()
+    if dataset is None:
+        step("loading data")
+        t = run.train
+        dataset = qdata.load_dataset(t.dataset, data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
+    corruptions = corruption_list(cfg.corruptions)
+    if cfg.window >= len(dataset.x_test):
+        raise QuteError(f"window {cfg.window} must be shorter than the test set ({len(dataset.x_test)} samples)")
+
+    step("in-distribution")
+    y = dataset.y_test
+    heads = head_probs(run, model, dataset.x_test, cfg.seed)
+    scores = uncertainty.summarize(heads)
+    probs = scores.mean_probs
+    row = _id_metrics(y, probs, scores)
+    details = {"id": dict(row), "per_head_accuracy": [metrics.accuracy(y, h) for h in heads]}
+    confidence = {"ID": scores.confidence}
+
+    step("out-of-distribution")
+    ood_name, x_ood = qdata.load_ood(cfg.ood, dataset, data_dir, seed=cfg.seed)
+    ood_scores = uncertainty.summarize(head_probs(run, model, x_ood, cfg.seed))
+    details["ood"] = {"name": ood_name, "samples": int(len(x_ood))}
+    details["ood"]["auroc"] = {
+        s: metrics.ood_auroc(uncertainty.uncertainty_score(scores, s), uncertainty.uncertainty_score(ood_scores, s))
+        for s in uncertainty.SCORES
+    }
+    row["auroc_ood"] = details["ood"]["auroc"]["confidence"]
+    confidence["OOD"] = ood_scores.confidence
+
+    # The ID part of every stream is the test set in one fixed shuffled order.
+    order = np.random.default_rng(cfg.seed).permutation(len(y))
+    correct_id = (scores.predicted == y)[order]
+    conf_id = scores.confidence[order]
+    per_corruption, cid_conf = {}, []
+    for name in corruptions:
+        step(f"corruption {name}")
+        x_shift, sev = shifted_stream(dataset.x_test[order], name, cfg.seed)
+        s = uncertainty.summarize(head_probs(run, model, x_shift, cfg.seed))
+        correct = s.predicted == y[order]
+        drop = metrics.accuracy_drop(correct_id, conf_id, correct, s.confidence, window=cfg.window)
+        per_corruption[name] = {
+            "accuracy": float(correct.mean()),
+            "accuracy_by_severity": [float(correct[sev == k].mean()) for k in qdata.SEVERITIES],
+            "mean_confidence": float(s.confidence.mean()),
+            "auprc_drop": drop.auprc,
+            "positive_windows": drop.n_positive,
+            "windows": drop.n_windows,
+        }
+        cid_conf.append(s.confidence)
+    auprcs = [c["auprc_drop"] for c in per_corruption.values() if not np.isnan(c["auprc_drop"])]
+    row["auprc_drop"] = float(np.mean(auprcs)) if auprcs else float("nan")
+    details["corruptions"] = per_corruption
+    details["accuracy_drop"] = {
+        "window": cfg.window,
+        "k_sigma": 3.0,
+        "stream": "ID test set (shuffled) then the same images corrupted, severities 1..5 in equal consecutive blocks",
+        "corruptions_with_drops": len(auprcs),
+    }
+    if cid_conf:
+        confidence["CID"] = np.concatenate(cid_conf)
+    return Evaluation(
+        method=run.spec.method + ("-untied" if run.spec.method == "qute" and run.spec.untied else ""),
+        arch=run.spec.arch,
+        dataset=run.train.dataset,
+        params=int(model.count_params()),
+        summary={k: float(v) for k, v in row.items()},
+        details=details,
+        confidence=confidence,
+        id_probs=probs,
+        id_labels=y,
+    )
+
+
+def format_table(rows: list[Evaluation]) -> str:
+    """A fixed-width text table, one line per evaluation."""
+    head = ["method"] + [c for _, c in TABLE_COLUMNS] + ["params"]
+    body = [
+        [r.method] + [_fmt(r.summary.get(k)) for k, _ in TABLE_COLUMNS] + [f"{r.params:,}"] for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(line, widths))) for line in [head] + body]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or np.isnan(v) else f"{v:.3f}"
+
+
+def write_plots(ev: Evaluation, folder: Path) -> list[Path]:
+    """Reliability diagram and confidence histograms (ID / corrupted / OOD) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    conf = ev.id_probs.max(1)
+    correct = ev.id_probs.argmax(1) == ev.id_labels
+    edges = np.linspace(0, 1, 16)
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, 14)
+    acc = np.array([correct[idx == b].mean() if np.any(idx == b) else np.nan for b in range(15)])
+    mid = (edges[:-1] + edges[1:]) / 2
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.bar(mid, np.nan_to_num(acc), width=1 / 15, edgecolor="black", alpha=0.8, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"{ev.method} on {ev.dataset}: ECE {ev.summary['ece']:.3f} (15 bins)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    paths.append(folder / "reliability.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0, 1, 41)
+    for label, values in ev.confidence.items():
+        ax.hist(values, bins=bins, density=True, histtype="step", lw=1.5, label=f"{label} ({len(values):,})")
+    ax.set(xlabel="confidence (max mean probability)", ylabel="density", title=f"{ev.method}: confidence by data set")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(folder / "confidence_hist.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,255 @@
+"""Backbones and the ensemble methods built on them.
+
+Every method builds two graphs from the same layer names:
+
+- the *training* graph, with everything the loss needs (early exits, the original head);
+- the *inference* graph that ships: input -> backbone -> K softmax heads named ``head_0`` ..
+  ``head_{K-1}``, in that order, and nothing else.
+
+`export_inference` builds the second from the first and copies the weights over by layer name, so
+every later stage (quantization, code generation, firmware) sees plain Keras layers only.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from qute.config import ARCHS, METHODS, NetSpec, check_choice  # noqa: F401  (re-exported)
+from qute.errors import QuteError
+
+
+def head_names(n: int) -> list[str]:
+    return [f"head_{i}" for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones. Each returns the feature map after every stage; the last one is the final feature
+# map. Early exits attach to the earlier ones.
+
+
+def _conv_relu(x, filters, kernel, strides, name):
+    return layers.Conv2D(filters, kernel, strides=strides, padding="same", activation="relu", name=name)(x)
+
+
+def _stage(feats, x, drop, name):
+    # MC dropout needs dropout after every stage of the backbone, not only before the head.
+    if drop:
+        x = layers.Dropout(drop, name=f"{name}_drop")(x)
+    feats.append(x)
+    return x
+
+
+def _mnist_cnn(x, p, drop=0.0):
+    # The QUTE paper's small MNIST CNN size (~3.9K parameters with the classifier): three conv
+    # layers, the first two strided so most of the work happens on a quarter-size map, and a
+    # classifier on the pooled final map.
+    feats = []
+    for i, (filters, kernel, stride) in enumerate(((8, 5, 2), (16, 3, 2), (16, 3, 1))):
+        x = _stage(feats, _conv_relu(x, filters, kernel, stride, f"{p}conv{i + 1}"), drop, f"{p}conv{i + 1}")
+    return feats
+
+
+def _conv_bn_relu(x, filters, kernel, strides, name, relu=True):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _ds_cnn(x, p, drop=0.0):
+    # MLPerf Tiny keyword-spotting DS-CNN: a 10x4 stride-2 conv, then four depthwise-separable
+    # blocks of 64 channels. The kernel is clipped to the input so tiny inputs still work.
+    h, w = x.shape[1], x.shape[2]
+    feats = []
+    x = _stage(feats, _conv_bn_relu(x, 64, (min(10, h), min(4, w)), 2, f"{p}stem"), drop, f"{p}stem")
+    for i in range(4):
+        y = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{p}dw{i + 1}")(x)
+        y = layers.BatchNormalization(name=f"{p}dw{i + 1}_bn")(y)
+        y = layers.ReLU(name=f"{p}dw{i + 1}_relu")(y)
+        x = _stage(feats, _conv_bn_relu(y, 64, 1, 1, f"{p}pw{i + 1}"), drop, f"{p}pw{i + 1}")
+    return feats
+
+
+def _resnet8(x, p, drop=0.0):
+    # MLPerf Tiny image-classification ResNet-8: a stem and three residual stacks (16, 32, 64).
+    feats = []
+    x = _stage(feats, _conv_bn_relu(x, 16, 3, 1, f"{p}stem"), drop, f"{p}stem")
+    for i, (filters, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
+        inp = x
+        y = _conv_bn_relu(inp, filters, 3, stride, f"{p}stack{i + 1}a")
+        y = _conv_bn_relu(y, filters, 3, 1, f"{p}stack{i + 1}b", relu=False)
+        if stride != 1 or inp.shape[-1] != filters:
+            inp = layers.Conv2D(filters, 1, strides=stride, padding="same", name=f"{p}stack{i + 1}_skip")(inp)
+        y = layers.Add(name=f"{p}stack{i + 1}_add")([y, inp])
+        x = _stage(feats, layers.ReLU(name=f"{p}stack{i + 1}_relu")(y), drop, f"{p}stack{i + 1}")
+    return feats
+
+
+_BACKBONES = {"mnist-cnn": _mnist_cnn, "ds-cnn": _ds_cnn, "resnet8": _resnet8}
+
+
+def backbone_stage_count(arch: str, input_shape=(28, 28, 1)) -> int:
+    inp = keras.Input(input_shape)
+    return len(_BACKBONES[arch](inp, "probe_"))
+
+
+def exit_positions(num_stages: int, k: int) -> list[int]:
+    """Stages (0-based, excluding the last) after which the K early exits sit, at roughly equal depth.
+
+    Exit j sits at the fraction (j+1)/(K+1) of the stages before the final one; with more exits
+    than stages several exits share a stage (each still has its own layers).
+    """
+    available = num_stages - 1
+    if available < 1:
+        raise QuteError("the backbone has a single stage: there is nowhere to attach early exits")
+    return [min(available - 1, int((j + 1) * available / (k + 1))) for j in range(k)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads
+
+
+class TiedDepthwiseConv2D(layers.Layer):
+    """A 3x3 depthwise conv that borrows its kernel from another DepthwiseConv2D.
+
+    The kernel goes through a stop-gradient, so only the source layer's own loss trains it; this
+    equals copying the exit's kernel into the output block before every batch. Only the bias is
+    this layer's own.
+    """
+
+    def __init__(self, source: layers.DepthwiseConv2D, **kwargs):
+        super().__init__(**kwargs)
+        self.source = source
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, x):
+        kernel = ops.stop_gradient(self.source.kernel)
+        return ops.depthwise_conv(x, kernel, strides=1, padding="same") + self.bias
+
+    def get_config(self):
+        # The source is another layer of the same training graph; the training graph is never
+        # serialized (only the inference graph, which has a plain DepthwiseConv2D here).
+        return {**super().get_config(), "source": self.source.name}
+
+
+def _softmax_head(x, num_classes, name, pool=True):
+    if pool:
+        x = layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
+    x = layers.Dense(num_classes, name=f"{name}_fc")(x)
+    return layers.Softmax(name=name)(x)
+
+
+def _qute_exit(feat, channels, num_classes, j):
+    # Early exit j: pointwise conv to the final map's channel count, depthwise conv, dense.
+    y = layers.Conv2D(channels, 1, activation="relu", name=f"exit_{j}_pw")(feat)
+    dw = layers.DepthwiseConv2D(3, padding="same", name=f"exit_{j}_dw")
+    y = layers.ReLU(name=f"exit_{j}_relu")(dw(y))
+    return dw, _softmax_head(y, num_classes, f"exit_{j}")
+
+
+def _qute_block(final, num_classes, j, tied_to=None):
+    if tied_to is not None:
+        y = TiedDepthwiseConv2D(tied_to, name=f"block_{j}_dw")(final)
+    else:
+        y = layers.DepthwiseConv2D(3, padding="same", name=f"block_{j}_dw")(final)
+    y = layers.ReLU(name=f"block_{j}_relu")(y)
+    return _softmax_head(y, num_classes, f"head_{j}")
+
+
+def _fc_exit(feat, num_classes, name):
+    # Qendro et al.'s exits: a fully connected classifier on the (pooled) intermediate map; the
+    # pooling caps the FC's input at 4x4 positions so early, wide maps stay affordable.
+    h, w = feat.shape[1], feat.shape[2]
+    pool = (max(1, h // 4), max(1, w // 4))
+    y = layers.AveragePooling2D(pool, name=f"{name}_pool")(feat) if pool != (1, 1) else feat
+    y = layers.Flatten(name=f"{name}_flat")(y)
+    return _softmax_head(y, num_classes, name, pool=False)
+
+
+def build(spec: NetSpec, training: bool) -> keras.Model:
+    """Builds the training graph (``training=True``) or the inference graph of a method.
+
+    The training graph's outputs are a dict: ``head_j`` for the shipped heads plus, for qute,
+    ``exit_j`` (early exits) and ``head`` (the original classifier, trained then dropped).
+    """
+    inp = keras.Input(spec.input_shape, name="input")
+    backbone = _BACKBONES[spec.arch]
+    nc = spec.num_classes
+    out = {}
+    if spec.method == "deep-ensemble":
+        for j in range(spec.k):
+            final = backbone(inp, f"m{j}_bb_")[-1]
+            out[f"head_{j}"] = _softmax_head(final, nc, f"head_{j}")
+    elif spec.method in ("base", "mc-dropout"):
+        drop = spec.dropout if spec.method == "mc-dropout" else 0.0
+        out["head_0"] = _softmax_head(backbone(inp, "bb_", drop)[-1], nc, "head_0")
+    elif spec.method == "ee-ensemble":
+        feats = backbone(inp, "bb_")
+        positions = exit_positions(len(feats), spec.k - 1) if spec.k > 1 else []
+        for j, pos in enumerate(positions):
+            out[f"head_{j}"] = _fc_exit(feats[pos], nc, f"head_{j}")
+        out[f"head_{spec.k - 1}"] = _softmax_head(feats[-1], nc, f"head_{spec.k - 1}")
+    else:  # qute
+        feats = backbone(inp, "bb_")
+        final = feats[-1]
+        channels = final.shape[-1]
+        exits = []
+        if training:
+            for j, pos in enumerate(exit_positions(len(feats), spec.k)):
+                dw, probs = _qute_exit(feats[pos], channels, nc, j)
+                exits.append(dw)
+                out[f"exit_{j}"] = probs
+            out["head"] = _softmax_head(final, nc, "head")
+        for j in range(spec.k):
+            tied = exits[j] if training and not spec.untied else None
+            out[f"head_{j}"] = _qute_block(final, nc, j, tied)
+    if not training:
+        return keras.Model(inp, [out[n] for n in head_names(spec.num_heads)], name=f"{spec.method}_{spec.arch}")
+    return keras.Model(inp, out, name=f"{spec.method}_{spec.arch}_train")
+
+
+def loss_weights(spec: NetSpec, epoch: int, epochs: int) -> dict[str, float]:
+    """Weight of each training output's cross-entropy at an epoch (0-based).
+
+    qute: exits ramp SDN-style from 0.01 to their relative depth (j+1)/(K+1) over training;
+    output block k (k = 1..K) weighs 3 + 0.5 k; the original head weighs 1.
+    Every other method weighs each head 1.
+    """
+    if spec.method != "qute":
+        return {n: 1.0 for n in head_names(spec.num_heads)}
+    ramp = epoch / (epochs - 1) if epochs > 1 else 1.0
+    w = {}
+    for j in range(spec.k):
+        final = (j + 1) / (spec.k + 1)
+        w[f"exit_{j}"] = 0.01 + (final - 0.01) * ramp
+    for j in range(spec.k):
+        w[f"head_{j}"] = 3.0 + 0.5 * (j + 1)
+    w["head"] = 1.0
+    return w
+
+
+def is_backbone_variable(path: str) -> bool:
+    """True for variables of the shared backbone (frozen for the last part of qute training)."""
+    name = path.split("/")[0]
+    return name.startswith("bb_") or (name.startswith("m") and "_bb_" in name)
+
+
+def export_inference(spec: NetSpec, train_model: keras.Model) -> keras.Model:
+    """The shipped graph, its weights copied from the training graph by layer name.
+
+    A tied output block gets its kernel from the matching exit and its bias from itself.
+    """
+    model = build(spec, training=False)
+    trained = {layer.name: layer for layer in train_model.layers}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        src = trained[layer.name]
+        if isinstance(src, TiedDepthwiseConv2D):
+            layer.set_weights([np.asarray(src.source.kernel), np.asarray(src.bias)])
+        else:
+            layer.set_weights(src.get_weights())
+    return model

@@ -1,0 +1,124 @@
+"""A run directory: what `qute train` writes and every later stage reads.
+
+    RUN_DIR/
+      model.keras         the inference graph: input -> backbone -> K softmax heads head_0..head_{K-1}
+      config.json         training settings, network spec, dataset description
+      normalisation.json  raw input -> model input (later stages quantize exactly what the model saw)
+      history.json        one record per epoch
+
+Runs are written into a temporary sibling folder and renamed into place, so an interrupted or
+failed `qute train` never leaves a half-written RUN_DIR behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from qute import __version__
+from qute.config import NetSpec, TrainConfig
+from qute.data import Normalisation
+from qute.errors import QuteError
+
+MODEL_FILE = "model.keras"
+FILES = (MODEL_FILE, "config.json", "normalisation.json", "history.json")
+
+
+@dataclass
+class Run:
+    path: Path
+    train: TrainConfig
+    spec: NetSpec
+    normalisation: Normalisation
+    dataset: dict
+    history: list
+
+    def load_model(self):
+        import keras
+
+        try:
+            return keras.saving.load_model(self.path / MODEL_FILE, compile=False)
+        except Exception as e:  # a damaged model file is bad input, not a crash
+            raise QuteError(f"{self.path / MODEL_FILE} could not be loaded ({type(e).__name__}: {e}); re-run qute train") from None
+
+
+@contextmanager
+def staging(target: str | Path, force: bool = False):
+    """Yields a temporary folder that replaces `target` when the block succeeds."""
+    target = Path(target)
+    if target.exists() and not force and (not target.is_dir() or any(target.iterdir())):
+        raise QuteError(f"{target} already exists and is not empty; choose another -o or pass --force")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_run(folder: Path, cfg: TrainConfig, spec: NetSpec, data, model, history: list) -> None:
+    """Writes a run's files into `folder` (normally a `staging` folder)."""
+    model.save(folder / MODEL_FILE)
+    dataset = {
+        "name": data.name,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "class_names": list(data.class_names) if data.class_names else None,
+        "train_samples": int(len(data.x_train)),
+        "val_samples": int(len(data.x_val)),
+        "test_samples": int(len(data.x_test)),
+    }
+    write_json(
+        folder / "config.json",
+        {
+            "qute_version": __version__,
+            "train": cfg.to_dict(),
+            "spec": spec.to_dict(),
+            "dataset": dataset,
+            "heads": [f"head_{i}" for i in range(spec.num_heads)],
+            "params": int(model.count_params()),
+        },
+    )
+    write_json(folder / "normalisation.json", data.normalisation.to_dict())
+    write_json(folder / "history.json", history)
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not path.is_dir():
+        raise QuteError(f"run directory {path} does not exist; create one with: qute train -o {path}")
+    missing = [f for f in FILES if not (path / f).exists()]
+    if missing:
+        raise QuteError(f"{path} is not a complete qute run (missing {', '.join(missing)}); re-run qute train")
+    try:
+        config = json.loads((path / "config.json").read_text())
+        norm = json.loads((path / "normalisation.json").read_text())
+        history = json.loads((path / "history.json").read_text())
+        return Run(
+            path=path,
+            train=TrainConfig(**config["train"]),
+            spec=NetSpec.from_dict(config["spec"]),
+            normalisation=Normalisation.from_dict(norm),
+            dataset=config["dataset"],
+            history=history,
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise QuteError(f"{path}: damaged run files ({type(e).__name__}: {e}); re-run qute train") from None

@@ -1,0 +1,123 @@
+"""Training: one loop for every method, with the QUTE paper's loss schedule.
+
+The loop is written out (not `model.fit`) because the loss weights change every epoch (the
+exits' SDN ramp) and the backbone is frozen for the last part of training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from qute import models
+from qute.config import TrainConfig
+from qute.models import NetSpec
+
+if TYPE_CHECKING:
+    from qute.data import Dataset
+
+
+@dataclass
+class TrainResult:
+    spec: NetSpec
+    model: keras.Model  # the inference graph
+    train_model: keras.Model
+    history: list[dict] = field(default_factory=list)
+
+
+def spec_for(cfg: TrainConfig, data: Dataset) -> NetSpec:
+    return NetSpec(
+        arch=cfg.arch,
+        method=cfg.method,
+        input_shape=tuple(data.input_shape),
+        num_classes=data.num_classes,
+        k=cfg.k,
+        untied=cfg.untied,
+        dropout=cfg.dropout,
+    )
+
+
+def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model], None] | None = None) -> TrainResult:
+    """Trains the method of `cfg` on `data` and returns its inference model.
+
+    `on_epoch` receives each epoch's record (loss, validation accuracy and NLL of the mean of the
+    heads, learning rate, whether the backbone was frozen) and the training graph.
+    """
+    keras.utils.set_random_seed(cfg.seed)
+    spec = spec_for(cfg, data)
+    model = models.build(spec, training=True)
+    names = sorted(models.loss_weights(spec, 0, cfg.epochs))
+    optimizer = keras.optimizers.Adam(learning_rate=cfg.lr)
+    weights = tf.Variable(np.zeros(len(names), np.float32), trainable=False)
+    frozen_from = cfg.epochs - int(round(cfg.freeze_fraction * cfg.epochs)) if spec.method == "qute" else cfg.epochs
+    all_vars = model.trainable_variables
+    head_vars = [v for v in all_vars if not models.is_backbone_variable(v.path)]
+    optimizer.build(all_vars)
+
+    def make_step(variables):
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                out = model(x, training=True)
+                losses = [
+                    tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, out[n])) for n in names
+                ]
+                loss = tf.reduce_sum(tf.stack(losses) * weights)
+            grads = tape.gradient(loss, variables)
+            optimizer.apply(grads, variables)
+            return loss
+
+        return step
+
+    full_step, head_step = make_step(all_vars), make_step(head_vars)
+    rng = np.random.default_rng(cfg.seed)
+    n = len(data.x_train)
+    history = []
+    for epoch in range(cfg.epochs):
+        w = models.loss_weights(spec, epoch, cfg.epochs)
+        weights.assign(np.array([w[n_] for n_ in names], np.float32))
+        lr = cfg.lr * cfg.lr_decay**epoch
+        optimizer.learning_rate = lr
+        frozen = epoch >= frozen_from
+        step = head_step if frozen else full_step
+        order = rng.permutation(n)
+        total, batches = 0.0, 0
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            total += float(step(tf.constant(data.x_train[idx]), tf.constant(data.y_train[idx])))
+            batches += 1
+        heads = predict_heads(model, data.x_val, names=models.head_names(spec.num_heads))
+        mean = heads.mean(axis=0)
+        record = {
+            "epoch": epoch + 1,
+            "loss": total / max(batches, 1),
+            "val_accuracy": float(np.mean(mean.argmax(1) == data.y_val)),
+            "val_nll": float(-np.mean(np.log(np.clip(mean[np.arange(len(mean)), data.y_val], 1e-12, None)))),
+            "lr": lr,
+            "backbone_frozen": frozen,
+        }
+        history.append(record)
+        if on_epoch:
+            on_epoch(record, model)
+    return TrainResult(spec, models.export_inference(spec, model), model, history)
+
+
+def predict_heads(model: keras.Model, x: np.ndarray, names=None, batch_size: int = 1024, training=False) -> np.ndarray:
+    """Head probabilities as one (K, N, C) float32 array, heads in name order.
+
+    Works for the inference graph (a list of outputs) and the training graph (a dict; pass the
+    head names to pick). `training=True` keeps dropout active (MC dropout).
+    """
+    chunks = []
+    for start in range(0, len(x), batch_size):
+        out = model(tf.constant(x[start : start + batch_size]), training=training)
+        if isinstance(out, dict):
+            out = [out[n] for n in names]
+        elif not isinstance(out, (list, tuple)):
+            out = [out]
+        chunks.append(np.stack([np.asarray(o) for o in out]))
+    return np.concatenate(chunks, axis=1).astype(np.float32)

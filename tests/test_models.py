@@ -1,0 +1,126 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from qute import models
+from qute.config import TrainConfig
+from qute.errors import QuteError
+from qute.models import NetSpec
+from qute.train import predict_heads, train
+
+
+@pytest.mark.parametrize("arch", models.ARCHS)
+@pytest.mark.parametrize("method", models.METHODS)
+def test_inference_graph_has_only_named_heads(arch, method):
+    spec = NetSpec(arch, method, (8, 8, 1), 10, k=3)
+    model = models.build(spec, training=False)
+    want = 1 if method in ("base", "mc-dropout") else 3
+    assert list(model.output_names) == [f"head_{i}" for i in range(want)]
+    names = [layer.name for layer in model.layers]
+    assert not any(n.startswith("exit") for n in names)
+    assert "head" not in names  # the original classifier is dropped
+    out = model(np.zeros((2, 8, 8, 1), np.float32))
+    out = out if isinstance(out, list) else [out]
+    for o in out:
+        np.testing.assert_allclose(np.asarray(o).sum(1), 1.0, rtol=1e-5)
+
+
+def test_mnist_cnn_is_the_papers_size():
+    base = models.build(NetSpec("mnist-cnn", "base", (28, 28, 1), 10), training=False)
+    assert 3_700 <= base.count_params() <= 4_100
+
+
+def test_qute_training_graph_has_exits_blocks_and_original_head():
+    spec = NetSpec("mnist-cnn", "qute", (28, 28, 1), 10, k=3)
+    model = models.build(spec, training=True)
+    assert sorted(model.output_names) == sorted(
+        ["exit_0", "exit_1", "exit_2", "head_0", "head_1", "head_2", "head"]
+    )
+    # exits reach the final map's channel count with a pointwise conv
+    for j in range(3):
+        assert model.get_layer(f"exit_{j}_pw").filters == 16
+        assert isinstance(model.get_layer(f"block_{j}_dw"), models.TiedDepthwiseConv2D)
+
+
+def test_exit_positions_spread_along_the_backbone():
+    assert models.exit_positions(4, 3) == [0, 1, 2]
+    assert models.exit_positions(4, 1) == [1]
+    assert models.exit_positions(5, 3) == [1, 2, 3]
+    pos = models.exit_positions(4, 6)
+    assert pos == sorted(pos) and max(pos) <= 2 and len(pos) == 6
+
+
+def test_loss_weights_follow_the_papers_formula():
+    spec = NetSpec("mnist-cnn", "qute", (8, 8, 1), 10, k=4)
+    first, last = models.loss_weights(spec, 0, 10), models.loss_weights(spec, 9, 10)
+    for k in range(1, 5):
+        assert first[f"head_{k - 1}"] == last[f"head_{k - 1}"] == 3 + 0.5 * k
+        assert first[f"exit_{k - 1}"] == pytest.approx(0.01)
+        assert last[f"exit_{k - 1}"] == pytest.approx(k / 5)
+    mid = models.loss_weights(spec, 3, 10)
+    assert mid["exit_1"] == pytest.approx(0.01 + (2 / 5 - 0.01) * 3 / 9)
+    assert first["head"] == 1.0
+    other = models.loss_weights(NetSpec("mnist-cnn", "ee-ensemble", (8, 8, 1), 10, k=3), 0, 10)
+    assert other == {"head_0": 1.0, "head_1": 1.0, "head_2": 1.0}
+
+
+def test_block_loss_does_not_train_the_tied_kernel():
+    spec = NetSpec("mnist-cnn", "qute", (8, 8, 1), 10, k=2)
+    model = models.build(spec, training=True)
+    x = tf.random.uniform((4, 8, 8, 1))
+    kernel = model.get_layer("exit_1_dw").kernel
+    with tf.GradientTape(persistent=True) as tape:
+        out = model(x, training=True)
+        block = tf.reduce_sum(out["head_1"] * tf.math.log(out["head_1"] + 1e-9))
+        exit_ = tf.reduce_sum(out["exit_1"] * tf.math.log(out["exit_1"] + 1e-9))
+    assert tape.gradient(block, kernel) is None or not np.any(tape.gradient(block, kernel))
+    assert np.any(tape.gradient(exit_, kernel))
+
+
+def test_bad_spec_names_the_allowed_values():
+    with pytest.raises(QuteError, match="mnist-cnn, ds-cnn, resnet8"):
+        NetSpec("lenet", "qute", (8, 8, 1), 10)
+    with pytest.raises(QuteError, match="choose one of: qute, base"):
+        NetSpec("mnist-cnn", "bagging", (8, 8, 1), 10)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from qute.data import load_dataset
+
+    return load_dataset("digits", seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("untied", [False, True])
+def test_trained_blocks_share_their_exits_kernel(digits, untied):
+    cfg = TrainConfig(method="qute", k=3, epochs=4, batch_size=64, untied=untied, freeze_fraction=0.25)
+    snapshots = []
+
+    def on_epoch(record, model):
+        bb = [np.array(v) for v in model.trainable_variables if models.is_backbone_variable(v.path)]
+        snapshots.append((record, bb))
+
+    result = train(cfg, digits, on_epoch=on_epoch)
+    for j in range(3):
+        block = result.model.get_layer(f"block_{j}_dw").get_weights()[0]
+        exit_kernel = result.train_model.get_layer(f"exit_{j}_dw").get_weights()[0]
+        assert np.array_equal(block, exit_kernel) != untied
+    # the last epoch (25% of 4) ran with the backbone frozen
+    assert [r["backbone_frozen"] for r, _ in snapshots] == [False, False, False, True]
+    for a, b in zip(snapshots[-2][1], snapshots[-1][1]):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(snapshots[0][1], snapshots[1][1]))
+    # the exported graph computes what the training graph's heads compute
+    exported = predict_heads(result.model, digits.x_test[:50])
+    trained = predict_heads(result.train_model, digits.x_test[:50], names=["head_0", "head_1", "head_2"])
+    np.testing.assert_allclose(exported, trained, atol=1e-6)
+    assert result.history[-1]["val_accuracy"] > 0.5
+
+
+@pytest.mark.slow
+def test_deep_ensemble_members_differ(digits):
+    result = train(TrainConfig(method="deep-ensemble", k=2, epochs=2, batch_size=64), digits)
+    heads = predict_heads(result.model, digits.x_test[:20])
+    assert heads.shape == (2, 20, 10)
+    assert not np.allclose(heads[0], heads[1])
