@@ -44,9 +44,11 @@ def _stage(feats, x, drop, name):
 def _mnist_cnn(x, p, drop=0.0):
     # The QUTE paper's small MNIST CNN size (~3.9K parameters with the classifier): three conv
     # layers, the first two strided so most of the work happens on a quarter-size map, and a
-    # classifier on the pooled final map.
+    # classifier on the pooled final map. Maps of 8 pixels or less per side are not downsampled
+    # further (8x8 digits keep their resolution).
     feats = []
     for i, (filters, kernel, stride) in enumerate(((8, 5, 2), (16, 3, 2), (16, 3, 1))):
+        stride = stride if min(x.shape[1], x.shape[2]) > 8 else 1
         x = _stage(feats, _conv_relu(x, filters, kernel, stride, f"{p}conv{i + 1}"), drop, f"{p}conv{i + 1}")
     return feats
 
@@ -135,28 +137,39 @@ class TiedDepthwiseConv2D(layers.Layer):
         return {**super().get_config(), "source": self.source.name}
 
 
-def _softmax_head(x, num_classes, name, pool=True):
-    if pool:
+# How each backbone's classifiers pool the final map: the tiny mnist-cnn learns much faster and
+# better with max pooling (digits: 0.97 against 0.88 validation accuracy after 40 epochs); the
+# MLPerf Tiny models keep their reference's average pooling.
+_HEAD_POOL = {"mnist-cnn": "max", "ds-cnn": "avg", "resnet8": "avg"}
+
+
+def _softmax_head(x, num_classes, name, pool="avg"):
+    if pool == "avg":
         x = layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
+    elif pool == "max":
+        # A full-map MaxPooling2D (MAX_POOL_2D in TFLite) rather than GlobalMaxPooling2D, which
+        # converts to REDUCE_MAX.
+        x = layers.MaxPooling2D((x.shape[1], x.shape[2]), name=f"{name}_maxpool")(x)
+        x = layers.Reshape((x.shape[-1],), name=f"{name}_flat")(x)
     x = layers.Dense(num_classes, name=f"{name}_fc")(x)
     return layers.Softmax(name=name)(x)
 
 
-def _qute_exit(feat, channels, num_classes, j):
+def _qute_exit(feat, channels, num_classes, j, pool):
     # Early exit j: pointwise conv to the final map's channel count, depthwise conv, dense.
     y = layers.Conv2D(channels, 1, activation="relu", name=f"exit_{j}_pw")(feat)
     dw = layers.DepthwiseConv2D(3, padding="same", name=f"exit_{j}_dw")
     y = layers.ReLU(name=f"exit_{j}_relu")(dw(y))
-    return dw, _softmax_head(y, num_classes, f"exit_{j}")
+    return dw, _softmax_head(y, num_classes, f"exit_{j}", pool)
 
 
-def _qute_block(final, num_classes, j, tied_to=None):
+def _qute_block(final, num_classes, j, pool, tied_to=None):
     if tied_to is not None:
         y = TiedDepthwiseConv2D(tied_to, name=f"block_{j}_dw")(final)
     else:
         y = layers.DepthwiseConv2D(3, padding="same", name=f"block_{j}_dw")(final)
     y = layers.ReLU(name=f"block_{j}_relu")(y)
-    return _softmax_head(y, num_classes, f"head_{j}")
+    return _softmax_head(y, num_classes, f"head_{j}", pool)
 
 
 def _fc_exit(feat, num_classes, name):
@@ -166,7 +179,7 @@ def _fc_exit(feat, num_classes, name):
     pool = (max(1, h // 4), max(1, w // 4))
     y = layers.AveragePooling2D(pool, name=f"{name}_pool")(feat) if pool != (1, 1) else feat
     y = layers.Flatten(name=f"{name}_flat")(y)
-    return _softmax_head(y, num_classes, name, pool=False)
+    return _softmax_head(y, num_classes, name, pool=None)
 
 
 def build(spec: NetSpec, training: bool) -> keras.Model:
@@ -178,20 +191,21 @@ def build(spec: NetSpec, training: bool) -> keras.Model:
     inp = keras.Input(spec.input_shape, name="input")
     backbone = _BACKBONES[spec.arch]
     nc = spec.num_classes
+    pool = _HEAD_POOL[spec.arch]
     out = {}
     if spec.method == "deep-ensemble":
         for j in range(spec.k):
             final = backbone(inp, f"m{j}_bb_")[-1]
-            out[f"head_{j}"] = _softmax_head(final, nc, f"head_{j}")
+            out[f"head_{j}"] = _softmax_head(final, nc, f"head_{j}", pool)
     elif spec.method in ("base", "mc-dropout"):
         drop = spec.dropout if spec.method == "mc-dropout" else 0.0
-        out["head_0"] = _softmax_head(backbone(inp, "bb_", drop)[-1], nc, "head_0")
+        out["head_0"] = _softmax_head(backbone(inp, "bb_", drop)[-1], nc, "head_0", pool)
     elif spec.method == "ee-ensemble":
         feats = backbone(inp, "bb_")
         positions = exit_positions(len(feats), spec.k - 1) if spec.k > 1 else []
         for j, pos in enumerate(positions):
             out[f"head_{j}"] = _fc_exit(feats[pos], nc, f"head_{j}")
-        out[f"head_{spec.k - 1}"] = _softmax_head(feats[-1], nc, f"head_{spec.k - 1}")
+        out[f"head_{spec.k - 1}"] = _softmax_head(feats[-1], nc, f"head_{spec.k - 1}", pool)
     else:  # qute
         feats = backbone(inp, "bb_")
         final = feats[-1]
@@ -199,13 +213,13 @@ def build(spec: NetSpec, training: bool) -> keras.Model:
         exits = []
         if training:
             for j, pos in enumerate(exit_positions(len(feats), spec.k)):
-                dw, probs = _qute_exit(feats[pos], channels, nc, j)
+                dw, probs = _qute_exit(feats[pos], channels, nc, j, pool)
                 exits.append(dw)
                 out[f"exit_{j}"] = probs
-            out["head"] = _softmax_head(final, nc, "head")
+            out["head"] = _softmax_head(final, nc, "head", pool)
         for j in range(spec.k):
             tied = exits[j] if training and not spec.untied else None
-            out[f"head_{j}"] = _qute_block(final, nc, j, tied)
+            out[f"head_{j}"] = _qute_block(final, nc, j, pool, tied)
     if not training:
         return keras.Model(inp, [out[n] for n in head_names(spec.num_heads)], name=f"{spec.method}_{spec.arch}")
     return keras.Model(inp, out, name=f"{spec.method}_{spec.arch}_train")

