@@ -1,0 +1,183 @@
+"""Graph -> C99 source: `qute_model.h` (the API) and `qute_model.c` (weights, parameters, op calls).
+
+The output is a function of the model bytes alone: same model in, same C out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from codegen import ops as op_registry
+from codegen.ir import CodegenError, Graph, Op
+from codegen.planner import Plan, plan
+
+_CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "uint8": "uint8_t", "float32": "float", "int64": "int64_t"}
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+@dataclass
+class Array:
+    name: str
+    ctype: str
+    values: np.ndarray
+    comment: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes)
+
+    def initializer(self, per_line: int = 16) -> str:
+        flat = self.values.reshape(-1)
+        if self.ctype == "float":
+            items = [f"{float(v)!r}f" for v in flat]
+        else:
+            items = [str(int(v)) for v in flat]
+        lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
+        return ",\n    ".join(lines)
+
+
+@dataclass
+class Struct:
+    name: str
+    ctype: str
+    fields: dict
+
+
+@dataclass
+class Context:
+    """What lowerings use to name tensors and declare constants."""
+
+    graph: Graph
+    plan: Plan
+    weights_arrays: dict[int, Array] = field(default_factory=dict)
+    param_arrays: list[Array] = field(default_factory=list)
+    structs: list[Struct] = field(default_factory=list)
+    headers: set[str] = field(default_factory=set)
+
+    def ptr(self, tensor: int) -> str:
+        t = self.graph.tensor(tensor)
+        ctype = _CTYPES[t.dtype]
+        if t.is_const:
+            return self._weights(tensor).name
+        kind, where = self.plan.home[tensor]
+        if kind == "input":
+            return f"(const {ctype} *)inputs[{where}]"
+        if kind == "output":
+            return f"({ctype} *)outputs[{where}]"
+        return f"({ctype} *)(arena + {where})"
+
+    def weights(self, op: Op, position: int) -> str:
+        return self._weights(op.inputs[position]).name
+
+    def _weights(self, tensor: int) -> Array:
+        if tensor not in self.weights_arrays:
+            t = self.graph.tensor(tensor)
+            self.weights_arrays[tensor] = Array(f"tensor{tensor}", _CTYPES[t.dtype], t.data, f"{t.name} {list(t.shape)}")
+        return self.weights_arrays[tensor]
+
+    def array(self, op: Op, role: str, values: np.ndarray) -> str:
+        arr = Array(f"op{op.index}_{role}", _CTYPES[values.dtype.name], values)
+        self.param_arrays.append(arr)
+        return arr.name
+
+    def struct(self, op: Op, ctype: str, **fields) -> str:
+        s = Struct(f"op{op.index}_params", ctype, fields)
+        self.structs.append(s)
+        return s.name
+
+
+@dataclass
+class Generated:
+    header: str
+    source: str
+    arena_size: int
+    weights_bytes: int
+    params_bytes: int
+    output_order: list[int]
+    headers: list[str]
+
+
+def output_order(graph: Graph) -> list[int]:
+    """Graph outputs in API order: by signature name (head_0, head_1, ...) when named, else as stored."""
+    if graph.output_names and set(graph.output_names.values()) == set(graph.outputs):
+        key = lambda name: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]  # noqa: E731
+        return [graph.output_names[n] for n in sorted(graph.output_names, key=key)]
+    return list(graph.outputs)
+
+
+def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
+    lowerings = {op.index: op_registry.lowering_for(op) for op in graph.ops}
+    for op in graph.ops:
+        lowerings[op.index].check(op, graph)
+    for t in graph.inputs + graph.outputs:
+        if graph.tensor(t).dtype != "int8":
+            raise CodegenError(
+                f"model {'input' if t in graph.inputs else 'output'} {graph.tensor(t).name} is "
+                f"{graph.tensor(t).dtype}; the generator needs int8 inputs and outputs (full-integer quantization)"
+            )
+    order = output_order(graph)
+    aliases = {op.index for op in graph.ops if getattr(lowerings[op.index], "alias", False)}
+    p = plan(graph, order, aliases)
+    ctx = Context(graph, p)
+    calls = []
+    for op in graph.ops:
+        low = lowerings[op.index]
+        if header := getattr(low, "header", None):
+            ctx.headers.add(header)
+        lines = low.emit(op, graph, ctx)
+        if lines:
+            calls.append((f"{op.index}: {op.opcode}", lines))
+    copies = [(k, ctx.ptr(t), graph.tensor(t).nbytes) for t, k in p.copies]
+
+    def io(t):
+        x = graph.tensor(t)
+        scale, zp = x.qparams()
+        return {"name": graph.output_label(t) if t in graph.outputs else x.name, "size": x.size,
+                "shape": list(x.shape), "scale": repr(float(np.float32(scale))) + "f", "zero_point": zp}
+
+    env = {
+        "prefix": prefix,
+        "guard": prefix.upper(),
+        "arena_size": p.arena_size,
+        "inputs": [io(t) for t in graph.inputs],
+        "outputs": [io(t) for t in order],
+        "headers": sorted(ctx.headers),
+        "weights": list(ctx.weights_arrays.values()),
+        "params": ctx.param_arrays,
+        "structs": ctx.structs,
+        "calls": calls,
+        "copies": copies,
+    }
+    weights_bytes = sum(a.nbytes for a in ctx.weights_arrays.values())
+    params_bytes = sum(a.nbytes for a in ctx.param_arrays)
+    return Generated(
+        header=_ENV.get_template("model.h.j2").render(env),
+        source=_ENV.get_template("model.c.j2").render(env),
+        arena_size=p.arena_size,
+        weights_bytes=weights_bytes,
+        params_bytes=params_bytes,
+        output_order=order,
+        headers=sorted(ctx.headers),
+    )
+
+
+def field_value(v) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (bool, np.bool_)):
+        return str(int(v))
+    return str(int(v))
+
+
+_ENV.filters["cvalue"] = field_value

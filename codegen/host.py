@@ -1,0 +1,126 @@
+"""Build generated C on the host and call it from Python, to check it against the oracle.
+
+The generated model is linked with the firmware kernels and a small harness into an executable
+that reads samples on stdin and writes the outputs on stdout. An executable (rather than a shared
+library loaded with ctypes) can carry AddressSanitizer and UBSan, which the tests use.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codegen.emit import Generated, generate
+from codegen.ir import CodegenError, Graph
+
+WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wstrict-prototypes"]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+
+_HARNESS = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "{prefix}.h"
+
+static const int32_t in_sizes[] = {{ {in_sizes} }};
+
+int main(void)
+{{
+    uint32_t n;
+    if (fread(&n, sizeof n, 1, stdin) != 1) return 2;
+    const int8_t *inputs[{n_in}];
+    int8_t *outputs[{n_out}];
+    int8_t *in_buf[{n_in}];
+    for (int i = 0; i < {n_in}; ++i) {{ in_buf[i] = malloc((size_t)in_sizes[i]); inputs[i] = in_buf[i]; }}
+    for (int k = 0; k < {n_out}; ++k) outputs[k] = malloc((size_t){prefix}_output_sizes[k]);
+    for (uint32_t s = 0; s < n; ++s) {{
+        for (int i = 0; i < {n_in}; ++i)
+            if (fread(in_buf[i], 1, (size_t)in_sizes[i], stdin) != (size_t)in_sizes[i]) return 3;
+        {prefix}_invoke_n(inputs, outputs);
+        for (int k = 0; k < {n_out}; ++k) fwrite(outputs[k], 1, (size_t){prefix}_output_sizes[k], stdout);
+    }}
+    for (int i = 0; i < {n_in}; ++i) free(in_buf[i]);
+    for (int k = 0; k < {n_out}; ++k) free(outputs[k]);
+    return 0;
+}}
+"""
+
+
+def kernels_dir() -> Path:
+    from qute.resources import firmware_dir  # no TensorFlow behind it
+
+    return firmware_dir() / "kernels"
+
+
+def write_sources(gen: Generated, folder: Path, prefix: str = "qute_model") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{prefix}.h").write_text(gen.header)
+    (folder / f"{prefix}.c").write_text(gen.source)
+    return [folder / f"{prefix}.h", folder / f"{prefix}.c"]
+
+
+@dataclass
+class HostModel:
+    """A generated model compiled for the host."""
+
+    exe: Path
+    input_sizes: list[int]
+    output_sizes: list[int]
+    output_shapes: list[tuple[int, ...]]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """inputs[i]: int8 array (N, *input_shape_i). Returns one (N, *output_shape_k) array per output."""
+        n = len(inputs[0])
+        payload = bytearray(struct.pack("<I", n))
+        flat = [np.ascontiguousarray(x, dtype=np.int8).reshape(n, -1) for x in inputs]
+        for i, x in enumerate(flat):
+            if x.shape[1] != self.input_sizes[i]:
+                raise CodegenError(f"input {i} has {x.shape[1]} values per sample; the model takes {self.input_sizes[i]}")
+        for s in range(n):
+            for x in flat:
+                payload += x[s].tobytes()
+        proc = subprocess.run([str(self.exe)], input=bytes(payload), capture_output=True, timeout=600)
+        if proc.returncode != 0:
+            raise CodegenError(f"generated model crashed (exit {proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
+        out = np.frombuffer(proc.stdout, np.int8).reshape(n, sum(self.output_sizes))
+        result, start = [], 0
+        for size, shape in zip(self.output_sizes, self.output_shapes):
+            per_sample = tuple(shape[1:]) if shape and shape[0] == 1 else (size,)
+            result.append(out[:, start : start + size].reshape((n,) + per_sample))
+            start += size
+        return result
+
+
+def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False, cc: str = "gcc",
+               opt: str = "-O2", prefix: str = "qute_model") -> HostModel:
+    """Generates C for `graph`, compiles it with the kernels and the harness, returns a runner."""
+    if shutil.which(cc) is None:
+        raise CodegenError(f"C compiler {cc!r} not found; install gcc (Debian: apt-get install gcc)")
+    gen = generate(graph, prefix)
+    folder = Path(folder or tempfile.mkdtemp(prefix="qute-host-"))
+    write_sources(gen, folder, prefix)
+    in_sizes = [graph.tensor(t).size for t in graph.inputs]
+    (folder / "harness.c").write_text(
+        _HARNESS.format(prefix=prefix, in_sizes=", ".join(map(str, in_sizes)), n_in=len(in_sizes), n_out=len(gen.output_order))
+    )
+    kdir = kernels_dir()
+    kernels = sorted(kdir.glob("*.c"))
+    exe = folder / ("model_asan" if sanitize else "model")
+    cmd = [cc, *WARNINGS, opt, "-I", str(folder), "-I", str(kdir), *(SANITIZE if sanitize else []),
+           str(folder / f"{prefix}.c"), str(folder / "harness.c"), *map(str, kernels), "-o", str(exe), "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CodegenError(f"the generated C does not compile:\n{proc.stderr[-4000:]}")
+    return HostModel(
+        exe=exe,
+        input_sizes=in_sizes,
+        output_sizes=[graph.tensor(t).size for t in gen.output_order],
+        output_shapes=[graph.tensor(t).shape for t in gen.output_order],
+    )

@@ -1,0 +1,57 @@
+"""One lowering per TFLite op family: checks an op, computes its kernel parameters, emits its call.
+
+A lowering is a class with:
+
+- ``opcodes``: the builtin operator names it handles, each with the op versions it accepts;
+- ``check(op, graph)``: raise CodegenError naming the op and what is supported;
+- ``emit(op, graph, ctx)``: C statements (a list of strings) calling a kernel of ``firmware/``;
+  constant arrays and parameter structs go through ``ctx`` so they are declared once, named after
+  the op, and placed in flash;
+- ``alias`` (optional, True): the op only reinterprets its input (RESHAPE and friends); the
+  planner gives the output the input's bytes and nothing is emitted.
+"""
+
+from __future__ import annotations
+
+from codegen.ir import CodegenError, Graph, Op
+
+REGISTRY: dict[str, object] = {}
+
+
+def register(cls):
+    inst = cls()
+    for opcode in cls.opcodes:
+        REGISTRY[opcode] = inst
+    return cls
+
+
+def lowering_for(op: Op):
+    low = REGISTRY.get(op.opcode)
+    if low is None:
+        raise CodegenError(f"{op.describe()} is not supported; supported ops: {', '.join(sorted(REGISTRY))}")
+    versions = low.opcodes[op.opcode]
+    if op.version not in versions:
+        raise CodegenError(
+            f"{op.describe()}: version {op.version} is not supported; supported versions: {', '.join(map(str, versions))}"
+        )
+    return low
+
+
+def check_dtypes(op: Op, graph: Graph, allowed=("int8",), inputs=None, outputs=True) -> None:
+    idx = [op.inputs[i] for i in (inputs if inputs is not None else range(len(op.inputs)))]
+    if outputs:
+        idx += op.outputs
+    for t in idx:
+        if t < 0:
+            continue
+        tensor = graph.tensor(t)
+        if tensor.is_const:
+            continue
+        if tensor.dtype not in allowed:
+            raise CodegenError(
+                f"{op.describe()}: tensor {t} ({tensor.name}) is {tensor.dtype}; supported: {', '.join(allowed)} "
+                "(quantize the model to full int8)"
+            )
+
+
+from codegen.ops import fully_connected, reshape  # noqa: E402,F401  (registers the lowerings)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import numpy as np
+
+from codegen.ir import CodegenError, Graph, Op
+from codegen.ops import check_dtypes, register
+from codegen.quant import activation_range, f32, quantize_multiplier
+
+
+@register
+class FullyConnected:
+    opcodes = {"FULLY_CONNECTED": (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)}
+    header = "qute_fully_connected.h"
+
+    def check(self, op: Op, g: Graph) -> None:
+        check_dtypes(op, g, inputs=[0])
+        w = g.tensor(op.inputs[1])
+        if not w.is_const or w.dtype != "int8" or len(w.shape) != 2:
+            raise CodegenError(f"{op.describe()}: weights must be a constant 2-D int8 tensor")
+        if np.any(w.zero_point != 0):
+            raise CodegenError(f"{op.describe()}: weights must be symmetric (zero point 0)")
+        if op.options.get("WeightsFormat", 0) != 0:
+            raise CodegenError(f"{op.describe()}: only the default weights format is supported")
+        if len(op.inputs) > 2 and op.inputs[2] >= 0 and g.tensor(op.inputs[2]).dtype != "int32":
+            raise CodegenError(f"{op.describe()}: bias must be int32")
+
+    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        inp, w, out = g.tensor(op.inputs[0]), g.tensor(op.inputs[1]), g.tensor(op.outputs[0])
+        bias = op.inputs[2] if len(op.inputs) > 2 else -1
+        depth = w.shape[1]
+        # TFLM's GetQuantizedConvolutionMultipler: a double product of the float32 scales
+        in_scale = float(f32(inp.qparams()[0]))
+        out_scale = float(f32(out.qparams()[0]))
+        mults, shifts = zip(*(quantize_multiplier(in_scale * float(f32(s)) / out_scale) for s in w.scale))
+        lo, hi = activation_range(op.options.get("FusedActivationFunction", "NONE"), out, op)
+        params = ctx.struct(
+            op,
+            "qute_fc_params",
+            batches=inp.size // depth,
+            accum_depth=depth,
+            output_depth=w.shape[0],
+            input_offset=-inp.qparams()[1],
+            output_offset=out.qparams()[1],
+            act_min=lo,
+            act_max=hi,
+            multiplier=ctx.array(op, "multiplier", np.array(mults, np.int32)),
+            shift=ctx.array(op, "shift", np.array(shifts, np.int32)),
+            per_channel=int(len(mults) > 1),
+        )
+        return [
+            f"qute_fully_connected_s8(&{params}, {ctx.ptr(op.inputs[0])}, {ctx.weights(op, 1)}, "
+            f"{ctx.weights(op, 2) if bias >= 0 else 'NULL'}, {ctx.ptr(op.outputs[0])});"
+        ]

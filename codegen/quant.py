@@ -1,0 +1,71 @@
+"""Quantization parameters computed exactly as TFLite Micro's Prepare functions compute them.
+
+Bit-exactness starts here: the same float32/double operations in the same order, and C's
+round-half-away-from-zero rather than Python's banker's rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from codegen.ir import CodegenError, Op, Tensor
+
+
+def round_away(x: float) -> int:
+    """std::round: halves go away from zero."""
+    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """A double multiplier as a Q31 significand and a power-of-two exponent (TFLite's QuantizeMultiplier)."""
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = round_away(q * (1 << 31))
+    if q_fixed == (1 << 31):
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        shift, q_fixed = 30, (1 << 31) - 1
+    return q_fixed, shift
+
+
+def f32(x) -> np.float32:
+    return np.float32(x)
+
+
+def activation_range(activation: str, out: Tensor, what: Op | None = None) -> tuple[int, int]:
+    """The fused activation's clamp in the output's int8 domain (CalculateActivationRangeQuantized)."""
+    scale, zp = out.qparams()
+
+    def quantize(v: float) -> int:
+        # TFLM divides in float32 before rounding
+        return zp + round_away(float(f32(v) / f32(scale)))
+
+    lo, hi = -128, 127
+    if activation == "NONE":
+        return lo, hi
+    if activation == "RELU":
+        return max(lo, quantize(0.0)), hi
+    if activation == "RELU6":
+        return max(lo, quantize(0.0)), min(hi, quantize(6.0))
+    if activation == "RELU_N1_TO_1":
+        return max(lo, quantize(-1.0)), min(hi, quantize(1.0))
+    where = f"{what.describe()}: " if what else ""
+    raise CodegenError(f"{where}fused activation {activation} is not supported; supported: NONE, RELU, RELU6, RELU_N1_TO_1")
+
+
+def conv_multipliers(inp: Tensor, weights: Tensor, out: Tensor) -> tuple[list[int], list[int]]:
+    """Per-channel requantization of a conv-like op (PopulateConvolutionQuantizationParams)."""
+    in_scale = float(f32(inp.qparams()[0]))
+    out_scale = float(f32(out.qparams()[0]))
+    mults, shifts = [], []
+    for s in weights.scale:
+        m, sh = quantize_multiplier(in_scale * float(f32(s)) / out_scale)
+        mults.append(m)
+        shifts.append(sh)
+    return mults, shifts
