@@ -13,6 +13,7 @@ import jinja2
 import numpy as np
 
 from codegen import ops as op_registry
+from codegen.fold import fold
 from codegen.ir import CodegenError, Graph, Op
 from codegen.planner import Plan, plan
 
@@ -117,6 +118,7 @@ def output_order(graph: Graph) -> list[int]:
 
 
 def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
+    graph = fold(graph)  # static shape arithmetic and constant ops become constants
     lowerings = {op.index: op_registry.lowering_for(op) for op in graph.ops}
     for op in graph.ops:
         lowerings[op.index].check(op, graph)

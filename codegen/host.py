@@ -23,23 +23,39 @@ WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wstrict-pro
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 
 _HARNESS = r"""
+#define _POSIX_C_SOURCE 199309L
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "{prefix}.h"
 
 static const int32_t in_sizes[] = {{ {in_sizes} }};
 
-int main(void)
+/* harness [REPEATS]: samples on stdin, outputs on stdout; with REPEATS, run the first sample
+ * REPEATS times and print the mean nanoseconds per invoke instead. */
+int main(int argc, char **argv)
 {{
     uint32_t n;
+    long repeats = argc > 1 ? atol(argv[1]) : 0;
     if (fread(&n, sizeof n, 1, stdin) != 1) return 2;
     const int8_t *inputs[{n_in}];
     int8_t *outputs[{n_out}];
     int8_t *in_buf[{n_in}];
     for (int i = 0; i < {n_in}; ++i) {{ in_buf[i] = malloc((size_t)in_sizes[i]); inputs[i] = in_buf[i]; }}
     for (int k = 0; k < {n_out}; ++k) outputs[k] = malloc((size_t){prefix}_output_sizes[k]);
+    if (repeats > 0) {{
+        struct timespec t0, t1;
+        for (int i = 0; i < {n_in}; ++i)
+            if (fread(in_buf[i], 1, (size_t)in_sizes[i], stdin) != (size_t)in_sizes[i]) return 3;
+        {prefix}_invoke_n(inputs, outputs); /* warm the caches */
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (long r = 0; r < repeats; ++r) {prefix}_invoke_n(inputs, outputs);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        printf("%.1f\n", ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / (double)repeats);
+        n = 0;
+    }}
     for (uint32_t s = 0; s < n; ++s) {{
         for (int i = 0; i < {n_in}; ++i)
             if (fread(in_buf[i], 1, (size_t)in_sizes[i], stdin) != (size_t)in_sizes[i]) return 3;
@@ -74,6 +90,15 @@ class HostModel:
     input_sizes: list[int]
     output_sizes: list[int]
     output_shapes: list[tuple[int, ...]]
+    output_tensors: list[int]  # graph tensor of each output, in API order
+
+    def time_invoke(self, inputs: list[np.ndarray], repeats: int = 100) -> float:
+        """Mean seconds per invoke on the first sample, timed inside the executable."""
+        payload = struct.pack("<I", 1) + b"".join(np.ascontiguousarray(x[0], dtype=np.int8).tobytes() for x in inputs)
+        proc = subprocess.run([str(self.exe), str(repeats)], input=payload, capture_output=True, timeout=600)
+        if proc.returncode != 0:
+            raise CodegenError(f"generated model crashed (exit {proc.returncode})")
+        return float(proc.stdout.decode().split()[0]) * 1e-9
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """inputs[i]: int8 array (N, *input_shape_i). Returns one (N, *output_shape_k) array per output."""
@@ -123,4 +148,5 @@ def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False,
         input_sizes=in_sizes,
         output_sizes=[graph.tensor(t).size for t in gen.output_order],
         output_shapes=[graph.tensor(t).shape for t in gen.output_order],
+        output_tensors=list(gen.output_order),
     )

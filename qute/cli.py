@@ -148,6 +148,34 @@ def eval_(run_dir, config_path, data_dir, **flags):
     click.echo(f"wrote {Path(run_dir) / 'metrics.json'}, " + ", ".join(str(p) for p in plots))
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--samples", type=int, default=500, show_default=True, help="Training images in the representative (calibration) dataset.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
+def quantize(run_dir, samples, data_dir):
+    """Convert a run's model to a full-integer int8 TFLite model and check it on TFLM.
+
+    Writes RUN_DIR/model.int8.tflite (int8 input and outputs, one output per head) and
+    RUN_DIR/quantization.json, and prints float vs int8 (TFLite Micro) on the test set.
+
+    \b
+    Example:
+      qute quantize runs/mnist-qute --samples 1000
+    """
+    from qute.quantize import check_samples
+    from qute.run import load_run
+
+    check_samples(samples)
+    run = load_run(run_dir)
+    _import_tensorflow()
+    from qute.quantize import format_table, quantize_run, write_result
+
+    result = quantize_run(run, samples=samples, data_dir=data_dir, progress=lambda label: click.echo(f"  {label}", err=True))
+    paths = write_result(run.path, result)
+    click.echo(format_table(result.report))
+    click.echo(f"wrote {', '.join(str(p) for p in paths)} ({result.report['tflite_bytes']:,} bytes of model)")
+
+
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:

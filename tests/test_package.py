@@ -28,7 +28,9 @@ def test_wheel_carries_firmware_and_boards(wheel):
         for f in (ROOT / src).rglob("*"):
             if f.is_file() and f.suffix in (".c", ".h", ".j2", ".ld", ".toml", ".md"):
                 assert f"qute/_{src}/{f.relative_to(ROOT / src)}" in names
-    assert "codegen/__init__.py" in names
+    for f in (ROOT / "codegen").rglob("*"):
+        if f.is_file() and f.suffix in (".py", ".j2") and "__pycache__" not in f.parts:
+            assert f"codegen/{f.relative_to(ROOT / 'codegen')}" in names
     assert not any(n.startswith("tests/") for n in names)
 
 

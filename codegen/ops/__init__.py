@@ -54,4 +54,13 @@ def check_dtypes(op: Op, graph: Graph, allowed=("int8",), inputs=None, outputs=T
             )
 
 
-from codegen.ops import fully_connected, reshape  # noqa: E402,F401  (registers the lowerings)
+def _load_all() -> None:
+    # Every module of this package registers its lowerings when imported.
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+_load_all()

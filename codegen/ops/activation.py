@@ -1,0 +1,158 @@
+"""Standalone activations on int8 tensors: RELU, RELU6, RELU_N1_TO_1, LOGISTIC, SOFTMAX.
+
+Parameters follow TFLite Micro's Prepare functions exactly (ReluPrepare/CalculateReluOpData,
+Relu6Prepare, CalculateArithmeticOpDataLogistic, CalculateSoftmaxParams); where TFLM's integer
+kernels ignore a tensor parameter (RELU6's output quantization, LOGISTIC's output scale) so do we.
+"""
+
+from __future__ import annotations
+
+import math
+
+from codegen.ir import CodegenError, Graph, Op, Tensor
+from codegen.ops import register
+from codegen.ops.elementwise import int8_operand, tflm_quantize_multiplier
+from codegen.quant import f32, round_away
+
+
+def _unary(op: Op, g: Graph) -> tuple[Tensor, Tensor]:
+    if len(op.inputs) < 1 or len(op.outputs) != 1:
+        raise CodegenError(f"{op.describe()}: expected 1 input and 1 output")
+    inp, out = int8_operand(op, g, op.inputs[0]), int8_operand(op, g, op.outputs[0])
+    if inp.is_const:
+        raise CodegenError(f"{op.describe()}: constant input (fold the op away first)")
+    if inp.size != out.size:
+        raise CodegenError(f"{op.describe()}: input and output sizes differ ({inp.size} vs {out.size})")
+    return inp, out
+
+
+def _roundf_div(value: float, scale: float) -> int:
+    """static_cast<int32_t>(roundf(value / scale)) with float32 operands."""
+    q = float(f32(value) / f32(scale))
+    if not math.isfinite(q) or abs(q) > 2.0**31:
+        raise CodegenError(f"{value} / {scale} does not fit an int32")
+    return round_away(q)
+
+
+@register
+class Relu:
+    """RELU (TFLM) and RELU_N1_TO_1 (no TFLM kernel: TFLite's reference ReluX, which is the same
+    requantize-then-clamp with bounds -1 and 1)."""
+
+    opcodes = {"RELU": (1, 2, 3), "RELU_N1_TO_1": (1, 2, 3)}
+    header = "qute_activation.h"
+
+    def params(self, op: Op, g: Graph) -> dict:
+        inp, out = _unary(op, g)
+        (s_in, zp_in), (s_out, zp_out) = inp.qparams(), out.qparams()
+        m, sh = tflm_quantize_multiplier(float(f32(s_in)) / float(f32(s_out)))
+        if sh > 30:
+            raise CodegenError(f"{op.describe()}: input/output scale ratio too large")
+        if op.opcode == "RELU":
+            lo, hi = max(-128, zp_out + _roundf_div(0.0, s_out)), 127
+        else:
+            lo = max(-128, zp_out + _roundf_div(-1.0, s_out))
+            hi = min(127, zp_out + _roundf_div(1.0, s_out))
+        return {"size": inp.size, "input_zero_point": zp_in, "output_zero_point": zp_out,
+                "multiplier": m, "shift": sh, "act_min": lo, "act_max": hi}
+
+    def check(self, op: Op, g: Graph) -> None:
+        self.params(op, g)
+
+    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        p = ctx.struct(op, "qute_relu_params", **self.params(op, g))
+        return [f"qute_relu_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
+
+
+@register
+class Relu6:
+    opcodes = {"RELU6": (1, 2, 3)}
+    header = "qute_activation.h"
+
+    def params(self, op: Op, g: Graph) -> dict:
+        inp, _ = _unary(op, g)
+        scale, zp = inp.qparams()
+        # FloatToQuantizedType<int8_t>(6.0f, scale, zp): round(6.0f / scale) + zp, clamped to int8
+        six = min(127, max(-128, _roundf_div(6.0, scale) + zp))
+        return {"size": inp.size, "lower": zp, "upper": six}
+
+    def check(self, op: Op, g: Graph) -> None:
+        self.params(op, g)
+
+    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        p = ctx.struct(op, "qute_relu6_params", **self.params(op, g))
+        return [f"qute_relu6_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
+
+
+def input_radius(integer_bits: int, left_shift: int, total_signed_bits: int = 31) -> int:
+    """TFLite's CalculateInputRadius (double arithmetic, floored)."""
+    if left_shift < 0:
+        raise CodegenError(f"input scale too small (left shift {left_shift})")
+    rescaled = 1.0 * ((1 << integer_bits) - 1) * float(1 << (total_signed_bits - integer_bits)) / float(1 << left_shift)
+    return int(math.floor(rescaled))
+
+
+@register
+class Logistic:
+    opcodes = {"LOGISTIC": (1, 2, 3)}
+    header = "qute_logistic.h"
+    INPUT_INTEGER_BITS = 4
+
+    def params(self, op: Op, g: Graph) -> dict:
+        inp, out = _unary(op, g)
+        if out.qparams()[1] != -128:
+            raise CodegenError(f"{op.describe()}: output zero point {out.qparams()[1]}; TFLite Micro needs -128")
+        scale, zp = inp.qparams()
+        real = float(f32(scale)) * float(1 << (31 - self.INPUT_INTEGER_BITS))
+        q, left_shift = math.frexp(real)
+        # TFLM rounds q * 2^31 itself (no QuantizeMultiplier): a float32 scale has 24 significant
+        # bits, so this never reaches 2^31.
+        multiplier = round_away(q * (1 << 31))
+        if multiplier >= 1 << 31:
+            raise CodegenError(f"{op.describe()}: input multiplier overflows")
+        # left_shift > 30 gives radius 0: every input saturates and the multiply never runs
+        radius = input_radius(self.INPUT_INTEGER_BITS, left_shift)
+        return {"size": inp.size, "input_zero_point": zp, "input_range_radius": radius,
+                "input_multiplier": multiplier, "input_left_shift": left_shift}
+
+    def check(self, op: Op, g: Graph) -> None:
+        self.params(op, g)
+
+    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        p = ctx.struct(op, "qute_logistic_params", **self.params(op, g))
+        return [f"qute_logistic_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
+
+
+@register
+class Softmax:
+    opcodes = {"SOFTMAX": (1, 2, 3)}
+    header = "qute_softmax.h"
+    SCALED_DIFF_INTEGER_BITS = 5
+
+    def params(self, op: Op, g: Graph) -> dict:
+        inp, out = _unary(op, g)
+        if inp.shape != out.shape or len(inp.shape) < 1:
+            raise CodegenError(f"{op.describe()}: input and output shapes differ")
+        s_out, zp_out = out.qparams()
+        if zp_out != -128 or f32(s_out) != f32(1.0) / f32(256.0):
+            raise CodegenError(f"{op.describe()}: output quantization (scale {s_out}, zero point {zp_out}); "
+                               "TFLite Micro needs scale 1/256 and zero point -128")
+        beta = float(f32(op.options.get("Beta", 1.0)))
+        # PreprocessSoftmaxScaling: min(beta * input_scale * 2^(31 - 5), 2^31 - 1), in double
+        real = min(beta * float(f32(inp.qparams()[0])) * float(1 << (31 - self.SCALED_DIFF_INTEGER_BITS)),
+                   float((1 << 31) - 1))
+        if not real > 1.0:
+            raise CodegenError(f"{op.describe()}: beta * input scale = {real / 2**26:g} is too small for TFLite Micro")
+        multiplier, left_shift = tflm_quantize_multiplier(real)
+        diff_min = -input_radius(self.SCALED_DIFF_INTEGER_BITS, left_shift)
+        depth = int(inp.shape[-1])
+        return {"outer_size": inp.size // depth if depth else 0, "depth": depth, "input_multiplier": multiplier,
+                "input_left_shift": left_shift, "diff_min": diff_min}
+
+    def check(self, op: Op, g: Graph) -> None:
+        self.params(op, g)
+
+    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        p = ctx.struct(op, "qute_softmax_params", **self.params(op, g))
+        return [f"qute_softmax_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
+

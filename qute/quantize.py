@@ -1,0 +1,577 @@
+"""Full-integer int8 quantization of a run's inference model, checked on TensorFlow Lite Micro.
+
+``qute quantize RUN_DIR`` writes two files next to the run:
+
+    RUN_DIR/
+      model.int8.tflite   int8 input, int8 outputs (one per head), int8 per-channel weights
+      quantization.json   input/output quantization, ops, and float-vs-int8 test-set metrics
+
+Conversion
+    The Keras model is exported with :class:`keras.export.ExportArchive` as a SavedModel whose
+    ``serving_default`` signature takes one float32 tensor named ``input`` of shape
+    ``(1, H, W, C)`` (batch 1, what a microcontroller runs) and returns a *dict*
+    ``{"head_0": ..., "head_{K-1}": ...}``. ``tf.lite.TFLiteConverter.from_saved_model`` then
+    converts it with ``Optimize.DEFAULT``, ``TFLITE_BUILTINS_INT8`` only, int8 inference input
+    and output types, and a representative dataset of ``samples`` training images drawn without
+    replacement by a seeded generator (:func:`calibration_indices`). The converter picks the input
+    scale and zero point from the min/max of those images and the weights' per-channel scales from
+    the weights themselves. (``from_keras_model`` does the same export internally but names the
+    outputs ``output_0..``, by list position, and a plain ``tf.function`` + ``from_concrete_functions``
+    leaves Keras 3 variables as READ_VARIABLE ops that fail calibration.)
+
+How outputs are matched to heads
+    The converter does not keep the outputs in head order (a K = 3 model came out as
+    head_1, head_2, head_0), and the output tensors are named ``StatefulPartitionedCall:j``, not
+    after the heads. The head names live in the flatbuffer's SignatureDef: ``serving_default``
+    maps each output name ``head_k`` to a tensor index. :func:`output_heads` reads that
+    SignatureDef with the FlatBuffers schema binding that ships with ``ai_edge_litert``
+    (``ai_edge_litert.schema_py_generated``, TFLite's generated Python schema) and returns, for
+    head k, the position of its tensor in the subgraph's output list -- the index that
+    ``get_output(i)`` of TFLM (and ``TfLiteMicroInterpreter::output(i)`` on the board) takes.
+    TFLM itself ignores SignatureDefs, so whoever builds firmware must use this mapping.
+
+Input quantization
+    Float model input ``x`` (model-input space, see ``normalisation.json``) becomes
+    ``q = clamp(round(x / scale) + zero_point, -128, 127)``, the division done in float32 and
+    ``round`` rounding halves away from zero: that is TFLite's QUANTIZE reference kernel
+    (``AffineQuantize``: ``TfLiteRound(val / static_cast<float>(scale))``, ``TfLiteRound`` being
+    ``std::round``). ``np.round`` rounds halves to even and would differ on exact ties
+    (digits' raw value 8 lands on 127.5 with scale 1/255), so :func:`quantize` does not use it.
+    Outputs are dequantized as float32 ``(q - zero_point) * scale``.
+
+The report
+    ``stages`` holds one entry per way of running the model on the test set: ``float`` (the Keras
+    model) and ``int8_tflm`` (the int8 model on the TFLM Python interpreter, TFLM's reference
+    kernels, one sample per invoke). A later stage (generated C) adds its own entry with the
+    same fields via :func:`stage_report`. Each stage has accuracy, NLL and ECE (15 bins) of the
+    ensemble mean of its heads (:func:`qute.uncertainty.summarize`) and per-head accuracy; a
+    non-reference stage also has top-1 agreement of the ensemble and of each head with the float
+    stage, and the test indices whose ensemble prediction flips. The int8 softmax can output an
+    exact 0 for the true class; NLL clips it at 1e-12 as :func:`qute.metrics.nll` does, so int8
+    NLL can be noticeably higher than float NLL while agreement stays high.
+
+mc-dropout runs export a single deterministic head (dropout layers are identities at inference
+and the converter removes them), so both stages there are that one head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import sys
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qute import __version__, metrics, uncertainty
+from qute.errors import QuteError
+
+TFLITE_FILE = "model.int8.tflite"
+REPORT_FILE = "quantization.json"
+SIGNATURE_KEY = "serving_default"
+INPUT_NAME = "input"
+DEFAULT_SAMPLES = 500
+CALIBRATION_SEED = 0
+ECE_BINS = 15
+
+__all__ = [
+    "DEFAULT_SAMPLES",
+    "REPORT_FILE",
+    "TFLITE_FILE",
+    "QuantParams",
+    "QuantizeResult",
+    "calibration_indices",
+    "check_samples",
+    "convert",
+    "dequantize",
+    "format_table",
+    "head_names",
+    "input_params",
+    "int8_head_probs",
+    "op_counts",
+    "output_heads",
+    "output_params",
+    "quantize",
+    "quantize_run",
+    "run_tflm",
+    "signature_outputs",
+    "stage_report",
+    "tflm_arena_bytes",
+    "write_result",
+]
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """Affine int8 quantization of one tensor: ``real = (q - zero_point) * scale``."""
+
+    scale: float
+    zero_point: int
+
+    def float_range(self) -> tuple[float, float]:
+        """The real values that int8 -128 and 127 stand for."""
+        return (float(np.float32(-128 - self.zero_point) * np.float32(self.scale)),
+                float(np.float32(127 - self.zero_point) * np.float32(self.scale)))
+
+    def to_dict(self) -> dict:
+        return {"scale": float(self.scale), "zero_point": int(self.zero_point)}
+
+
+@dataclass
+class QuantizeResult:
+    tflite: bytes
+    report: dict
+    # test-set arrays behind the report, for callers that compare further stages
+    y_test: np.ndarray | None = field(default=None, repr=False)
+    float_heads: np.ndarray | None = field(default=None, repr=False)  # (K, N, C) float32
+    int8_heads: np.ndarray | None = field(default=None, repr=False)  # (K, N, C) float32, dequantized
+
+
+def head_names(num_heads: int) -> list[str]:
+    return [f"head_{k}" for k in range(num_heads)]
+
+
+def check_samples(samples) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise QuteError(f"the number of calibration samples (--samples) must be a positive integer, got {samples!r}")
+    return int(samples)
+
+
+# --------------------------------------------------------------------------- quantization maths
+
+
+def quantize(x: np.ndarray, params: QuantParams) -> np.ndarray:
+    """Float model input -> int8 exactly as TFLite's QUANTIZE does (see the module docstring)."""
+    v = np.asarray(x, dtype=np.float32) / np.float32(params.scale)  # float32 division
+    v = v.astype(np.float64)  # exact; |v| + 0.5 is then exact too, so floor gives std::round
+    r = np.sign(v) * np.floor(np.abs(v) + 0.5)
+    return np.clip(r + params.zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, params: QuantParams) -> np.ndarray:
+    """int8 -> float32 ``(q - zero_point) * scale``, computed in float32."""
+    diff = np.asarray(q).astype(np.int32) - np.int32(params.zero_point)
+    return (diff.astype(np.float32) * np.float32(params.scale)).astype(np.float32)
+
+
+def calibration_indices(n_train: int, samples: int, seed: int = CALIBRATION_SEED) -> np.ndarray:
+    """Which training images form the representative dataset: ``min(samples, n_train)`` of them,
+    drawn without replacement by a seeded generator, in draw order."""
+    samples = check_samples(samples)
+    if n_train < 1:
+        raise QuteError("the training split is empty; there is nothing to calibrate the quantization with")
+    rng = np.random.default_rng(seed)
+    return rng.choice(n_train, size=min(samples, n_train), replace=False)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+@contextmanager
+def _captured_fd(fd: int = 2):
+    """Sends what C/C++ code writes to file descriptor `fd` into a buffer (``box[0]`` afterwards)."""
+    box = [""]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield box
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            box[0] = tmp.read().decode("utf-8", "replace")
+
+
+def convert(model, heads: list[str], calibration: np.ndarray) -> bytes:
+    """Converts a Keras model whose outputs are `heads` (in that order) to a full-int8 flatbuffer.
+
+    `calibration` is the representative dataset, float32 (N, H, W, C) in model-input space.
+    """
+    import keras
+    import tensorflow as tf
+
+    calibration = np.asarray(calibration, dtype=np.float32)
+    spec = tf.TensorSpec((1, *calibration.shape[1:]), tf.float32, name=INPUT_NAME)
+
+    def serve(x):
+        out = model(x, training=False)
+        if not isinstance(out, (list, tuple)):
+            out = [out]
+        if len(out) != len(heads):
+            raise QuteError(f"the model has {len(out)} output(s) but the run names {len(heads)} head(s); re-run qute train")
+        return dict(zip(heads, out))
+
+    def representative():
+        for i in range(len(calibration)):
+            yield [calibration[i : i + 1]]
+
+    # The SavedModel loader and the converter print progress lines straight to file descriptor 2;
+    # they are kept, and shown only when the conversion fails (next to its traceback).
+    chatter = [""]
+    try:
+        with tempfile.TemporaryDirectory(prefix="qute-savedmodel-") as folder, warnings.catch_warnings(), _captured_fd(2) as chatter:
+            # "Statistics for quantized inputs were expected": harmless, the calibration sets them
+            warnings.simplefilter("ignore", UserWarning)
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            archive.add_endpoint(SIGNATURE_KEY, serve, [spec])
+            archive.write_out(folder, verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=[SIGNATURE_KEY])
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+            data = converter.convert()
+    except QuteError:
+        raise
+    except Exception:
+        sys.stderr.write(chatter[0])
+        raise
+    return bytes(data)
+
+
+# --------------------------------------------------------------------------- reading the flatbuffer
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def _model(tflite_bytes: bytes):
+    schema = _schema()
+    buf = bytearray(tflite_bytes)
+    if len(buf) < 8 or not schema.Model.ModelBufferHasIdentifier(buf, 0):
+        raise QuteError("not a TFLite flatbuffer (no TFL3 identifier)")
+    return schema.Model.GetRootAs(buf, 0)
+
+
+def signature_outputs(tflite_bytes: bytes, key: str = SIGNATURE_KEY) -> dict[str, int]:
+    """Output name -> tensor index, from the flatbuffer's SignatureDef `key`."""
+    m = _model(tflite_bytes)
+    for i in range(m.SignatureDefsLength()):
+        sd = m.SignatureDefs(i)
+        if (sd.SignatureKey() or b"").decode() == key:
+            if sd.SubgraphIndex() != 0:
+                raise QuteError(f"signature {key!r} runs subgraph {sd.SubgraphIndex()}, expected the main subgraph 0")
+            return {sd.Outputs(j).Name().decode(): int(sd.Outputs(j).TensorIndex()) for j in range(sd.OutputsLength())}
+    raise QuteError(f"the TFLite model has no {key!r} signature; its outputs cannot be matched to heads (re-run qute quantize)")
+
+
+def output_heads(tflite_bytes: bytes, num_heads: int | None = None) -> list[int]:
+    """For head k = 0, 1, ...: the position in the main subgraph's output list of head_k's tensor.
+
+    Reads the ``serving_default`` SignatureDef (names -> tensor indices) and the subgraph's output
+    tensor list. `num_heads` defaults to the number of ``head_k`` names in the signature.
+    """
+    names = signature_outputs(tflite_bytes)
+    outputs = [int(t) for t in _model(tflite_bytes).Subgraphs(0).OutputsAsNumpy()]
+    if num_heads is None:
+        num_heads = sum(1 for n in names if re.fullmatch(r"head_\d+", n))
+    order = []
+    for name in head_names(num_heads):
+        if name not in names:
+            raise QuteError(f"the TFLite model's signature has no output {name!r} (it has {', '.join(sorted(names))})")
+        if names[name] not in outputs:
+            raise QuteError(f"signature output {name!r} is tensor {names[name]}, which is not a model output")
+        order.append(outputs.index(names[name]))
+    if num_heads == 0 or len(set(order)) != len(order):
+        raise QuteError(f"the TFLite model's signature does not name one distinct output per head: {names}")
+    return order
+
+
+def _tensor_params(tensor) -> QuantParams:
+    q = tensor.Quantization()
+    if q is None or q.ScaleLength() != 1 or q.ZeroPointLength() != 1:
+        raise QuteError(f"tensor {tensor.Name().decode()!r} is not per-tensor quantized")
+    return QuantParams(scale=float(q.Scale(0)), zero_point=int(q.ZeroPoint(0)))
+
+
+def input_params(tflite_bytes: bytes) -> QuantParams:
+    """Scale and zero point of the (single, int8) model input."""
+    g = _model(tflite_bytes).Subgraphs(0)
+    if g.InputsLength() != 1:
+        raise QuteError(f"expected one model input, found {g.InputsLength()}")
+    return _tensor_params(g.Tensors(g.Inputs(0)))
+
+
+def output_params(tflite_bytes: bytes, num_heads: int | None = None) -> list[QuantParams]:
+    """Scale and zero point of each head's output, in head order."""
+    g = _model(tflite_bytes).Subgraphs(0)
+    return [_tensor_params(g.Tensors(g.Outputs(i))) for i in output_heads(tflite_bytes, num_heads)]
+
+
+def op_counts(tflite_bytes: bytes) -> dict[str, int]:
+    """Builtin operator name -> how often the main subgraph uses it."""
+    schema = _schema()
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    m = _model(tflite_bytes)
+    g = m.Subgraphs(0)
+    counts: dict[str, int] = {}
+    for i in range(g.OperatorsLength()):
+        code = m.OperatorCodes(g.Operators(i).OpcodeIndex())
+        # builtin codes above 127 only fit the newer field; older ones sit in the deprecated one
+        op = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = names.get(op, f"BUILTIN_{op}")
+        if name == "CUSTOM":
+            name = f"CUSTOM:{(code.CustomCode() or b'').decode()}"
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# --------------------------------------------------------------------------- running on TFLM
+
+
+def _interpreter(tflite_bytes: bytes):
+    from tflite_micro.python.tflite_micro import runtime
+
+    return runtime.Interpreter.from_bytes(bytes(tflite_bytes))
+
+
+def run_tflm(tflite_bytes: bytes, x_int8: np.ndarray) -> list[np.ndarray]:
+    """Runs the int8 model on TFLM's reference kernels, one sample per invoke.
+
+    `x_int8` is (N, *input shape without batch) int8; returns one (N, *output shape without
+    batch) int8 array per flatbuffer output, in flatbuffer output order (see :func:`output_heads`).
+    """
+    x_int8 = np.asarray(x_int8)
+    if x_int8.dtype != np.int8:
+        raise QuteError(f"run_tflm needs int8 inputs (use quantize() first), got {x_int8.dtype}")
+    ip = _interpreter(tflite_bytes)
+    shape = tuple(int(d) for d in ip.get_input_details(0)["shape"])
+    if tuple(x_int8.shape[1:]) != shape[1:]:
+        raise QuteError(f"inputs of shape {x_int8.shape[1:]} do not fit the model input {shape}")
+    n_out = _model(tflite_bytes).Subgraphs(0).OutputsLength()
+    outs = [
+        np.empty((len(x_int8), *(int(d) for d in ip.get_output_details(i)["shape"][1:])), np.int8)
+        for i in range(n_out)
+    ]
+    for n in range(len(x_int8)):
+        ip.set_input(x_int8[n : n + 1], 0)
+        ip.invoke()
+        for i in range(n_out):
+            outs[i][n] = ip.get_output(i)[0]
+    return outs
+
+
+def int8_head_probs(tflite_bytes: bytes, x: np.ndarray, num_heads: int | None = None) -> np.ndarray:
+    """Float model inputs -> (K, N, C) float32 dequantized head outputs of the int8 model on TFLM."""
+    outs = run_tflm(tflite_bytes, quantize(x, input_params(tflite_bytes)))
+    order = output_heads(tflite_bytes, num_heads)
+    params = output_params(tflite_bytes, num_heads)
+    return np.stack([dequantize(outs[i], p) for i, p in zip(order, params)]).astype(np.float32)
+
+
+_ARENA_LINE = re.compile(r"Arena allocation total (\d+) bytes")
+
+
+def tflm_arena_bytes(tflite_bytes: bytes) -> int | None:
+    """TFLM's recorded arena use after one invoke, on this (64-bit) host; None if not reported.
+
+    A 32-bit Cortex-M build needs somewhat less (its pointers and structs are smaller).
+    """
+    ip = _interpreter(tflite_bytes)
+    d = ip.get_input_details(0)
+    ip.set_input(np.zeros(tuple(int(s) for s in d["shape"]), np.int8), 0)
+    ip.invoke()
+    with _captured_fd(2) as text:
+        ip.print_allocations()
+    m = _ARENA_LINE.search(text[0])
+    return int(m.group(1)) if m else None
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def stage_report(y: np.ndarray, heads: np.ndarray, reference: np.ndarray | None = None) -> dict:
+    """Metrics of one stage's (K, N, C) head probabilities on labels `y`.
+
+    With `reference` (the float stage's heads) it adds top-1 agreement of the ensemble and of
+    each head, and the sample indices whose ensemble prediction differs from the reference's.
+    """
+    scores = uncertainty.summarize(heads)
+    probs = scores.mean_probs
+    out = {
+        "accuracy": metrics.accuracy(y, probs),
+        "nll": metrics.nll(y, probs),
+        "ece": metrics.ece(y, probs, n_bins=ECE_BINS),
+        "head_accuracy": [metrics.accuracy(y, h) for h in heads],
+        "mean_confidence": float(np.mean(scores.confidence)),
+        "mean_mutual_information": float(np.mean(scores.mutual_information)),
+    }
+    if reference is not None:
+        ref = uncertainty.summarize(reference)
+        flips = np.flatnonzero(ref.predicted != scores.predicted)
+        out["agreement"] = float(1.0 - len(flips) / len(y))
+        out["head_agreement"] = [
+            float(np.mean(np.argmax(r, axis=1) == np.argmax(h, axis=1))) for r, h in zip(reference, heads)
+        ]
+        out["flips"] = [int(i) for i in flips]
+        out["max_abs_prob_error"] = float(np.max(np.abs(heads.astype(np.float64) - reference)))
+        out["mean_abs_prob_error"] = float(np.mean(np.abs(heads.astype(np.float64) - reference)))
+    return out
+
+
+def quantize_run(
+    run,
+    samples: int = DEFAULT_SAMPLES,
+    data_dir=None,
+    *,
+    model=None,
+    dataset=None,
+    seed: int = CALIBRATION_SEED,
+    progress: Callable[[str], None] | None = None,
+) -> QuantizeResult:
+    """Quantizes `run` (a :class:`qute.run.Run`) and compares float and int8 on its test set.
+
+    `model` and `dataset` default to the run's model and its training-time data split.
+    Nothing is written; see :func:`write_result`.
+    """
+    samples = check_samples(samples)
+    step = progress or (lambda label: None)
+    if dataset is None:
+        from qute.data import load_dataset
+
+        step("loading data")
+        t = run.train
+        dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
+    if model is None:
+        model = run.load_model()
+    from qute.train import predict_heads
+
+    heads = head_names(run.spec.num_heads)
+    idx = calibration_indices(len(dataset.x_train), samples, seed)
+    calibration = dataset.x_train[idx]
+    step(f"converting with {len(idx)} calibration images")
+    tflite = convert(model, heads, calibration)
+
+    step(f"running {len(dataset.x_test):,} test images on TFLM")
+    y = dataset.y_test
+    float_heads = predict_heads(model, dataset.x_test)
+    int8_heads = int8_head_probs(tflite, dataset.x_test, len(heads))
+    in_p = input_params(tflite)
+    out_p = output_params(tflite, len(heads))
+    order = output_heads(tflite, len(heads))
+    x_q = quantize(dataset.x_test, in_p)
+    g = _model(tflite).Subgraphs(0)
+
+    report = {
+        "qute_version": __version__,
+        "model_file": TFLITE_FILE,
+        "tflite_bytes": len(tflite),
+        "tflite_sha256": hashlib.sha256(tflite).hexdigest(),
+        "method": run.spec.method,
+        "arch": run.spec.arch,
+        "dataset": dataset.name,
+        "heads": heads,
+        "calibration": {
+            "samples": int(len(idx)),
+            "requested": samples,
+            "seed": seed,
+            "split": "train",
+            "min": float(calibration.min()),
+            "max": float(calibration.max()),
+        },
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [int(s) for s in g.Tensors(g.Inputs(0)).ShapeAsNumpy()],
+            "dtype": "int8",
+            **in_p.to_dict(),
+            "float_range": list(in_p.float_range()),
+            "rounding": "round(x / scale) half away from zero (float32 division), + zero_point, clamp to [-128, 127]",
+            # test input values the int8 range cannot hold (quantization error above half a step)
+            "test_clipped_fraction": float(np.mean(np.abs(dequantize(x_q, in_p) - dataset.x_test) > 0.5001 * in_p.scale)),
+        },
+        "outputs": [
+            {"head": h, "output_index": i, "tensor": g.Tensors(g.Outputs(i)).Name().decode(), "dtype": "int8", **p.to_dict()}
+            for h, i, p in zip(heads, order, out_p)
+        ],
+        "ops": op_counts(tflite),
+        "tflm_arena_bytes_host": tflm_arena_bytes(tflite),
+        "test_samples": int(len(y)),
+        "ece_bins": ECE_BINS,
+        "stages": {
+            "float": stage_report(y, float_heads),
+            "int8_tflm": stage_report(y, int8_heads, reference=float_heads),
+        },
+    }
+    if run.spec.method == "mc-dropout":
+        report["note"] = "mc-dropout: both stages are the single deterministic head (dropout off; the int8 graph has none)"
+    return QuantizeResult(tflite, report, y, float_heads, int8_heads)
+
+
+def _write_atomic(files: dict[Path, bytes]) -> None:
+    """Writes every file to a temporary sibling first, then renames them all into place."""
+    staged = []
+    try:
+        for path, data in files.items():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            staged.append((tmp, path))
+            with open(tmp, "xb") as f:  # not mkstemp: the file gets the usual umask permissions
+                f.write(data)
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def write_result(run_dir, result: QuantizeResult) -> list[Path]:
+    """Writes ``model.int8.tflite`` and ``quantization.json`` (the report last) into `run_dir`."""
+    import json
+
+    run_dir = Path(run_dir)
+    model_path, report_path = run_dir / TFLITE_FILE, run_dir / REPORT_FILE
+    report = json.dumps(result.report, indent=2) + "\n"
+    _write_atomic({model_path: result.tflite, report_path: report.encode()})
+    return [model_path, report_path]
+
+
+_ROWS = (("accuracy", "accuracy"), ("nll", "NLL"), ("ece", "ECE"), ("agreement", "agreement"))
+
+
+def format_table(report: dict) -> str:
+    """The stages side by side (float first), then per-head rows, flips and quantization params."""
+    stages = report["stages"]
+    names = list(stages)
+    width = max(10, *(len(n) + 2 for n in names))
+    lines = [f"{'':<18}" + "".join(f"{n:>{width}}" for n in names)]
+
+    def row(label, values):
+        lines.append(f"{label:<18}" + "".join(f"{v:>{width}}" for v in values))
+
+    for key, label in _ROWS:
+        row(label, [f"{stages[n][key]:.4f}" if key in stages[n] else "-" for n in names])
+    for k, head in enumerate(report["heads"]):
+        row(f"{head} accuracy", [f"{stages[n]['head_accuracy'][k]:.4f}" for n in names])
+        row(f"{head} agreement", [f"{stages[n]['head_agreement'][k]:.4f}" if "head_agreement" in stages[n] else "-" for n in names])
+    n_test = report["test_samples"]
+    for n in names:
+        if "flips" in stages[n]:
+            flips = stages[n]["flips"]
+            shown = ", ".join(map(str, flips[:10])) + (", ..." if len(flips) > 10 else "")
+            lines.append(f"\n{n}: {len(flips)} of {n_test:,} ensemble predictions differ from float" + (f" (test indices {shown})" if flips else ""))
+    inp = report["input"]
+    lines.append(
+        f"input int8: scale {inp['scale']:.6g}, zero point {inp['zero_point']} "
+        f"(float range [{inp['float_range'][0]:.4g}, {inp['float_range'][1]:.4g}])"
+    )
+    lines.append(
+        "outputs: " + "; ".join(f"{o['head']} = output {o['output_index']} (scale {o['scale']:.6g}, zp {o['zero_point']})" for o in report["outputs"])
+    )
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""The code generator's reader, planner, emitter and CLI, independent of any one op family."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codegen.emit import generate
+from codegen.fold import fold
+from codegen.host import build_host
+from codegen.ir import CodegenError
+from codegen.planner import plan
+from codegen.reader import read_file, read_model
+
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+AUTOENCODER = MODELS / "ad_autoencoder_int8.tflite"
+needs_models = pytest.mark.skipif(not AUTOENCODER.exists(), reason="../shared/models not present")
+
+
+def codegen_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "codegen", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_codegen_never_imports_tensorflow():
+    code = (
+        "import sys, codegen.reader, codegen.emit, codegen.host, codegen.report, codegen.cli;"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"\x00" * 64, "not a .tflite model"),
+        (b"PK\x03\x04 definitely a zip file", "not a .tflite model"),
+    ],
+)
+def test_bad_bytes_are_one_clear_error(data, message):
+    with pytest.raises(CodegenError, match=message):
+        read_model(data)
+
+
+@needs_models
+def test_truncated_model_is_an_error():
+    data = AUTOENCODER.read_bytes()
+    with pytest.raises(CodegenError, match="truncated or corrupt"):
+        read_model(data[: len(data) // 3])
+
+
+@needs_models
+def test_reader_sees_the_whole_model():
+    g = read_file(AUTOENCODER)
+    assert [op.opcode for op in g.ops] == ["FULLY_CONNECTED"] * 10
+    w = g.tensor(g.ops[0].inputs[1])
+    assert w.dtype == "int8" and w.is_const and w.shape == (128, 640)
+    assert g.tensor(g.inputs[0]).shape == (1, 640)
+
+
+@needs_models
+def test_same_model_same_c():
+    g = read_file(AUTOENCODER)
+    a, b = generate(g), generate(read_file(AUTOENCODER))
+    assert a.source == b.source and a.header == b.header
+
+
+@needs_models
+@pytest.mark.parametrize("path", sorted(MODELS.glob("*.tflite")) if MODELS.exists() else [])
+def test_plan_never_overlaps_live_tensors(path):
+    g = fold(read_file(path))
+    try:
+        generate(g)  # skips models whose ops are not all supported yet
+    except CodegenError as e:
+        pytest.skip(str(e))
+    from codegen import ops
+
+    aliases = {op.index for op in g.ops if getattr(ops.lowering_for(op), "alias", False)}
+    p = plan(g, list(g.outputs), aliases)
+    # alias groups and their lifetimes, worked out here from the ops alone
+    group = {}
+    for op in g.ops:
+        if op.index in aliases:
+            group[op.outputs[0]] = group.get(op.inputs[0], op.inputs[0])
+    life = {}
+    for op in g.ops:
+        for t in op.inputs + op.outputs:
+            if t >= 0 and p.home.get(t, ("", 0))[0] == "arena":
+                key = group.get(t, t)
+                lo, hi = life.get(key, (op.index, op.index))
+                life[key] = (min(lo, op.index), max(hi, op.index))
+    placed = sorted({group.get(t, t) for t, (kind, _) in p.home.items() if kind == "arena"})
+    for i, a in enumerate(placed):
+        for b in placed[i + 1 :]:
+            (la, lb), (oa, ob) = (life[a], life[b]), (p.home[a][1], p.home[b][1])
+            if la[1] < lb[0] or lb[1] < la[0]:
+                continue  # never alive together
+            assert oa + g.tensor(a).nbytes <= ob or ob + g.tensor(b).nbytes <= oa, (a, b)
+    assert p.arena_size <= sum(g.tensor(t).nbytes + 4 for t in placed)
+
+
+@needs_models
+def test_autoencoder_is_bit_exact_with_tflm(tmp_path):
+    from tflite_micro.python.tflite_micro import runtime
+
+    data = AUTOENCODER.read_bytes()
+    host = build_host(read_model(data), tmp_path)
+    x = np.random.default_rng(0).integers(-128, 128, size=(10, 1, 640), dtype=np.int8)
+    (ours,) = host.run([x])
+    ip = runtime.Interpreter.from_bytes(data)
+    mismatches = 0
+    for s in range(len(x)):
+        ip.set_input(x[s], 0)
+        ip.invoke()
+        mismatches += int(np.sum(ip.get_output(0).reshape(-1) != ours[s].reshape(-1)))
+    assert mismatches == 0
+
+
+@needs_models
+def test_cli_generate_and_report(tmp_path):
+    out = tmp_path / "gen"
+    proc = codegen_cli("generate", AUTOENCODER, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "qute_model.h").is_file() and (out / "qute_model.c").is_file() and (out / "report.json").is_file()
+    assert "TFLite Micro for the same model" in proc.stdout
+    header = (out / "qute_model.h").read_text()
+    assert "void qute_model_invoke(const int8_t *input, int8_t *const outputs[]);" in header
+    rep = codegen_cli("report", AUTOENCODER)
+    assert rep.returncode == 0 and "FULLY_CONNECTED" in rep.stdout
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage bytes that are no model"])
+def test_cli_bad_model_exits_2_and_writes_nothing(tmp_path, content):
+    model = tmp_path / "bad.tflite"
+    model.write_bytes(content)
+    proc = codegen_cli("generate", model, "-o", tmp_path / "out")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tflite"]
+
+
+def test_cli_missing_file_exits_2(tmp_path):
+    proc = codegen_cli("report", tmp_path / "nope.tflite")
+    assert proc.returncode == 2 and "cannot read" in proc.stderr
