@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/qute train --dataset digits --method qute -K 3 --epochs 40 --batch-size 32 -o $(DEMO) --force
+	$(VENV)/bin/qute train --dataset digits --method qute -K 3 -o $(DEMO) --force
 	$(VENV)/bin/qute eval $(DEMO)
 
 test: setup

@@ -19,7 +19,11 @@ def round_away(x: float) -> int:
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """A double multiplier as a Q31 significand and a power-of-two exponent (TFLite's QuantizeMultiplier)."""
+    """A double multiplier as a Q31 significand and a power-of-two exponent (TFLite's QuantizeMultiplier).
+
+    As in TFLM's default (double-rounding) build: shifts above 30 stay (softmax can need 31); only
+    the TFLITE_SINGLE_ROUNDING build clamps them.
+    """
     if real == 0.0:
         return 0, 0
     q, shift = math.frexp(real)
@@ -29,8 +33,6 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
         shift += 1
     if shift < -31:
         return 0, 0
-    if shift > 30:
-        shift, q_fixed = 30, (1 << 31) - 1
     return q_fixed, shift
 
 
@@ -41,10 +43,17 @@ def f32(x) -> np.float32:
 def activation_range(activation: str, out: Tensor, what: Op | None = None) -> tuple[int, int]:
     """The fused activation's clamp in the output's int8 domain (CalculateActivationRangeQuantized)."""
     scale, zp = out.qparams()
+    where = f"{what.describe()}: " if what else ""
 
     def quantize(v: float) -> int:
-        # TFLM divides in float32 before rounding
-        return zp + round_away(float(f32(v) / f32(scale)))
+        # TFLM divides in float32 before rounding, and refuses the model (Prepare fails) when the
+        # rounded quotient is outside int32, which it checks against (float)INT32_MIN/MAX
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            q = f32(v) / f32(scale)
+        if not np.isfinite(q) or not -(2.0**31) <= round_away(float(q)) <= 2.0**31:
+            raise CodegenError(f"{where}the fused {activation} bound {v} does not fit int32 at output scale "
+                               f"{float(scale)!r}; TFLite Micro refuses such a model")
+        return zp + round_away(float(q))
 
     lo, hi = -128, 127
     if activation == "NONE":
@@ -55,7 +64,6 @@ def activation_range(activation: str, out: Tensor, what: Op | None = None) -> tu
         return max(lo, quantize(0.0)), min(hi, quantize(6.0))
     if activation == "RELU_N1_TO_1":
         return max(lo, quantize(-1.0)), min(hi, quantize(1.0))
-    where = f"{what.describe()}: " if what else ""
     raise CodegenError(f"{where}fused activation {activation} is not supported; supported: NONE, RELU, RELU6, RELU_N1_TO_1")
 
 

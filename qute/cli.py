@@ -75,6 +75,7 @@ def train(config_path, out, force, **flags):
     from qute.data import load_dataset
 
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit)
+    cfg = cfg.for_dataset(len(data.x_train))
     _import_tensorflow()
     from qute.run import save_run, staging
     with staging(out, force=force) as folder:

@@ -166,7 +166,7 @@ class Normalisation:
             values = {k: float(d[k]) for k in keys}
         except (TypeError, ValueError):
             raise QuteError(
-                f"normalisation values must be numbers; got "
+                "normalisation values must be numbers; got "
                 + ", ".join(f"{k}={d[k]!r}" for k in keys)
             ) from None
         if not all(np.isfinite(v) for v in values.values()) or values["scale"] == 0:

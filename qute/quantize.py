@@ -104,6 +104,7 @@ __all__ = [
     "signature_outputs",
     "stage_report",
     "tflm_arena_bytes",
+    "weight_granularity",
     "write_result",
 ]
 
@@ -246,100 +247,89 @@ def convert(model, heads: list[str], calibration: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------- reading the flatbuffer
 
 
-def _schema():
-    from ai_edge_litert import schema_py_generated
+def _graph(tflite_bytes: bytes):
+    """The model as codegen's graph (the one flatbuffer reader of the project); errors become QuteError."""
+    from codegen.ir import CodegenError
+    from codegen.reader import read_model
 
-    return schema_py_generated
-
-
-def _model(tflite_bytes: bytes):
-    schema = _schema()
-    buf = bytearray(tflite_bytes)
-    if len(buf) < 8 or not schema.Model.ModelBufferHasIdentifier(buf, 0):
-        raise QuteError("not a TFLite flatbuffer (no TFL3 identifier)")
-    return schema.Model.GetRootAs(buf, 0)
+    try:
+        return read_model(bytes(tflite_bytes), "the TFLite model")
+    except CodegenError as e:
+        raise QuteError(str(e)) from None
 
 
-def signature_outputs(tflite_bytes: bytes, key: str = SIGNATURE_KEY) -> dict[str, int]:
-    """Output name -> tensor index, from the flatbuffer's SignatureDef `key`."""
-    m = _model(tflite_bytes)
-    for i in range(m.SignatureDefsLength()):
-        sd = m.SignatureDefs(i)
-        if (sd.SignatureKey() or b"").decode() == key:
-            if sd.SubgraphIndex() != 0:
-                raise QuteError(f"signature {key!r} runs subgraph {sd.SubgraphIndex()}, expected the main subgraph 0")
-            return {sd.Outputs(j).Name().decode(): int(sd.Outputs(j).TensorIndex()) for j in range(sd.OutputsLength())}
-    raise QuteError(f"the TFLite model has no {key!r} signature; its outputs cannot be matched to heads (re-run qute quantize)")
+def signature_outputs(tflite_bytes: bytes) -> dict[str, int]:
+    """Output name -> tensor index, from the flatbuffer's SignatureDef."""
+    names = _graph(tflite_bytes).output_names
+    if not names:
+        raise QuteError("the TFLite model has no signature; its outputs cannot be matched to heads (re-run qute quantize)")
+    return names
 
 
 def output_heads(tflite_bytes: bytes, num_heads: int | None = None) -> list[int]:
-    """For head k = 0, 1, ...: the position in the main subgraph's output list of head_k's tensor.
+    """For head k = 0, 1, ...: the position in the subgraph's output list of head_k's tensor.
 
-    Reads the ``serving_default`` SignatureDef (names -> tensor indices) and the subgraph's output
-    tensor list. `num_heads` defaults to the number of ``head_k`` names in the signature.
+    Reads the SignatureDef (names -> tensor indices) and the subgraph's output tensor list.
+    `num_heads` defaults to the number of ``head_k`` names in the signature.
     """
+    g = _graph(tflite_bytes)
     names = signature_outputs(tflite_bytes)
-    outputs = [int(t) for t in _model(tflite_bytes).Subgraphs(0).OutputsAsNumpy()]
     if num_heads is None:
         num_heads = sum(1 for n in names if re.fullmatch(r"head_\d+", n))
     order = []
     for name in head_names(num_heads):
         if name not in names:
             raise QuteError(f"the TFLite model's signature has no output {name!r} (it has {', '.join(sorted(names))})")
-        if names[name] not in outputs:
+        if names[name] not in g.outputs:
             raise QuteError(f"signature output {name!r} is tensor {names[name]}, which is not a model output")
-        order.append(outputs.index(names[name]))
+        order.append(g.outputs.index(names[name]))
     if num_heads == 0 or len(set(order)) != len(order):
         raise QuteError(f"the TFLite model's signature does not name one distinct output per head: {names}")
     return order
 
 
 def _tensor_params(tensor) -> QuantParams:
-    q = tensor.Quantization()
-    if q is None or q.ScaleLength() != 1 or q.ZeroPointLength() != 1:
-        raise QuteError(f"tensor {tensor.Name().decode()!r} is not per-tensor quantized")
-    return QuantParams(scale=float(q.Scale(0)), zero_point=int(q.ZeroPoint(0)))
+    if tensor.scale is None or len(tensor.scale) != 1:
+        raise QuteError(f"tensor {tensor.name!r} is not per-tensor quantized")
+    return QuantParams(scale=float(tensor.scale[0]), zero_point=int(tensor.zero_point[0]))
 
 
 def input_params(tflite_bytes: bytes) -> QuantParams:
     """Scale and zero point of the (single, int8) model input."""
-    g = _model(tflite_bytes).Subgraphs(0)
-    if g.InputsLength() != 1:
-        raise QuteError(f"expected one model input, found {g.InputsLength()}")
-    return _tensor_params(g.Tensors(g.Inputs(0)))
+    g = _graph(tflite_bytes)
+    if len(g.inputs) != 1:
+        raise QuteError(f"expected one model input, found {len(g.inputs)}")
+    return _tensor_params(g.tensor(g.inputs[0]))
 
 
 def output_params(tflite_bytes: bytes, num_heads: int | None = None) -> list[QuantParams]:
     """Scale and zero point of each head's output, in head order."""
-    g = _model(tflite_bytes).Subgraphs(0)
-    return [_tensor_params(g.Tensors(g.Outputs(i))) for i in output_heads(tflite_bytes, num_heads)]
+    g = _graph(tflite_bytes)
+    return [_tensor_params(g.tensor(g.outputs[i])) for i in output_heads(tflite_bytes, num_heads)]
 
 
 def op_counts(tflite_bytes: bytes) -> dict[str, int]:
-    """Builtin operator name -> how often the main subgraph uses it."""
-    schema = _schema()
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    m = _model(tflite_bytes)
-    g = m.Subgraphs(0)
+    """Builtin operator name -> how often the model uses it."""
     counts: dict[str, int] = {}
-    for i in range(g.OperatorsLength()):
-        code = m.OperatorCodes(g.Operators(i).OpcodeIndex())
-        # builtin codes above 127 only fit the newer field; older ones sit in the deprecated one
-        op = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        name = names.get(op, f"BUILTIN_{op}")
-        if name == "CUSTOM":
-            name = f"CUSTOM:{(code.CustomCode() or b'').decode()}"
-        counts[name] = counts.get(name, 0) + 1
+    for op in _graph(tflite_bytes).ops:
+        counts[op.opcode] = counts.get(op.opcode, 0) + 1
     return dict(sorted(counts.items()))
 
 
+def weight_granularity(tflite_bytes: bytes) -> dict[str, str]:
+    """For each weighted op type: "per-channel", "per-tensor" or "mixed" weight scales.
+
+    TF 2.21 quantizes FULLY_CONNECTED weights per channel too, which a kernel library must support.
+    """
+    g = _graph(tflite_bytes)
+    kinds: dict[str, set] = {}
+    for op in g.ops:
+        if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV") and len(op.inputs) > 1:
+            kinds.setdefault(op.opcode, set()).add("per-channel" if g.tensor(op.inputs[1]).per_channel else "per-tensor")
+    return {n: k.pop() if len(k) == 1 else "mixed" for n, k in sorted(kinds.items())}
+
+
 # --------------------------------------------------------------------------- running on TFLM
-
-
-def _interpreter(tflite_bytes: bytes):
-    from tflite_micro.python.tflite_micro import runtime
-
-    return runtime.Interpreter.from_bytes(bytes(tflite_bytes))
 
 
 def run_tflm(tflite_bytes: bytes, x_int8: np.ndarray) -> list[np.ndarray]:
@@ -348,24 +338,15 @@ def run_tflm(tflite_bytes: bytes, x_int8: np.ndarray) -> list[np.ndarray]:
     `x_int8` is (N, *input shape without batch) int8; returns one (N, *output shape without
     batch) int8 array per flatbuffer output, in flatbuffer output order (see :func:`output_heads`).
     """
+    from qute import oracle
+
     x_int8 = np.asarray(x_int8)
     if x_int8.dtype != np.int8:
         raise QuteError(f"run_tflm needs int8 inputs (use quantize() first), got {x_int8.dtype}")
-    ip = _interpreter(tflite_bytes)
-    shape = tuple(int(d) for d in ip.get_input_details(0)["shape"])
-    if tuple(x_int8.shape[1:]) != shape[1:]:
+    shape = _graph(tflite_bytes).tensor(_graph(tflite_bytes).inputs[0]).shape
+    if tuple(x_int8.shape[1:]) != tuple(shape[1:]):
         raise QuteError(f"inputs of shape {x_int8.shape[1:]} do not fit the model input {shape}")
-    n_out = _model(tflite_bytes).Subgraphs(0).OutputsLength()
-    outs = [
-        np.empty((len(x_int8), *(int(d) for d in ip.get_output_details(i)["shape"][1:])), np.int8)
-        for i in range(n_out)
-    ]
-    for n in range(len(x_int8)):
-        ip.set_input(x_int8[n : n + 1], 0)
-        ip.invoke()
-        for i in range(n_out):
-            outs[i][n] = ip.get_output(i)[0]
-    return outs
+    return oracle.run_tflm(bytes(tflite_bytes), [x_int8])
 
 
 def int8_head_probs(tflite_bytes: bytes, x: np.ndarray, num_heads: int | None = None) -> np.ndarray:
@@ -376,25 +357,14 @@ def int8_head_probs(tflite_bytes: bytes, x: np.ndarray, num_heads: int | None = 
     return np.stack([dequantize(outs[i], p) for i, p in zip(order, params)]).astype(np.float32)
 
 
-_ARENA_LINE = re.compile(r"Arena allocation total (\d+) bytes")
-
-
 def tflm_arena_bytes(tflite_bytes: bytes) -> int | None:
-    """TFLM's recorded arena use after one invoke, on this (64-bit) host; None if not reported.
+    """TFLM's recorded arena use on this (64-bit) host; None if not reported.
 
     A 32-bit Cortex-M build needs somewhat less (its pointers and structs are smaller).
     """
-    ip = _interpreter(tflite_bytes)
-    d = ip.get_input_details(0)
-    ip.set_input(np.zeros(tuple(int(s) for s in d["shape"]), np.int8), 0)
-    ip.invoke()
-    with _captured_fd(2) as text:
-        ip.print_allocations()
-    m = _ARENA_LINE.search(text[0])
-    return int(m.group(1)) if m else None
+    from codegen.report import tflm_arena
 
-
-# --------------------------------------------------------------------------- the report
+    return tflm_arena(bytes(tflite_bytes)).get("total")
 
 
 def stage_report(y: np.ndarray, heads: np.ndarray, reference: np.ndarray | None = None) -> dict:
@@ -467,7 +437,7 @@ def quantize_run(
     out_p = output_params(tflite, len(heads))
     order = output_heads(tflite, len(heads))
     x_q = quantize(dataset.x_test, in_p)
-    g = _model(tflite).Subgraphs(0)
+    g = _graph(tflite)
 
     report = {
         "qute_version": __version__,
@@ -488,7 +458,7 @@ def quantize_run(
         },
         "input": {
             "name": INPUT_NAME,
-            "shape": [int(s) for s in g.Tensors(g.Inputs(0)).ShapeAsNumpy()],
+            "shape": list(g.tensor(g.inputs[0]).shape),
             "dtype": "int8",
             **in_p.to_dict(),
             "float_range": list(in_p.float_range()),
@@ -497,10 +467,11 @@ def quantize_run(
             "test_clipped_fraction": float(np.mean(np.abs(dequantize(x_q, in_p) - dataset.x_test) > 0.5001 * in_p.scale)),
         },
         "outputs": [
-            {"head": h, "output_index": i, "tensor": g.Tensors(g.Outputs(i)).Name().decode(), "dtype": "int8", **p.to_dict()}
+            {"head": h, "output_index": i, "tensor": g.tensor(g.outputs[i]).name, "dtype": "int8", **p.to_dict()}
             for h, i, p in zip(heads, order, out_p)
         ],
         "ops": op_counts(tflite),
+        "weights": weight_granularity(tflite),
         "tflm_arena_bytes_host": tflm_arena_bytes(tflite),
         "test_samples": int(len(y)),
         "ece_bins": ECE_BINS,

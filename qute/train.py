@@ -27,6 +27,7 @@ class TrainResult:
     model: keras.Model  # the inference graph
     train_model: keras.Model
     history: list[dict] = field(default_factory=list)
+    config: TrainConfig | None = None  # the settings used, defaults filled in
 
 
 def spec_for(cfg: TrainConfig, data: Dataset) -> NetSpec:
@@ -47,6 +48,7 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
     `on_epoch` receives each epoch's record (loss, validation accuracy and NLL of the mean of the
     heads, learning rate, whether the backbone was frozen) and the training graph.
     """
+    cfg = cfg.for_dataset(len(data.x_train))
     keras.utils.set_random_seed(cfg.seed)
     spec = spec_for(cfg, data)
     model = models.build(spec, training=True)
@@ -59,7 +61,7 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
     optimizer.build(all_vars)
 
     def make_step(variables):
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.function(reduce_retracing=True)
         def step(x, y):
             with tf.GradientTape() as tape:
                 out = model(x, training=True)
@@ -103,7 +105,7 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
         history.append(record)
         if on_epoch:
             on_epoch(record, model)
-    return TrainResult(spec, models.export_inference(spec, model), model, history)
+    return TrainResult(spec, models.export_inference(spec, model), model, history, cfg)
 
 
 def predict_heads(model: keras.Model, x: np.ndarray, names=None, batch_size: int = 1024, training=False) -> np.ndarray:

@@ -103,16 +103,17 @@ def _tensors_for(c: dict, r: np.random.Generator):
         w[tuple(idx)] = 0
     if c["per_channel"]:
         w_scale = (10 ** r.uniform(-3, -1, oc)).astype(np.float32)
-        if c["tiny_channel"]:
+        if c["tiny_channel"] and oc > 1:
             w_scale[-1] = np.float32(1e-14)
     else:
         w_scale = np.array([10 ** r.uniform(-3, -1)], np.float32)
     in_scale = np.float32(c["in_scale"])
+    typical_w = float(np.median(w_scale[:-1] if c["tiny_channel"] and len(w_scale) > 1 else w_scale))
     typical = np.sqrt(taps) * 74.0 * (lim * 0.58)  # rms of the accumulator for uniform int8 inputs
     if c["big_multiplier"]:
-        out_scale = np.float32(in_scale * float(np.median(w_scale)) * float(r.uniform(0.3, 1.0)))
+        out_scale = np.float32(in_scale * typical_w * float(r.uniform(0.3, 1.0)))
     else:
-        out_scale = np.float32(in_scale * float(np.median(w_scale)) * typical / 25.0 * c["gain"])
+        out_scale = np.float32(in_scale * typical_w * typical / 25.0 * c["gain"])
     bias = None
     if c["bias"]:
         bias = np.round(r.normal(0, typical, oc)).astype(np.int64)
@@ -303,6 +304,23 @@ def test_sanitizer_build_matches_tflm():
     assert bad == 0 and total > 0
 
 
+def test_depthwise_with_omitted_bias_input():
+    """DEPTHWISE_CONV_2D with bias index -1: TFLM's Prepare crashes on it (it frees the missing
+    bias tensor), so the reference is the same op with the bias input left out altogether."""
+    r = np.random.default_rng(17)
+    configs = []
+    for _ in range(4):
+        c = draw(r, "depthwise")
+        c.update(bias=False, bias_slot=True, batch=1)
+        configs.append(c)
+    ours = build_host(read_model(conv_model(configs)))
+    plain = conv_model([{**c, "bias_slot": False} for c in configs])
+    xs = oracle.random_inputs(plain, 3, 4)
+    ref = oracle.run_tflm(plain, xs)
+    got = ours.run(xs)
+    assert all(np.array_equal(a.reshape(-1), b.reshape(-1)) for a, b in zip(got, ref))
+
+
 # ---------------------------------------------------------------------------------------------
 # Converter-made models
 
@@ -406,6 +424,17 @@ def test_rejections_name_the_op(kind, change, message):
     text = str(e.value)
     assert message in text
     assert "op 0 (" in text and ("CONV_2D" in text)
+
+
+def test_activation_bound_beyond_int32_is_refused_like_tflm():
+    """TFLM's CalculateActivationRangeQuantized fails Prepare when 6.0 / output scale overflows int32."""
+    c = _base("conv", activation="RELU6", out_c=1, filter_c=1, in_c=1, per_channel=True, tiny_channel=False,
+              big_multiplier=False)
+    tflite = conv_model([c])
+    g = read_model(tflite)
+    g.tensor(g.ops[0].outputs[0]).scale[:] = np.float32(1e-15)
+    with pytest.raises(CodegenError, match=r"op 0 \(CONV_2D v3\): the fused RELU6 bound 6.0 does not fit int32"):
+        build_host(g)
 
 
 def test_output_shape_must_follow_the_padding_arithmetic():

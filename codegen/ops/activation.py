@@ -11,8 +11,8 @@ import math
 
 from codegen.ir import CodegenError, Graph, Op, Tensor
 from codegen.ops import register
-from codegen.ops.elementwise import int8_operand, tflm_quantize_multiplier
-from codegen.quant import f32, round_away
+from codegen.ops.elementwise import int8_operand
+from codegen.quant import f32, quantize_multiplier, round_away
 
 
 def _unary(op: Op, g: Graph) -> tuple[Tensor, Tensor]:
@@ -45,7 +45,7 @@ class Relu:
     def params(self, op: Op, g: Graph) -> dict:
         inp, out = _unary(op, g)
         (s_in, zp_in), (s_out, zp_out) = inp.qparams(), out.qparams()
-        m, sh = tflm_quantize_multiplier(float(f32(s_in)) / float(f32(s_out)))
+        m, sh = quantize_multiplier(float(f32(s_in)) / float(f32(s_out)))
         if sh > 30:
             raise CodegenError(f"{op.describe()}: input/output scale ratio too large")
         if op.opcode == "RELU":
@@ -143,7 +143,7 @@ class Softmax:
                    float((1 << 31) - 1))
         if not real > 1.0:
             raise CodegenError(f"{op.describe()}: beta * input scale = {real / 2**26:g} is too small for TFLite Micro")
-        multiplier, left_shift = tflm_quantize_multiplier(real)
+        multiplier, left_shift = quantize_multiplier(real)
         diff_min = -input_radius(self.SCALED_DIFF_INTEGER_BITS, left_shift)
         depth = int(inp.shape[-1])
         return {"outer_size": inp.size // depth if depth else 0, "depth": depth, "input_multiplier": multiplier,

@@ -83,6 +83,7 @@ class _ConvBase:
         act = opts.get("FusedActivationFunction", "NONE")
         if act not in ACTIVATIONS:
             raise self._fail(op, f"fused activation {act} is not supported; supported: {', '.join(ACTIVATIONS)}")
+        activation_range(act, out, op)  # TFLM refuses a clamp bound that overflows int32
         for key in ("StrideH", "StrideW", "DilationHFactor", "DilationWFactor"):
             if int(opts.get(key, 1)) < 1:
                 raise self._fail(op, f"{key} = {opts.get(key)}; supported: integers >= 1")

@@ -7,32 +7,14 @@ activation clamp of CalculateActivationRangeQuantized.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from codegen.ir import CodegenError, Graph, Op, Tensor
 from codegen.ops import register
-from codegen.quant import activation_range, round_away
+from codegen.quant import activation_range, quantize_multiplier
 
 MAX_DIMS = 6  # QUTE_BROADCAST_MAX_DIMS
-
-
-def tflm_quantize_multiplier(real: float) -> tuple[int, int]:
-    """TFLite's QuantizeMultiplier as the default (double-rounding) TFLM build has it.
-
-    Unlike codegen.quant.quantize_multiplier there is no clamping of shifts above 30: that clamp
-    belongs to the TFLITE_SINGLE_ROUNDING build, and softmax's multiplier can need shift 31."""
-    if real == 0.0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    q_fixed = round_away(q * (1 << 31))
-    if q_fixed == (1 << 31):
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
 
 
 def int8_operand(op: Op, g: Graph, t: int) -> Tensor:
@@ -132,7 +114,7 @@ class Add(_Binary):
             if not 0.0 < real < 1.0:
                 raise CodegenError(f"{op.describe()}: the {what} rescale factor is {real:g}; TFLite Micro needs it in "
                                    "(0, 1) (the output scale is too small for the inputs')")
-            m, sh = tflm_quantize_multiplier(real)
+            m, sh = quantize_multiplier(real)
             if sh > 0:
                 raise CodegenError(f"{op.describe()}: the {what} rescale factor {real!r} rounds up to 1")
             mults.append((m, sh))
@@ -169,7 +151,7 @@ class Mul(_Binary):
     def params(self, op: Op, g: Graph) -> dict:
         a, b, out, layout, act = self.operands(op, g)
         s1, s2, so = (float(np.float32(t.qparams()[0])) for t in (a, b, out))
-        m, sh = tflm_quantize_multiplier(s1 * s2 / so)
+        m, sh = quantize_multiplier(s1 * s2 / so)
         if sh > 30:
             raise CodegenError(f"{op.describe()}: the output scale is too small for the inputs' (multiplier 2^{sh})")
         lo, hi = activation_range(act, out, op)

@@ -1,8 +1,9 @@
 """Ops that move int8 bytes without arithmetic: PAD/PADV2 (qute_pad.c), CONCATENATION (qute_concat.c),
 SPACE_TO_BATCH_ND and BATCH_TO_SPACE_ND (qute_space_batch.c).
 
-Like TFLite Micro, none of them requantizes: bytes are copied as they are, whatever the
-quantization of input and output says.
+None of them requantizes: bytes are copied as they are. TFLite Micro's CONCATENATION refuses
+inputs quantized differently from its output (scale compared as double, zero point), and so does
+the generator; PAD and the space/batch ops copy bytes whatever the quantization says, as TFLM does.
 """
 
 from __future__ import annotations
@@ -106,9 +107,17 @@ class Concatenation:
 
     def check(self, op: Op, g: Graph) -> None:
         check_dtypes(op, g)
+        out_scale, out_zp = g.tensor(op.outputs[0]).qparams()
         for t in op.inputs:
-            if t < 0 or g.tensor(t).dtype != "int8":
+            x = g.tensor(t) if t >= 0 else None
+            if x is None or x.dtype != "int8":
                 raise CodegenError(f"{op.describe()}: every input must be int8")
+            scale, zp = x.qparams()
+            if np.float32(scale) != np.float32(out_scale) or zp != out_zp:
+                raise CodegenError(
+                    f"{op.describe()}: input {x.name} is quantized (scale {scale}, zero point {zp}) unlike the "
+                    f"output (scale {out_scale}, zero point {out_zp}); TFLite Micro's CONCATENATION requires them equal"
+                )
         if op.options.get("FusedActivationFunction", "NONE") != "NONE":
             raise CodegenError(f"{op.describe()}: a fused activation is not supported (TFLite Micro rejects it too)")
         self._layout(op, g)

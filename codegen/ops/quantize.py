@@ -10,8 +10,7 @@ import numpy as np
 
 from codegen.ir import CodegenError, Graph, Op, Tensor
 from codegen.ops import register
-from codegen.ops.elementwise import tflm_quantize_multiplier
-from codegen.quant import f32
+from codegen.quant import f32, quantize_multiplier
 
 
 def _tensor(op: Op, g: Graph, t: int, dtypes: tuple[str, ...], quantized: bool) -> Tensor:
@@ -47,7 +46,7 @@ class Quantize:
             return "f32", {"size": inp.size, "zero_point": zp_out, "scale": _float_literal(s_out)}
         _tensor(op, g, op.inputs[0], ("int8",), quantized=True)
         s_in, zp_in = inp.qparams()
-        m, sh = tflm_quantize_multiplier(float(f32(s_in)) / float(f32(s_out)))
+        m, sh = quantize_multiplier(float(f32(s_in)) / float(f32(s_out)))
         if sh > 30:
             raise CodegenError(f"{op.describe()}: input/output scale ratio too large")
         return "s8", {"size": inp.size, "input_zero_point": zp_in, "output_zero_point": zp_out,

@@ -3,8 +3,8 @@
 
 #include <stdint.h>
 
-/* One CONCATENATION op: the tensors seen as [outer][row_i] and joined row by row. TFLM copies
- * int8 bytes without requantizing, whatever the inputs' quantization; so does this. */
+/* One CONCATENATION op: the tensors seen as [outer][row_i] and joined row by row. Inputs and
+ * output share one quantization (TFLM requires it), so bytes are copied as they are. */
 typedef struct {
     int32_t num_inputs;
     int32_t outer;          /* product of the dimensions before the axis */

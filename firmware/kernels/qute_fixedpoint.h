@@ -107,7 +107,8 @@ static inline int32_t qute_fp_exp_on_interval_between_negative_one_quarter_and_0
     return qute_fp_add(constant_term, qute_fp_mul(constant_term, qute_fp_add(x, poly)));
 }
 
-/* exp(a) for a <= 0 with `integer_bits` integer bits in a; result in Q0.31. */
+/* exp(a) for a <= 0 with `integer_bits` (1..29) integer bits in a; result in Q0.31. Softmax uses
+ * Q5.26, logistic Q4.27 (gemmlowp's template parameter, a run-time argument here). */
 static inline int32_t qute_fp_exp_on_negative_values(int32_t a, int integer_bits)
 {
     static const int32_t barrel[7] = {
