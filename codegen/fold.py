@@ -47,9 +47,17 @@ def _evaluate(op: Op, tensors: list[Tensor]) -> np.ndarray | None:
         return np.array(ins[0].shape, dtype=tensors[op.outputs[0]].dtype)
     if not ins or any(t is None or not t.is_const for t in ins):
         return None
-    data = [t.data for t in ins]
+    out = tensors[op.outputs[0]]
+    if op.opcode == "CONCATENATION" and any(_quant(t) != _quant(out) for t in ins):
+        return None  # TFLM refuses it; the lowering reports why
     fn = _FOLDERS.get(op.opcode)
-    return fn(op, data, tensors[op.outputs[0]]) if fn else None
+    return fn(op, [t.data for t in ins], out) if fn else None
+
+
+def _quant(t: Tensor) -> tuple:
+    if t.scale is None or len(t.scale) == 0:
+        return ()
+    return tuple(np.float32(t.scale).tolist()), tuple(np.asarray(t.zero_point).tolist())
 
 
 def _reshape(op: Op, data: list[np.ndarray], out: Tensor) -> np.ndarray:
@@ -73,7 +81,7 @@ def strided_slice(x: np.ndarray, begin, end, strides, begin_mask=0, end_mask=0, 
                   new_axis_mask=0, shrink_axis_mask=0) -> np.ndarray:
     """TensorFlow's strided slice (the dense specification, as numpy indexing expresses it)."""
     begin, end, strides = (np.asarray(v).reshape(-1).tolist() for v in (begin, end, strides))
-    if bin(ellipsis_mask).count("1") > 1:
+    if ellipsis_mask.bit_count() > 1:
         raise CodegenError("STRIDED_SLICE: more than one ellipsis")
     index: list = []
     for i, (b, e, s) in enumerate(zip(begin, end, strides)):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from codegen.ir import CodegenError
 from qute.errors import QuteError
 
 from qute.config import ARCHS, METHODS
@@ -177,11 +178,68 @@ def quantize(run_dir, samples, data_dir):
     click.echo(f"wrote {', '.join(str(p) for p in paths)} ({result.report['tflite_bytes']:,} bytes of model)")
 
 
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.option("--samples", default=100, show_default=True, type=int, help="Random int8 inputs (plus as many test images for a run).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--sanitize", is_flag=True, help="Also build with AddressSanitizer and UBSan.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (runs only).")
+def verify(model, samples, seed, sanitize, data_dir):
+    """Compile MODEL's generated C on the host and compare every output byte with TFLite Micro.
+
+    MODEL is an int8 .tflite file or a run directory (its model.int8.tflite, checked on random
+    inputs and on test images). Exit status 1 when any byte differs.
+
+    \b
+    Example:
+      qute verify runs/digits --samples 200
+      qute verify ../shared/models/kws_dscnn_int8.tflite
+    """
+    from qute.verify import model_inputs, verify as verify_model
+
+    if samples < 0:
+        raise QuteError(f"--samples must be 0 or more, got {samples}")
+    path = Path(model)
+    data = None
+    if path.is_dir():
+        from qute.quantize import TFLITE_FILE, input_params, quantize as quantize_input
+        from qute.run import load_run
+
+        run = load_run(path)
+        path = path / TFLITE_FILE
+        if not path.is_file():
+            raise QuteError(f"{model} has no {TFLITE_FILE}; run: qute quantize {model}")
+        from qute.data import load_dataset
+
+        t = run.train
+        dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
+        data = quantize_input(dataset.x_test[:samples], input_params(path.read_bytes()))
+    elif not path.is_file():
+        raise QuteError(f"{model} does not exist; give an int8 .tflite file or a run directory")
+    tflite = path.read_bytes()
+    from codegen.reader import read_model
+
+    read_model(tflite, str(path))  # a damaged file fails here, with its name
+    inputs = model_inputs(tflite, samples, seed, data)
+    results = [verify_model(tflite, inputs)]
+    if sanitize:
+        results.append(verify_model(tflite, inputs, sanitize=True))
+    for r in results:
+        click.echo(f"{path}: {'ASan+UBSan build' if r.sanitized else 'gcc -O2 build'}, "
+                   f"{len(inputs[0])} inputs ({samples} random{f', {len(data)} test images' if data is not None else ''})")
+        for p in r.per_output:
+            click.echo(f"  {p['name']}: {p['mismatches']:,} of {p['bytes']:,} bytes differ")
+        click.echo(r.summary())
+    click.echo("bit-exact: " + ("yes" if all(r.ok for r in results) else "no"))
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
         cli.main(args=argv, prog_name="qute", standalone_mode=False)
-    except QuteError as e:
+    except (QuteError, CodegenError) as e:
         click.echo(f"qute: error: {e}", err=True)
         return 2
     except click.exceptions.UsageError as e:

@@ -352,9 +352,25 @@ def run_tflm(tflite_bytes: bytes, x_int8: np.ndarray) -> list[np.ndarray]:
 def int8_head_probs(tflite_bytes: bytes, x: np.ndarray, num_heads: int | None = None) -> np.ndarray:
     """Float model inputs -> (K, N, C) float32 dequantized head outputs of the int8 model on TFLM."""
     outs = run_tflm(tflite_bytes, quantize(x, input_params(tflite_bytes)))
-    order = output_heads(tflite_bytes, num_heads)
-    params = output_params(tflite_bytes, num_heads)
+    return _head_probs(outs, output_heads(tflite_bytes, num_heads), output_params(tflite_bytes, num_heads))
+
+
+def _head_probs(outs: list[np.ndarray], order: list[int], params: list[QuantParams]) -> np.ndarray:
     return np.stack([dequantize(outs[i], p) for i, p in zip(order, params)]).astype(np.float32)
+
+
+def _c_stage(tflite, x_q, tflm_outs, order, params, y, float_heads) -> dict:
+    """The generated C on the test images: the int8 stage's metrics, and its bytes against TFLM's."""
+    from qute.verify import run_c
+
+    try:
+        ours = run_c(tflite, [x_q])
+    except QuteError as e:
+        return {"error": str(e).splitlines()[0]}
+    report = stage_report(y, _head_probs(ours, order, params), reference=float_heads)
+    report["bytes_differing_from_int8_tflm"] = int(sum(np.sum(a != b) for a, b in zip(ours, tflm_outs)))
+    report["bytes_compared"] = int(sum(a.size for a in tflm_outs))
+    return report
 
 
 def tflm_arena_bytes(tflite_bytes: bytes) -> int | None:
@@ -432,11 +448,14 @@ def quantize_run(
     step(f"running {len(dataset.x_test):,} test images on TFLM")
     y = dataset.y_test
     float_heads = predict_heads(model, dataset.x_test)
-    int8_heads = int8_head_probs(tflite, dataset.x_test, len(heads))
     in_p = input_params(tflite)
     out_p = output_params(tflite, len(heads))
     order = output_heads(tflite, len(heads))
     x_q = quantize(dataset.x_test, in_p)
+    tflm_outs = run_tflm(tflite, x_q)
+    int8_heads = _head_probs(tflm_outs, order, out_p)
+    step("running the generated C on the test images")
+    c_stage = _c_stage(tflite, x_q, tflm_outs, order, out_p, y, float_heads)
     g = _graph(tflite)
 
     report = {
@@ -478,6 +497,7 @@ def quantize_run(
         "stages": {
             "float": stage_report(y, float_heads),
             "int8_tflm": stage_report(y, int8_heads, reference=float_heads),
+            "c": c_stage,
         },
     }
     if run.spec.method == "mc-dropout":
@@ -518,7 +538,7 @@ _ROWS = (("accuracy", "accuracy"), ("nll", "NLL"), ("ece", "ECE"), ("agreement",
 
 def format_table(report: dict) -> str:
     """The stages side by side (float first), then per-head rows, flips and quantization params."""
-    stages = report["stages"]
+    stages = {n: v for n, v in report["stages"].items() if "error" not in v}
     names = list(stages)
     width = max(10, *(len(n) + 2 for n in names))
     lines = [f"{'':<18}" + "".join(f"{n:>{width}}" for n in names)]
@@ -537,6 +557,11 @@ def format_table(report: dict) -> str:
             flips = stages[n]["flips"]
             shown = ", ".join(map(str, flips[:10])) + (", ..." if len(flips) > 10 else "")
             lines.append(f"\n{n}: {len(flips)} of {n_test:,} ensemble predictions differ from float" + (f" (test indices {shown})" if flips else ""))
+    for n, v in report["stages"].items():
+        if "error" in v:
+            lines.append(f"{n}: not available ({v['error']})")
+        elif "bytes_differing_from_int8_tflm" in v:
+            lines.append(f"{n}: {v['bytes_differing_from_int8_tflm']:,} of {v['bytes_compared']:,} output bytes differ from TFLite Micro")
     inp = report["input"]
     lines.append(
         f"input int8: scale {inp['scale']:.6g}, zero point {inp['zero_point']} "

@@ -6,14 +6,14 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pytest
-
 import opmodels
 import oracle
+import pytest
+from hostcheck import FlatModel, check
+
 from codegen.fold import fold, strided_slice
 from codegen.ir import CodegenError
 from codegen.reader import read_model
-from fbmodel import FlatModel, check
 
 SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 

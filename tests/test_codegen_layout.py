@@ -1,5 +1,5 @@
 """PAD, PADV2, CONCATENATION, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND: generated C against the
-reference, byte for byte, on hand-built models (tests/fbmodel.py, many configurations per model)
+reference, byte for byte, on hand-built models (tests/hostcheck.py, many configurations per model)
 and converter-made ones (tests/opmodels.py), including Keras' dilated SAME/VALID convolutions.
 """
 
@@ -8,16 +8,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pytest
-
 import opmodels
-import oracle
+import pytest
+from hostcheck import FlatModel, check
+
 from codegen import ops as op_registry
 from codegen.emit import generate
 from codegen.fold import fold
 from codegen.ir import CodegenError
 from codegen.reader import read_model
-from fbmodel import FlatModel, check
 
 
 def _q(r) -> tuple[float, int]:

@@ -1,7 +1,7 @@
 """AVERAGE_POOL_2D, MAX_POOL_2D and MEAN: generated C against TFLite Micro, byte for byte.
 
 Two sources of models:
-- hand-built flatbuffers (tests/fbmodel.py), a dozen random configurations per model as independent
+- hand-built flatbuffers (tests/hostcheck.py), a dozen random configurations per model as independent
   ops: batch > 1, every fused activation, SAME/VALID with filters larger than the input, MEAN over
   any axes of 2-D to 5-D tensors with and without keep_dims, and MEAN with identical input and
   output quantization (TFLM's truncating integer path, which the converter rarely produces);
@@ -13,13 +13,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pytest
-
 import opmodels
+import pytest
+from hostcheck import ACTS, FlatModel, check, padding
+
 from codegen.emit import generate
 from codegen.ir import CodegenError
 from codegen.reader import read_model
-from fbmodel import ACTS, FlatModel, check, padding
 
 ACTIVATIONS = ("NONE", "NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 

@@ -139,10 +139,12 @@ class Concatenation:
 class SpaceBatch:
     """SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND on 3-D (NHC) or 4-D (NHWC) tensors.
 
-    SPACE_TO_BATCH_ND pads with the output zero point (what TensorFlow Lite's reference kernel
-    does). Upstream TFLM never initializes that pad value (SpaceToBatchParams.output_offset), so
-    its padded bytes are whatever the arena held: the reason it is not deterministic on dilated
-    SAME convolutions; the zero point is the only value that reproduces the float model.
+    SPACE_TO_BATCH_ND pads with the output zero point, as TensorFlow Lite's reference kernel does
+    and as the float model means. Upstream TFLM never initializes that pad value
+    (SpaceToBatchParams.output_offset): a fresh interpreter pads with 0 (zeroed persistent memory),
+    a reused arena with whatever it held. Byte identity with TFLM is therefore only defined for
+    unpadded SPACE_TO_BATCH_ND (or output zero point 0); padded ones follow LiteRT. The converter's
+    wrong stored batch for dilated convolutions is repaired by codegen.fold before this runs.
     """
 
     opcodes = {"SPACE_TO_BATCH_ND": VERSIONS, "BATCH_TO_SPACE_ND": VERSIONS}

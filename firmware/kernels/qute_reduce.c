@@ -18,7 +18,8 @@ static int32_t reduced_sum(const qute_mean_params *p, const int8_t *base)
 
 static int8_t mean_of(const qute_mean_params *p, int32_t sum)
 {
-    int32_t shifted = sum - p->input_zp * p->count;
+    /* TFLM forms this in 64 bits and narrows it to int32 */
+    int32_t shifted = (int32_t)((int64_t)sum - (int64_t)p->input_zp * p->count);
     int32_t out = qute_requantize(shifted, p->multiplier, p->shift) + p->output_zp;
     return qute_clamp_s8(out, INT8_MIN, INT8_MAX);
 }

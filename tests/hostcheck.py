@@ -1,4 +1,4 @@
-"""Hand-built ``.tflite`` models for the code generator's op tests, and the byte-for-byte check.
+"""Hand-built ``.tflite`` models for the pool/reduce/layout/fold tests, and the byte-for-byte check.
 
 ``FlatModel`` assembles a flatbuffer with the tflite-micro schema's object API: tensors with their
 quantization, ops with their builtin options. A test packs many random configurations into one
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import flatbuffers
 import numpy as np
+import oracle
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
-import oracle
 from codegen.emit import output_order
 from codegen.host import build_host
 from codegen.reader import read_model

@@ -1,0 +1,101 @@
+"""Generated C against the oracle, byte for byte.
+
+The generated C is compiled on the host with the project's warning flags (and optionally
+AddressSanitizer and UBSan), run on the given inputs, and every output byte is compared with the
+reference: TFLite Micro's reference kernels through the tflite-micro interpreter, or LiteRT's
+reference kernels where TFLM cannot be trusted on the model (see `qute.oracle.reference`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qute import oracle
+from qute.errors import QuteError
+
+REFERENCES = {
+    "tflm": "TFLite Micro reference kernels (tflite-micro interpreter, run twice, identical)",
+    "litert-ref": "LiteRT reference kernels (TFLite Micro is not trustworthy on this model)",
+}
+
+
+@dataclass
+class VerifyResult:
+    samples: int
+    reference: str  # "tflm" or "litert-ref"
+    mismatches: int
+    total: int
+    per_output: list[dict] = field(default_factory=list)  # name, mismatches, bytes
+    outputs: list[np.ndarray] = field(default_factory=list)  # ours, in flatbuffer output order
+    sanitized: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0
+
+    def summary(self) -> str:
+        return f"mismatching bytes: {self.mismatches:,} of {self.total:,} ({self.samples} inputs; reference: {REFERENCES[self.reference]})"
+
+
+def compile_model(tflite: bytes, folder: Path | None = None, sanitize: bool = False):
+    """The model's generated C compiled for the host (codegen errors become QuteError)."""
+    from codegen.host import build_host
+    from codegen.ir import CodegenError
+    from codegen.reader import read_model
+
+    try:
+        return build_host(read_model(tflite), folder, sanitize=sanitize)
+    except CodegenError as e:
+        raise QuteError(str(e)) from None
+
+
+def run_c(tflite: bytes, inputs: list[np.ndarray], sanitize: bool = False, host=None) -> list[np.ndarray]:
+    """Our outputs for `inputs` (one array per model input, N samples), in flatbuffer output order."""
+    from codegen.reader import read_model
+
+    graph = read_model(tflite)
+    with tempfile.TemporaryDirectory(prefix="qute-verify-") as tmp:
+        host = host or compile_model(tflite, Path(tmp), sanitize)
+        ours = host.run(inputs)
+    by_tensor = dict(zip(host.output_tensors, ours))
+    return [by_tensor[t] for t in graph.outputs]
+
+
+def verify(tflite: bytes, inputs: list[np.ndarray], sanitize: bool = False) -> VerifyResult:
+    ours = run_c(tflite, inputs, sanitize)
+    ref, which = oracle.reference(tflite, inputs)
+    from codegen.reader import read_model
+
+    graph = read_model(tflite)
+    per_output = []
+    for t, a, b in zip(graph.outputs, ours, ref):
+        a, b = np.asarray(a).reshape(len(inputs[0]), -1), np.asarray(b).reshape(len(inputs[0]), -1)
+        if a.shape != b.shape:
+            raise QuteError(f"output {graph.output_label(t)}: our shape {a.shape} differs from the reference's {b.shape}")
+        per_output.append({"name": graph.output_label(t), "mismatches": int(np.sum(a != b)), "bytes": int(a.size)})
+    return VerifyResult(
+        samples=len(inputs[0]),
+        reference=which,
+        mismatches=sum(p["mismatches"] for p in per_output),
+        total=sum(p["bytes"] for p in per_output),
+        per_output=per_output,
+        outputs=ours,
+        sanitized=sanitize,
+    )
+
+
+def model_inputs(tflite: bytes, random: int, seed: int = 0, data: np.ndarray | None = None) -> list[np.ndarray]:
+    """`random` uniform int8 samples per model input, followed by `data` (int8, N x input) if given."""
+    xs = oracle.random_inputs(tflite, random, seed) if random else None
+    if data is None:
+        if xs is None:
+            raise QuteError("no inputs to verify on: give --samples above 0")
+        return xs
+    if len(oracle.model_io(tflite)[0]) != 1:
+        raise QuteError("dataset inputs need a single-input model")
+    data = np.asarray(data, np.int8)
+    return [data if xs is None else np.concatenate([xs[0], data.reshape((len(data),) + xs[0].shape[1:])])]
