@@ -260,7 +260,10 @@ def test_report_compares_float_and_int8(quantized):
     result, paths = quantized
     rep = result.report
     n = rep["test_samples"]
-    assert list(rep["stages"]) == ["float", "int8_tflm"]
+    assert list(rep["stages"]) == ["float", "int8_tflm", "c"]
+    c = rep["stages"]["c"]
+    assert c["bytes_differing_from_int8_tflm"] == 0 and c["bytes_compared"] == rep["test_samples"] * K * 10
+    assert c["flips"] == rep["stages"]["int8_tflm"]["flips"]
     fl, q = rep["stages"]["float"], rep["stages"]["int8_tflm"]
     for stage in (fl, q):
         for key in ("accuracy", "nll", "ece"):
@@ -332,7 +335,8 @@ def test_cli_quantize_prints_the_table(trained, quantized):
     proc = qute("quantize", run_dir, "--samples", "100")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["float", "int8_tflm"]
+    assert lines[0].split() == ["float", "int8_tflm", "c"]
+    assert any(line.startswith("c: 0 of ") and "differ from TFLite Micro" in line for line in lines)
     assert any(line.startswith("agreement") for line in lines)
     assert any(line.startswith("head_1 agreement") for line in lines)
     assert "input int8: scale" in proc.stdout and "wrote" in lines[-1]

@@ -41,7 +41,6 @@ def wrap_int32(values: np.ndarray) -> np.ndarray:
 
 
 class _ConvBase:
-    kind = ""  # "conv" or "depthwise"
     quantized_dim = 0
 
     def _fail(self, op: Op, what: str) -> CodegenError:
@@ -147,7 +146,6 @@ class Conv2D(_ConvBase):
     # activations v4/v8); check() accepts int8 activations and int8 filters only.
     opcodes = {"CONV_2D": (1, 2, 3, 4, 5, 6, 7, 8)}
     header = "qute_conv.h"
-    kind = "conv"
     quantized_dim = 0
 
     def _out_channels(self, w: Tensor) -> int:
@@ -187,7 +185,6 @@ class DepthwiseConv2D(_ConvBase):
     # which check() rejects.
     opcodes = {"DEPTHWISE_CONV_2D": (1, 2, 3, 4, 5, 6, 7)}
     header = "qute_depthwise_conv.h"
-    kind = "depthwise"
     quantized_dim = 3
 
     def _out_channels(self, w: Tensor) -> int:
