@@ -33,21 +33,23 @@ class FullyConnected:
         out_scale = float(f32(out.qparams()[0]))
         mults, shifts = zip(*(quantize_multiplier(in_scale * float(f32(s)) / out_scale) for s in w.scale))
         lo, hi = activation_range(op.options.get("FusedActivationFunction", "NONE"), out, op)
+        # bias + input_offset * sum(w), wrapped to int32 as the kernel's accumulator would be
+        acc_init = -inp.qparams()[1] * w.data.astype(np.int64).sum(axis=1)
+        if bias >= 0:
+            acc_init += g.tensor(bias).data.astype(np.int64).reshape(-1)
+        acc_init = ((acc_init + 2**31) % 2**32 - 2**31).astype(np.int32)
         params = ctx.struct(
             op,
             "qute_fc_params",
             batches=inp.size // depth,
             accum_depth=depth,
             output_depth=w.shape[0],
-            input_offset=-inp.qparams()[1],
             output_offset=out.qparams()[1],
             act_min=lo,
             act_max=hi,
+            acc_init=ctx.array(op, "acc_init", acc_init),
             multiplier=ctx.array(op, "multiplier", np.array(mults, np.int32)),
             shift=ctx.array(op, "shift", np.array(shifts, np.int32)),
             per_channel=int(len(mults) > 1),
         )
-        return [
-            f"qute_fully_connected_s8(&{params}, {ctx.ptr(op.inputs[0])}, {ctx.weights(op, 1)}, "
-            f"{ctx.weights(op, 2) if bias >= 0 else 'NULL'}, {ctx.ptr(op.outputs[0])});"
-        ]
+        return [f"qute_fully_connected_s8(&{params}, {ctx.ptr(op.inputs[0])}, {ctx.weights(op, 1)}, {ctx.ptr(op.outputs[0])});"]
