@@ -80,21 +80,26 @@ def report(model, as_json):
     click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.format())
 
 
-def main(argv=None) -> int:
+def run_cli(group: click.Group, prog: str, argv=None, user_errors: tuple = (CodegenError,)) -> int:
+    """Runs a click group: a user's mistake is one line on stderr and exit status 2, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="qute-codegen", standalone_mode=False)
-    except CodegenError as e:
-        click.echo(f"qute-codegen: error: {e}", err=True)
-        return 2
-    except click.exceptions.UsageError as e:
-        click.echo(f"qute-codegen: error: {e.format_message()}", err=True)
+        group.main(args=argv, prog_name=prog, standalone_mode=False)
+    except user_errors as e:
+        click.echo(f"{prog}: error: {e}", err=True)
         return 2
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
-        click.echo(f"qute-codegen: error: {e.format_message()}", err=True)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as e:  # usage errors included
+        click.echo(f"{prog}: error: {e.format_message()}", err=True)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(cli, "qute-codegen", argv)
 
 
 if __name__ == "__main__":

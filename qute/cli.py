@@ -237,23 +237,9 @@ def verify(model, samples, seed, sanitize, data_dir):
 
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
-    try:
-        cli.main(args=argv, prog_name="qute", standalone_mode=False)
-    except (QuteError, CodegenError) as e:
-        click.echo(f"qute: error: {e}", err=True)
-        return 2
-    except click.exceptions.UsageError as e:
-        click.echo(f"qute: error: {e.format_message()}", err=True)
-        return 2
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 1
-    except click.ClickException as e:
-        click.echo(f"qute: error: {e.format_message()}", err=True)
-        return 2
-    return 0
+    from codegen.cli import run_cli
+
+    return run_cli(cli, "qute", argv, (QuteError, CodegenError))
 
 
 if __name__ == "__main__":

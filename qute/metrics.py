@@ -202,18 +202,23 @@ def _average_ranks(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def auroc(labels, scores) -> float:
-    """Area under the ROC curve of ``scores`` for detecting ``labels == 1``.
-
-    Rank-based (Mann-Whitney U / (n_pos * n_neg)), ties counted as one half, which is
-    what sklearn's roc_auc_score gives.  nan when only one class is present.
-    """
+def _labels_and_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     pos = _binary(labels, "labels")
     s = _vector(scores, "scores")
     if s.shape[0] != pos.shape[0]:
         raise QuteError(
             f"labels and scores must have the same length, got {pos.shape[0]} and {s.shape[0]}"
         )
+    return pos, s
+
+
+def auroc(labels, scores) -> float:
+    """Area under the ROC curve of ``scores`` for detecting ``labels == 1``.
+
+    Rank-based (Mann-Whitney U / (n_pos * n_neg)), ties counted as one half, which is
+    what sklearn's roc_auc_score gives.  nan when only one class is present.
+    """
+    pos, s = _labels_and_scores(labels, scores)
     n_pos = int(pos.sum())
     n_neg = pos.shape[0] - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -231,12 +236,7 @@ def average_precision(labels, scores) -> float:
     R_0 = 0 (no interpolation).  nan when there are no positives (sklearn returns 0
     with a warning there).
     """
-    pos = _binary(labels, "labels")
-    s = _vector(scores, "scores")
-    if s.shape[0] != pos.shape[0]:
-        raise QuteError(
-            f"labels and scores must have the same length, got {pos.shape[0]} and {s.shape[0]}"
-        )
+    pos, s = _labels_and_scores(labels, scores)
     n_pos = int(pos.sum())
     if n_pos == 0:
         return math.nan

@@ -1,33 +1,14 @@
 """The command line, end to end, as a user runs it (a subprocess per command)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cliutil import assert_user_error, qute
 
 
-def qute(*args, cwd=None, env=None):
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "qute", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=600,
-    )
 
 
-def assert_user_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr + proc.stdout
-    err = proc.stderr.strip()
-    assert "Traceback" not in proc.stderr
-    assert len(err.splitlines()) == 1, err
-    for f in fragments:
-        assert f in err, err
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cliutil import qute
 
 from codegen.emit import generate
 from codegen.fold import fold
@@ -19,8 +20,8 @@ AUTOENCODER = MODELS / "ad_autoencoder_int8.tflite"
 needs_models = pytest.mark.skipif(not AUTOENCODER.exists(), reason="../shared/models not present")
 
 
-def codegen_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "codegen", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+def codegen_cli(*args):
+    return qute(*args, module="codegen")
 
 
 def test_codegen_never_imports_tensorflow():

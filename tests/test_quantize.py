@@ -4,12 +4,11 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
 import pytest
+from cliutil import assert_user_error, qute
 
 from qute import quantize as Q
 from qute.errors import QuteError
@@ -315,18 +314,8 @@ def test_stage_report_slot_for_later_stages(quantized):
 # --------------------------------------------------------------------------- the command line
 
 
-def qute(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "qute", *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
 
 
-def assert_user_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr + proc.stdout
-    err = proc.stderr.strip()
-    assert "Traceback" not in proc.stderr
-    assert len(err.splitlines()) == 1, err
-    for f in fragments:
-        assert f in err, err
 
 
 def test_cli_quantize_prints_the_table(trained, quantized):

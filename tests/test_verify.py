@@ -2,12 +2,10 @@
 MLPerf Tiny reference models."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cliutil import qute
 
 from qute.verify import model_inputs, verify
 
@@ -15,9 +13,6 @@ MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 MLPERF = sorted(MODELS.glob("*.tflite")) if MODELS.exists() else []
 
 
-def qute(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "qute", *map(str, args)], capture_output=True, text=True, env=env, timeout=900)
 
 
 @pytest.mark.parametrize("path", MLPERF, ids=[p.stem for p in MLPERF])
