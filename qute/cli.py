@@ -235,6 +235,19 @@ def verify(model, samples, seed, sanitize, data_dir):
         sys.exit(1)
 
 
+@cli.command()
+def boards():
+    """List the boards qute builds firmware for, with their memory and how they are emulated.
+
+    \b
+    Example:
+      qute boards
+    """
+    from qute.boards import boards_table, list_boards
+
+    click.echo(boards_table(list_boards()))
+
+
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     from codegen.cli import run_cli
