@@ -1,129 +1,20 @@
-"""Hand-built ``.tflite`` models for the pool/reduce/layout/fold tests, and the byte-for-byte check.
-
-``FlatModel`` assembles a flatbuffer with the tflite-micro schema's object API: tensors with their
-quantization, ops with their builtin options. A test packs many random configurations into one
-model as independent ops (own input, own output), so one C build covers a dozen configurations,
-and it reaches what the converter never emits (batch > 1, 5-D tensors, identical MEAN scales,
-PADV2 constants, concatenations of differently quantized inputs...).
+"""The byte-for-byte check of a model's generated C against the reference.
 
 ``check(tflite)`` builds the model on the host, runs it and TFLM (or LiteRT's reference kernels,
-see ``oracle.reference``) on the same random inputs and returns the mismatching byte count.
+see ``qute.oracle.reference``) on the same random inputs and returns the mismatching byte count.
+The models are usually hand-built (tests/fbmodels.py), many configurations per model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import flatbuffers
 import numpy as np
-import oracle
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
 from codegen.emit import output_order
 from codegen.host import build_host
 from codegen.reader import read_model
-
-TYPES = {"int8": fb.TensorType.INT8, "int32": fb.TensorType.INT32, "int64": fb.TensorType.INT64,
-         "float32": fb.TensorType.FLOAT32}
-ACTS = {"NONE": fb.ActivationFunctionType.NONE, "RELU": fb.ActivationFunctionType.RELU,
-        "RELU6": fb.ActivationFunctionType.RELU6, "RELU_N1_TO_1": fb.ActivationFunctionType.RELU_N1_TO_1,
-        "TANH": fb.ActivationFunctionType.TANH}
-# builtin operator -> (options union member, options class)
-_OPTIONS = {
-    "AVERAGE_POOL_2D": ("Pool2DOptions", fb.Pool2DOptionsT),
-    "MAX_POOL_2D": ("Pool2DOptions", fb.Pool2DOptionsT),
-    "MEAN": ("ReducerOptions", fb.ReducerOptionsT),
-    "PAD": ("PadOptions", fb.PadOptionsT),
-    "PADV2": ("PadV2Options", fb.PadV2OptionsT),
-    "CONCATENATION": ("ConcatenationOptions", fb.ConcatenationOptionsT),
-    "SPACE_TO_BATCH_ND": ("SpaceToBatchNDOptions", fb.SpaceToBatchNDOptionsT),
-    "BATCH_TO_SPACE_ND": ("BatchToSpaceNDOptions", fb.BatchToSpaceNDOptionsT),
-    "STRIDED_SLICE": ("StridedSliceOptions", fb.StridedSliceOptionsT),
-    "PACK": ("PackOptions", fb.PackOptionsT),
-    "SHAPE": ("ShapeOptions", fb.ShapeOptionsT),
-    "RESHAPE": ("ReshapeOptions", fb.ReshapeOptionsT),
-}
-
-
-class FlatModel:
-    """One subgraph under construction; ``tensor`` and ``op`` return indices, ``finish`` the bytes."""
-
-    def __init__(self, description: str = "qute op test"):
-        self.model = fb.ModelT()
-        self.model.version = 3
-        self.model.description = description
-        self.model.buffers = [fb.BufferT()]
-        self.model.operatorCodes = []
-        self.sg = fb.SubGraphT()
-        self.sg.tensors, self.sg.operators, self.sg.inputs, self.sg.outputs = [], [], [], []
-        self._codes: dict[tuple[int, int], int] = {}
-
-    def tensor(self, name: str, shape, dtype: str = "int8", scale=None, zp=None, data=None) -> int:
-        t = fb.TensorT()
-        t.name, t.shape, t.type = name, [int(d) for d in shape], TYPES[dtype]
-        t.buffer = 0
-        if data is not None:
-            b = fb.BufferT()
-            arr = np.ascontiguousarray(np.asarray(data, dtype=dtype).reshape([int(d) for d in shape]))
-            b.data = np.frombuffer(arr.tobytes(), np.uint8)
-            self.model.buffers.append(b)
-            t.buffer = len(self.model.buffers) - 1
-        if scale is not None:
-            q = fb.QuantizationParametersT()
-            q.scale = [float(np.float32(s)) for s in np.atleast_1d(scale)]
-            q.zeroPoint = [int(z) for z in np.atleast_1d(0 if zp is None else zp)]
-            t.quantization = q
-        self.sg.tensors.append(t)
-        return len(self.sg.tensors) - 1
-
-    def const(self, name: str, values, dtype: str = "int32", shape=None) -> int:
-        arr = np.asarray(values, dtype=dtype)
-        return self.tensor(name, arr.shape if shape is None else shape, dtype, data=arr)
-
-    def input(self, name: str, shape, scale: float, zp: int) -> int:
-        t = self.tensor(name, shape, "int8", scale, zp)
-        self.sg.inputs.append(t)
-        return t
-
-    def output(self, t: int) -> int:
-        self.sg.outputs.append(t)
-        return t
-
-    def op(self, opcode: str, inputs: list[int], outputs: list[int], version: int = 1, **options) -> None:
-        code = getattr(fb.BuiltinOperator, opcode)
-        key = (code, version)
-        if key not in self._codes:
-            oc = fb.OperatorCodeT()
-            oc.builtinCode = code
-            oc.deprecatedBuiltinCode = min(code, 127)
-            oc.version = version
-            self.model.operatorCodes.append(oc)
-            self._codes[key] = len(self.model.operatorCodes) - 1
-        o = fb.OperatorT()
-        o.opcodeIndex = self._codes[key]
-        o.inputs, o.outputs = list(inputs), list(outputs)
-        if opcode in _OPTIONS:
-            member, cls = _OPTIONS[opcode]
-            opts = cls()
-            for k, v in options.items():
-                if not hasattr(opts, k):
-                    raise TypeError(f"{cls.__name__} has no field {k}")
-                setattr(opts, k, v)
-            o.builtinOptionsType = getattr(fb.BuiltinOptions, member)
-            o.builtinOptions = opts
-        elif options:
-            raise TypeError(f"no options known for {opcode}")
-        self.sg.operators.append(o)
-
-    def finish(self) -> bytes:
-        self.model.subgraphs = [self.sg]
-        b = flatbuffers.Builder(1024)
-        b.Finish(self.model.Pack(b), file_identifier=b"TFL3")
-        return bytes(b.Output())
-
-
-def padding(name: str) -> int:
-    return fb.Padding.SAME if name == "SAME" else fb.Padding.VALID
+from qute import oracle
 
 
 @dataclass

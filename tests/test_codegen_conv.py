@@ -1,11 +1,11 @@
 """CONV_2D and DEPTHWISE_CONV_2D: generated C against TFLite Micro, byte for byte.
 
 Three sources of models:
-- hand-built flatbuffers (``conv_model``): many random configurations packed as independent ops
-  of one model, so one C build covers a dozen. They reach what the converter never emits: batch > 1,
-  grouped convolution, per-tensor filter scales, multipliers >= 1, vanishing multipliers, extreme
-  zero points, RELU_N1_TO_1, windows wholly in the padding, channel counts across the depthwise
-  kernel's 32-channel chunks;
+- hand-built flatbuffers (``conv_model``, written with tests/fbmodels.py): many random
+  configurations packed as independent ops of one model, so one C build covers a dozen. They reach
+  what the converter never emits: batch > 1, grouped convolution, per-tensor filter scales,
+  multipliers >= 1, vanishing multipliers, extreme zero points, RELU_N1_TO_1, windows wholly in the
+  padding, channel counts across the depthwise kernel's 32-channel chunks;
 - converter-made one-op models from ``tests/opmodels.py`` (Keras -> TFLiteConverter, full int8),
   including the SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND-lowered dilated SAME convolutions, whose stored
   shapes are wrong: TFLM cannot run them, so their convolution pipeline (up to BATCH_TO_SPACE_ND)
@@ -21,10 +21,10 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 import pytest
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+from fbmodels import ACTS, ModelBuilder, fb, padding
+from hostcheck import check
 
 from codegen import ops as op_registry
 from codegen.host import build_host
@@ -33,9 +33,6 @@ from codegen.reader import read_model
 from qute import oracle
 
 MODELS = Path("/work/shared/models")
-ACTS = {"NONE": fb.ActivationFunctionType.NONE, "RELU": fb.ActivationFunctionType.RELU,
-        "RELU6": fb.ActivationFunctionType.RELU6, "RELU_N1_TO_1": fb.ActivationFunctionType.RELU_N1_TO_1,
-        "TANH": fb.ActivationFunctionType.TANH}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,32 +126,11 @@ def _tensors_for(c: dict, r: np.random.Generator):
 
 def conv_model(configs: list[dict]) -> bytes:
     """A model with one independent CONV_2D/DEPTHWISE_CONV_2D op (own input, own output) per config."""
-    model = fb.ModelT()
-    model.version = 3
-    model.description = "qute conv test"
-    model.buffers = [fb.BufferT()]
-    codes = {}
-    sg = fb.SubGraphT()
-    sg.tensors, sg.operators, sg.inputs, sg.outputs = [], [], [], []
-
-    def tensor(name, shape, ttype, scale, zp, data=None, qdim=0):
-        t = fb.TensorT()
-        t.name, t.shape, t.type = name, list(shape), ttype
-        t.buffer = 0
-        if data is not None:
-            b = fb.BufferT()
-            b.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
-            model.buffers.append(b)
-            t.buffer = len(model.buffers) - 1
-        if scale is not None:
-            q = fb.QuantizationParametersT()
-            q.scale = [float(s) for s in np.atleast_1d(scale)]
-            q.zeroPoint = [int(z) for z in np.atleast_1d(zp)]
-            q.quantizedDimension = qdim
-            t.quantization = q
-        sg.tensors.append(t)
-        return len(sg.tensors) - 1
-
+    b = ModelBuilder("qute conv test")
+    # one operator code per kind, versioned by the kind's first configuration (6: grouped convolution)
+    version = {}
+    for c in configs:
+        version.setdefault(c["kind"], 6 if c["kind"] == "conv" and c["in_c"] != c["filter_c"] else 3)
     for i, c in enumerate(configs):
         r = np.random.default_rng(c["seed"])
         w, w_scale, bias, in_scale, out_scale = _tensors_for(c, r)
@@ -162,51 +138,29 @@ def conv_model(configs: list[dict]) -> bytes:
         kh, kw = c["kernel"]
         oh = _out_size(c["padding"], c["h"], kh, c["stride"][0], c["dilation"][0])
         ow = _out_size(c["padding"], c["w"], kw, c["stride"][1], c["dilation"][1])
-        x = tensor(f"in{i}", (c["batch"], c["h"], c["w"], c["in_c"]), fb.TensorType.INT8, in_scale, c["in_zp"])
-        wt = tensor(f"w{i}", w.shape, fb.TensorType.INT8, w_scale, np.zeros(len(w_scale), np.int64), w,
-                    qdim=0 if conv else 3)
+        x = b.input((c["batch"], c["h"], c["w"], c["in_c"]), in_scale, c["in_zp"], name=f"in{i}")
+        wt = b.const(w, w_scale, 0, name=f"w{i}", quantized_dimension=0 if conv else 3)
         ins = [x, wt]
         if bias is not None:
-            ins.append(tensor(f"b{i}", bias.shape, fb.TensorType.INT32, (in_scale * w_scale).astype(np.float32),
-                              np.zeros(len(w_scale), np.int64), bias))
+            ins.append(b.const(bias, (in_scale * w_scale).astype(np.float32), 0, name=f"b{i}"))
         elif c.get("bias_slot"):
             ins.append(-1)
-        y = tensor(f"out{i}", (c["batch"], oh, ow, c["out_c"]), fb.TensorType.INT8, out_scale, c["out_zp"])
+        y = b.output(b.tensor((c["batch"], oh, ow, c["out_c"]), "int8", out_scale, c["out_zp"], name=f"out{i}"))
         if c.get("override"):  # deliberately broken models for the rejection tests
             for k, v in c["override"].items():
                 if k == "w_zp":
-                    sg.tensors[wt].quantization.zeroPoint[0] = v
+                    b.tensors[wt].quantization.zeroPoint[0] = v
                 if k == "in_type":
-                    sg.tensors[x].type = getattr(fb.TensorType, v)
-        code = fb.BuiltinOperator.CONV_2D if conv else fb.BuiltinOperator.DEPTHWISE_CONV_2D
-        if code not in codes:
-            oc = fb.OperatorCodeT()
-            oc.builtinCode = oc.deprecatedBuiltinCode = code
-            oc.version = 6 if conv and c["in_c"] != c.get("filter_c", c["in_c"]) else 3
-            model.operatorCodes = (model.operatorCodes or []) + [oc]
-            codes[code] = len(model.operatorCodes) - 1
-        op = fb.OperatorT()
-        op.opcodeIndex = codes[code]
-        op.inputs, op.outputs = ins, [y]
+                    b.tensors[x].type = getattr(fb.TensorType, v)
+        options = {"padding": padding(c["padding"]), "strideH": c["stride"][0], "strideW": c["stride"][1],
+                   "dilationHFactor": c["dilation"][0], "dilationWFactor": c["dilation"][1],
+                   "fusedActivationFunction": ACTS[c["activation"]]}
         if conv:
-            o = fb.Conv2DOptionsT()
-            op.builtinOptionsType = fb.BuiltinOptions.Conv2DOptions
+            b.op("CONV_2D", ins, [y], version=version["conv"], **options)
         else:
-            o = fb.DepthwiseConv2DOptionsT()
-            o.depthMultiplier = c.get("mult_option", c["mult"])
-            op.builtinOptionsType = fb.BuiltinOptions.DepthwiseConv2DOptions
-        o.padding = fb.Padding.SAME if c["padding"] == "SAME" else fb.Padding.VALID
-        o.strideH, o.strideW = c["stride"]
-        o.dilationHFactor, o.dilationWFactor = c["dilation"]
-        o.fusedActivationFunction = ACTS[c["activation"]]
-        op.builtinOptions = o
-        sg.operators.append(op)
-        sg.inputs.append(x)
-        sg.outputs.append(y)
-    model.subgraphs = [sg]
-    b = flatbuffers.Builder(1024)
-    b.Finish(model.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
+            b.op("DEPTHWISE_CONV_2D", ins, [y], version=version["depthwise"],
+                 depthMultiplier=c.get("mult_option", c["mult"]), **options)
+    return b.build()
 
 
 def special_configs() -> list[dict]:
@@ -253,27 +207,6 @@ def _chunks(seq, n):
     return [seq[i:i + n] for i in range(0, len(seq), n)]
 
 
-def _compare(tflite: bytes, n_samples: int, seed: int, sanitize: bool = False):
-    """Builds the model's C, runs it and TFLM on random inputs; returns (mismatching bytes, total, engine)."""
-    g = read_model(tflite)
-    hm = build_host(g, sanitize=sanitize)
-    specs, _ = oracle.model_io(tflite)
-    rng = np.random.default_rng(seed)
-    total = bad = 0
-    engines = set()
-    for _ in range(n_samples):
-        xs = [rng.integers(-128, 128, shape, dtype=np.int8) for shape, _ in specs]
-        ref, which = oracle.reference(tflite, xs)
-        engines.add(which)
-        ours = hm.run([x[None] for x in xs])
-        for a, b in zip(ours, ref):
-            a, b = a.reshape(-1), b.reshape(-1)
-            assert a.size == b.size
-            bad += int((a != b).sum())
-            total += a.size
-    return bad, total, engines
-
-
 N_RANDOM = {"conv": 80, "depthwise": 60}
 PER_MODEL = 20
 
@@ -293,19 +226,18 @@ HAND = _hand_models()
 
 @pytest.mark.parametrize("name,configs", HAND, ids=[n for n, _ in HAND])
 def test_hand_built_models_match_tflm(name, configs):
-    tflite = conv_model(configs)
-    bad, total, engines = _compare(tflite, n_samples=3, seed=zlib.crc32(name.encode()))
-    assert engines == {"tflm"}, f"TFLM was not deterministic on {name}: {engines}"
-    assert bad == 0, f"{bad} of {total} bytes differ; configs: {json.dumps(configs)}"
-    assert total > 0
+    res = check(conv_model(configs), n=3, seed=zlib.crc32(name.encode()), opt="-O2")
+    assert res.which == "tflm", f"TFLM was not deterministic on {name}: {res.which}"
+    assert res.mismatches == 0, f"{res.mismatches} of {res.total} bytes differ; configs: {json.dumps(configs)}"
+    assert res.total > 0
 
 
 def test_sanitizer_build_matches_tflm():
     """ASan + UBSan over the corner cases and a random batch of each kind."""
     r = np.random.default_rng(99)
     configs = special_configs() + [draw(r, "conv") for _ in range(6)] + [draw(r, "depthwise") for _ in range(6)]
-    bad, total, _ = _compare(conv_model(configs), n_samples=2, seed=5, sanitize=True)
-    assert bad == 0 and total > 0
+    res = check(conv_model(configs), n=2, seed=5, sanitize=True, opt="-O2")
+    assert res.mismatches == 0 and res.total > 0
 
 
 def test_depthwise_with_omitted_bias_input():

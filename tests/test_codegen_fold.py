@@ -7,13 +7,14 @@ import copy
 
 import numpy as np
 import opmodels
-import oracle
 import pytest
-from hostcheck import FlatModel, check
+from fbmodels import ModelBuilder
+from hostcheck import check
 
 from codegen.fold import fold, strided_slice
 from codegen.ir import CodegenError
 from codegen.reader import read_model
+from qute import oracle
 
 SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 
@@ -66,18 +67,17 @@ def test_strided_slice_follows_tflite():
             continue  # an out-of-range shrink index: TFLite fails on it too
         if want.size:
             configs.append((c, want.shape))
-    m = FlatModel("strided slice test")
-    inp = m.tensor("x", shape, "int32")
-    m.sg.inputs.append(inp)
+    m = ModelBuilder("strided slice test")
+    inp = m.input(shape, dtype="int32", name="x")
     for i, (c, out_shape) in enumerate(configs):
         n = len(c["begin"])
-        y = m.output(m.tensor(f"y{i}", out_shape, "int32"))
-        m.op("STRIDED_SLICE", [inp, m.const(f"b{i}", c["begin"]), m.const(f"e{i}", c["end"]),
-                               m.const(f"s{i}", c["strides"])], [y], version=4,
+        y = m.output(m.tensor(out_shape, "int32", name=f"y{i}"))
+        b, e, s = (m.const(c[k], dtype="int32", name=f"{k[0]}{i}") for k in ("begin", "end", "strides"))
+        m.op("STRIDED_SLICE", [inp, b, e, s], [y], version=4,
              beginMask=c["begin_mask"], endMask=c["end_mask"], ellipsisMask=c["ellipsis_mask"],
              newAxisMask=c["new_axis_mask"], shrinkAxisMask=c["shrink_axis_mask"])
         assert n
-    outs = oracle.run_litert_ref(m.finish(), [x])
+    outs = oracle.run_litert_ref(m.build(), [x])
     for (c, _), got in zip(configs, outs):
         want = _slice(x, c)
         assert got.shape == want.shape and np.array_equal(got, want), c
@@ -113,25 +113,29 @@ def test_fold_copies_and_renumbers():
 def test_fold_evaluates_shape_arithmetic_chains():
     """SHAPE -> STRIDED_SLICE (shrink) + PACK + CONCATENATION feeding a RESHAPE of an activation,
     followed by a MAX_POOL_2D: only the RESHAPE and the pool remain, and the C matches TFLM."""
-    m = FlatModel("fold chain")
-    x = m.input("x", (1, 6, 4, 2), 0.05, -3)
-    shp = m.tensor("shape", (4,), "int32")
+    m = ModelBuilder("fold chain")
+
+    def ints(name: str, values) -> int:
+        return m.const(values, dtype="int32", name=name)
+
+    x = m.input((1, 6, 4, 2), 0.05, -3, name="x")
+    shp = m.tensor((4,), "int32", name="shape")
     m.op("SHAPE", [x], [shp], outType=2)
-    h = m.tensor("h", (), "int32")
-    m.op("STRIDED_SLICE", [shp, m.const("b", [1]), m.const("e", [2]), m.const("s", [1])], [h], shrinkAxisMask=1)
-    rest = m.tensor("rest", (2,), "int32")
-    m.op("STRIDED_SLICE", [shp, m.const("b2", [2]), m.const("e2", [0]), m.const("s2", [1])], [rest], endMask=1)
-    one = m.tensor("one", (1,), "int32")
-    m.op("PACK", [m.const("k1", 1, shape=())], [one], valuesCount=1, axis=0)
-    hh = m.tensor("hh", (1,), "int32")
+    h = m.tensor((), "int32", name="h")
+    m.op("STRIDED_SLICE", [shp, ints("b", [1]), ints("e", [2]), ints("s", [1])], [h], shrinkAxisMask=1)
+    rest = m.tensor((2,), "int32", name="rest")
+    m.op("STRIDED_SLICE", [shp, ints("b2", [2]), ints("e2", [0]), ints("s2", [1])], [rest], endMask=1)
+    one = m.tensor((1,), "int32", name="one")
+    m.op("PACK", [ints("k1", 1)], [one], valuesCount=1, axis=0)
+    hh = m.tensor((1,), "int32", name="hh")
     m.op("PACK", [h], [hh], valuesCount=1, axis=0)
-    target = m.tensor("target", (4,), "int32")
+    target = m.tensor((4,), "int32", name="target")
     m.op("CONCATENATION", [one, hh, rest], [target], axis=0)
-    y = m.tensor("y", (1, 6, 4, 2), "int8", 0.05, -3)
+    y = m.tensor((1, 6, 4, 2), "int8", 0.05, -3, name="y")
     m.op("RESHAPE", [x, target], [y])
-    z = m.output(m.tensor("z", (1, 3, 2, 2), "int8", 0.05, -3))
+    z = m.output(m.tensor((1, 3, 2, 2), "int8", 0.05, -3, name="z"))
     m.op("MAX_POOL_2D", [y], [z], padding=1, strideH=2, strideW=2, filterHeight=2, filterWidth=2)
-    data = m.finish()
+    data = m.build()
     g = fold(read_model(data))
     assert [op.opcode for op in g.ops] == ["RESHAPE", "MAX_POOL_2D"]
     assert g.tensor(g.ops[0].inputs[1]).data.tolist() == [1, 6, 4, 2]
@@ -140,11 +144,11 @@ def test_fold_evaluates_shape_arithmetic_chains():
 
 
 def test_fold_keeps_ops_that_produce_graph_outputs():
-    m = FlatModel()
-    c = m.tensor("c", (2, 3), "int8", 0.1, 0, data=np.arange(6))
-    y = m.output(m.tensor("y", (3, 2), "int8", 0.1, 0))
-    m.op("RESHAPE", [c, m.const("s", [3, 2])], [y])
-    g = fold(read_model(m.finish()))
+    m = ModelBuilder()
+    c = m.tensor((2, 3), "int8", 0.1, 0, data=np.arange(6), name="c")
+    y = m.output(m.tensor((3, 2), "int8", 0.1, 0, name="y"))
+    m.op("RESHAPE", [c, m.const([3, 2], dtype="int32", name="s")], [y])
+    g = fold(read_model(m.build()))
     assert [op.opcode for op in g.ops] == ["RESHAPE"] and not g.tensor(g.outputs[0]).is_const
 
 

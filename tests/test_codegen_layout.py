@@ -1,5 +1,5 @@
 """PAD, PADV2, CONCATENATION, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND: generated C against the
-reference, byte for byte, on hand-built models (tests/hostcheck.py, many configurations per model)
+reference, byte for byte, on hand-built models (tests/fbmodels.py, many configurations per model)
 and converter-made ones (tests/opmodels.py), including Keras' dilated SAME/VALID convolutions.
 """
 
@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import opmodels
 import pytest
-from hostcheck import FlatModel, check
+from fbmodels import ModelBuilder
+from hostcheck import check
 
 from codegen import ops as op_registry
 from codegen.emit import generate
@@ -41,16 +42,16 @@ def draw_pad(r) -> dict:
 
 
 def pad_model(configs: list[dict]) -> bytes:
-    m = FlatModel("qute pad test")
+    m = ModelBuilder("qute pad test")
     for i, c in enumerate(configs):
-        x = m.input(f"in{i}", c["shape"], c["scale"], c["zp"])
+        x = m.input(c["shape"], c["scale"], c["zp"], name=f"in{i}")
         out_shape = [d + a + b for d, (a, b) in zip(c["shape"], c["pads"])]
-        y = m.output(m.tensor(f"out{i}", out_shape, "int8", c["scale"], c["zp"]))
-        ins = [x, m.const(f"pads{i}", c["pads"])]
+        y = m.output(m.tensor(out_shape, "int8", c["scale"], c["zp"], name=f"out{i}"))
+        ins = [x, m.const(c["pads"], dtype="int32", name=f"pads{i}")]
         if c["v2"]:
-            ins.append(m.tensor(f"value{i}", (), "int8", c["scale"], c["zp"], data=c["value"]))
+            ins.append(m.const(c["value"], c["scale"], c["zp"], dtype="int8", name=f"value{i}"))
         m.op("PADV2" if c["v2"] else "PAD", ins, [y], version=2)
-    return m.finish()
+    return m.build()
 
 
 def test_pad_hand_built_configurations():
@@ -64,18 +65,19 @@ def test_pad_hand_built_configurations():
 
 def test_pad_rejections():
     c = {"shape": [1, 3, 3, 2], "pads": [[0, 0], [1, -1], [0, 0], [0, 0]], "v2": False, "value": 0, "scale": 0.1, "zp": 0}
-    m = FlatModel()
-    x = m.input("x", c["shape"], 0.1, 0)
-    y = m.output(m.tensor("y", (1, 3, 3, 2), "int8", 0.1, 0))
-    m.op("PAD", [x, m.const("p", c["pads"])], [y])
+    m = ModelBuilder()
+    x = m.input(c["shape"], 0.1, 0, name="x")
+    y = m.output(m.tensor((1, 3, 3, 2), "int8", 0.1, 0, name="y"))
+    m.op("PAD", [x, m.const(c["pads"], dtype="int32", name="p")], [y])
     with pytest.raises(CodegenError, match="negative paddings"):
-        generate(read_model(m.finish()))
-    m = FlatModel()
-    x = m.input("x", (1, 2), 0.1, 0)
-    y = m.output(m.tensor("y", (1, 4), "int8", 0.1, 0))
-    m.op("PADV2", [x, m.const("p", [[0, 0], [1, 1]]), m.tensor("v", (), "int8", 0.2, 0, data=3)], [y])
+        generate(read_model(m.build()))
+    m = ModelBuilder()
+    x = m.input((1, 2), 0.1, 0, name="x")
+    y = m.output(m.tensor((1, 4), "int8", 0.1, 0, name="y"))
+    m.op("PADV2", [x, m.const([[0, 0], [1, 1]], dtype="int32", name="p"), m.const(3, 0.2, 0, dtype="int8", name="v")],
+         [y])
     with pytest.raises(CodegenError, match="quantized differently"):
-        generate(read_model(m.finish()))
+        generate(read_model(m.build()))
 
 
 # --- CONCATENATION ----------------------------------------------------------------------------
@@ -100,20 +102,20 @@ def draw_concat(r) -> dict:
 
 
 def concat_model(configs: list[dict]) -> bytes:
-    m = FlatModel("qute concat test")
+    m = ModelBuilder("qute concat test")
     for i, c in enumerate(configs):
         r = np.random.default_rng(i)
         ins = []
         for j, (s, (sc, zp), const) in enumerate(zip(c["shapes"], c["qs"], c["const"])):
             if const:
-                ins.append(m.tensor(f"c{i}_{j}", s, "int8", sc, zp, data=r.integers(-128, 128, s)))
+                ins.append(m.const(r.integers(-128, 128, s), sc, zp, dtype="int8", name=f"c{i}_{j}"))
             else:
-                ins.append(m.input(f"in{i}_{j}", s, sc, zp))
+                ins.append(m.input(s, sc, zp, name=f"in{i}_{j}"))
         out_shape = list(c["shapes"][0])
         out_shape[c["axis"]] = sum(s[c["axis"]] for s in c["shapes"])
-        y = m.output(m.tensor(f"out{i}", out_shape, "int8", *c["out_q"]))
+        y = m.output(m.tensor(out_shape, "int8", *c["out_q"], name=f"out{i}"))
         m.op("CONCATENATION", ins, [y], version=3, axis=c["axis"])
-    return m.finish()
+    return m.build()
 
 
 def test_concat_hand_built_configurations():
@@ -130,12 +132,12 @@ def test_concat_rejections():
     c["const"] = [False, False]
     with pytest.raises(CodegenError, match="requires them equal"):
         generate(read_model(concat_model([c])))
-    m = FlatModel()
-    a, b = m.input("a", (1, 2), 0.1, 0), m.input("b", (1, 3), 0.1, 0)
-    y = m.output(m.tensor("y", (1, 5), "int8", 0.1, 0))
+    m = ModelBuilder()
+    a, b = m.input((1, 2), 0.1, 0, name="a"), m.input((1, 3), 0.1, 0, name="b")
+    y = m.output(m.tensor((1, 5), "int8", 0.1, 0, name="y"))
     m.op("CONCATENATION", [a, b], [y], axis=1, fusedActivationFunction=1)
     with pytest.raises(CodegenError, match="fused activation"):
-        generate(read_model(m.finish()))
+        generate(read_model(m.build()))
 
 
 # --- SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND -------------------------------------------------------
@@ -162,7 +164,7 @@ def draw_space_batch(r, kind: str) -> dict:
 
 
 def space_batch_model(configs: list[dict]) -> bytes:
-    m = FlatModel("qute space/batch test")
+    m = ModelBuilder("qute space/batch test")
     for i, c in enumerate(configs):
         nb = int(np.prod(c["block"]))
         if c["kind"] == "SPACE_TO_BATCH_ND":
@@ -173,10 +175,11 @@ def space_batch_model(configs: list[dict]) -> bytes:
             in_shape = [c["batch"] * nb, *c["in_size"], c["depth"]]
             out_shape = [c["batch"], *[s * b - sum(p) for s, p, b in zip(c["in_size"], c["pads"], c["block"])],
                          c["depth"]]
-        x = m.input(f"in{i}", in_shape, c["scale"], c["zp"])
-        y = m.output(m.tensor(f"out{i}", out_shape, "int8", c["scale"], c["zp"]))
-        m.op(c["kind"], [x, m.const(f"block{i}", c["block"]), m.const(f"pads{i}", c["pads"])], [y], version=2)
-    return m.finish()
+        x = m.input(in_shape, c["scale"], c["zp"], name=f"in{i}")
+        y = m.output(m.tensor(out_shape, "int8", c["scale"], c["zp"], name=f"out{i}"))
+        block = m.const(c["block"], dtype="int32", name=f"block{i}")
+        m.op(c["kind"], [x, block, m.const(c["pads"], dtype="int32", name=f"pads{i}")], [y], version=2)
+    return m.build()
 
 
 def test_batch_to_space_hand_built_configurations():

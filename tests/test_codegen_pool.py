@@ -1,7 +1,7 @@
 """AVERAGE_POOL_2D, MAX_POOL_2D and MEAN: generated C against TFLite Micro, byte for byte.
 
 Two sources of models:
-- hand-built flatbuffers (tests/hostcheck.py), a dozen random configurations per model as independent
+- hand-built flatbuffers (tests/fbmodels.py), a dozen random configurations per model as independent
   ops: batch > 1, every fused activation, SAME/VALID with filters larger than the input, MEAN over
   any axes of 2-D to 5-D tensors with and without keep_dims, and MEAN with identical input and
   output quantization (TFLM's truncating integer path, which the converter rarely produces);
@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import opmodels
 import pytest
-from hostcheck import ACTS, FlatModel, check, padding
+from fbmodels import ACTS, ModelBuilder, padding
+from hostcheck import check
 
 from codegen.emit import generate
 from codegen.ir import CodegenError
@@ -44,17 +45,17 @@ def draw_pool(r) -> dict:
 
 
 def pool_model(configs: list[dict]) -> bytes:
-    m = FlatModel("qute pool test")
+    m = ModelBuilder("qute pool test")
     for i, c in enumerate(configs):
         oh = _out(c["padding"], c["h"], c["filter"][0], c["stride"][0])
         ow = _out(c["padding"], c["w"], c["filter"][1], c["stride"][1])
-        x = m.input(f"in{i}", (c["batch"], c["h"], c["w"], c["c"]), c["scale"], c["zp"])
+        x = m.input((c["batch"], c["h"], c["w"], c["c"]), c["scale"], c["zp"], name=f"in{i}")
         out_scale, out_zp = c.get("out_q", (c["scale"], c["zp"]))
-        y = m.output(m.tensor(f"out{i}", (c["batch"], oh, ow, c["c"]), "int8", out_scale, out_zp))
+        y = m.output(m.tensor((c["batch"], oh, ow, c["c"]), "int8", out_scale, out_zp, name=f"out{i}"))
         m.op(c["kind"], [x], [y], version=2, padding=padding(c["padding"]), strideH=c["stride"][0],
              strideW=c["stride"][1], filterHeight=c["filter"][0], filterWidth=c["filter"][1],
              fusedActivationFunction=ACTS[c["activation"]])
-    return m.finish()
+    return m.build()
 
 
 def draw_mean(r) -> dict:
@@ -74,16 +75,16 @@ def draw_mean(r) -> dict:
 
 
 def mean_model(configs: list[dict]) -> bytes:
-    m = FlatModel("qute mean test")
+    m = ModelBuilder("qute mean test")
     for i, c in enumerate(configs):
         rank = len(c["shape"])
         red = {a % rank for a in c["axes"]}
         out_shape = [1 if d in red else s for d, s in enumerate(c["shape"]) if c["keep_dims"] or d not in red]
-        x = m.input(f"in{i}", c["shape"], c["scale"], c["zp"])
-        axis = m.const(f"axis{i}", c["axes"])
-        y = m.output(m.tensor(f"out{i}", out_shape, "int8", c["out_scale"], c["out_zp"]))
+        x = m.input(c["shape"], c["scale"], c["zp"], name=f"in{i}")
+        axis = m.const(c["axes"], dtype="int32", name=f"axis{i}")
+        y = m.output(m.tensor(out_shape, "int8", c["out_scale"], c["out_zp"], name=f"out{i}"))
         m.op("MEAN", [x, axis], [y], version=2, keepDims=c["keep_dims"])
-    return m.finish()
+    return m.build()
 
 
 def _run_all(models: list[bytes], **kw) -> list:
@@ -167,16 +168,16 @@ def test_pool_rejects_what_tflm_rejects():
 
 
 def test_mean_rejects_non_constant_axes_and_six_dimensions():
-    m = FlatModel()
-    x = m.input("x", (1, 2, 2, 2, 2, 2), 0.1, 0)
-    y = m.output(m.tensor("y", (1, 2, 2, 2, 2), "int8", 0.1, 0))
-    m.op("MEAN", [x, m.const("axis", [1])], [y], keepDims=False)
+    m = ModelBuilder()
+    x = m.input((1, 2, 2, 2, 2, 2), 0.1, 0, name="x")
+    y = m.output(m.tensor((1, 2, 2, 2, 2), "int8", 0.1, 0, name="y"))
+    m.op("MEAN", [x, m.const([1], dtype="int32", name="axis")], [y], keepDims=False)
     with pytest.raises(CodegenError, match="up to 5-D"):
-        generate(read_model(m.finish()))
-    m = FlatModel()
-    x = m.input("x", (1, 4, 4, 2), 0.1, 0)
-    axis = m.input("axis", (1,), 0.1, 0)
-    y = m.output(m.tensor("y", (1, 4, 2), "int8", 0.1, 0))
+        generate(read_model(m.build()))
+    m = ModelBuilder()
+    x = m.input((1, 4, 4, 2), 0.1, 0, name="x")
+    axis = m.input((1,), 0.1, 0, name="axis")
+    y = m.output(m.tensor((1, 4, 2), "int8", 0.1, 0, name="y"))
     m.op("MEAN", [x, axis], [y], keepDims=False)
     with pytest.raises(CodegenError, match="axis input must be a constant int32"):
-        generate(read_model(m.finish()))
+        generate(read_model(m.build()))

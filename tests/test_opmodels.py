@@ -1,4 +1,4 @@
-"""The op-model factory (tests/opmodels.py) and the reference oracle (tests/oracle.py).
+"""The op-model factory (tests/opmodels.py) and the reference oracle (qute/oracle.py).
 
 Pins what TF 2.21's converter emits for each builder and how the TFLM oracle behaves on it, so a
 change of TensorFlow or tflite-micro that moves either shows up here rather than as a mysterious
@@ -11,10 +11,10 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import opmodels as om
 import pytest
 
-import opmodels as om
-import oracle
+from qute import oracle
 
 N_PER_BUILDER = 4
 SEED = 20261101
