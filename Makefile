@@ -8,7 +8,7 @@ DEMO   := runs/demo
 # The cross toolchain, emulator, debugger and flashing tools, from Debian.
 DEBIAN_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gdb-multiarch openocd stlink-tools
 
-.PHONY: setup toolchain demo test clean
+.PHONY: setup toolchain demo default-model test clean
 
 setup: toolchain $(STAMP)
 
@@ -32,6 +32,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/qute train --dataset digits --method qute -K 3 -o $(DEMO) --force
 	$(VENV)/bin/qute eval $(DEMO)
+	$(VENV)/bin/qute quantize $(DEMO)
+	$(VENV)/bin/qute build --board nucleo-f746 $(DEMO) -o $(DEMO)/build-f746
+	$(VENV)/bin/qute run --board nucleo-f746 $(DEMO)/build-f746
+
+# Replaces the embedded default model (firmware/default: what `qute build` builds with no model)
+# with a freshly trained and quantized `make demo` model and its digits test images.
+default-model: demo
+	$(PY) -c "from qute.build import write_default; print('wrote', write_default('$(DEMO)'))"
 
 test: setup
 	$(PY) -m pytest -q

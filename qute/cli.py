@@ -248,6 +248,130 @@ def boards():
     click.echo(boards_table(list_boards()))
 
 
+def _failure(e) -> None:
+    """A run that went wrong (mismatch, crash, time-out, failed flash): its message, exit status 1."""
+    click.echo(f"qute: {e}", err=True)
+    sys.exit(1)
+
+
+@cli.command()
+@click.argument("model", required=False, type=click.Path())
+@click.option("--board", help="Board to build for (qute boards lists them).")
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False), help="Project folder to write (default: build-BOARD, or build-BOARD-emulator; inside RUN_DIR for a run).")
+@click.option("--samples", type=int, help="Test inputs to embed in the firmware (default 50).")
+@click.option("--emulator", is_flag=True, help="Only the emulator build (QUTE_EMULATOR, linked for the board's QEMU machine).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file ([build] model, board, samples).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (runs only).")
+def build(model, board, out, samples, emulator, config_path, data_dir):
+    """Build firmware that runs MODEL on a board and prints its predictions and uncertainty.
+
+    MODEL is a run directory (quantized first if it has no model.int8.tflite; its first test
+    images are embedded with their labels), an int8 .tflite file (random inputs), or nothing:
+    qute.toml's [build] model, else the embedded default (the digits QUTE model of `make demo`).
+    Writes a standalone project (Makefile, sources, linker script), compiles it with
+    arm-none-eabi-gcc into firmware.elf/.bin/.hex, and prints the memory report. A model that does
+    not fit the board fails with the numbers (exit 2).
+
+    \b
+    Example:
+      qute build --board nucleo-f746
+      qute build --board nucleo-f746 runs/digits -o runs/digits/build-f746
+      qute build --board mps2-an500 model.int8.tflite --samples 100 --emulator
+    """
+    from qute.build import build as make_build, format_memory
+    from qute.errors import RunFailure
+
+    try:
+        r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
+                       progress=lambda s: click.echo(s, err=True))
+    except RunFailure as e:
+        _failure(e)
+    m = r.manifest
+    b = r.board
+    click.echo(f"model: {r.source.origin}; {m['inputs']['samples']} inputs ({m['inputs']['from']})")
+    if emulator:
+        click.echo(f"emulator build: {b.emulation_note}; same compiler flags as on {b.name} "
+                   f"({' '.join(b.cpu_flags)} {b.optimization})")
+    else:
+        emu = b.emulation_board()
+        click.echo(f"{b.name} build, and its emulator variant in {r.out / 'emulator'} "
+                   f"(QEMU {b.qemu_machine}{', linked for ' + emu.name if emu is not b else ''}; same compiler flags)")
+    click.echo(f"\nmemory on {b.name} ({r.memory['elf']}, linked for {r.memory['linked_for']}):")
+    click.echo(format_memory(r.memory))
+    renode = m["renode"]
+    why = ("emulator build" if emulator else f"boards/{b.name}.toml names no Renode platform")
+    click.echo(f"\nwrote {r.out}: firmware.elf, firmware.bin, firmware.hex, Makefile, memory.json"
+               + (f", {', '.join(renode)} (Renode)" if renode else f" (no Renode files: {why})"))
+    click.echo(f"next: qute run --board {b.name} {r.out}" + ("" if emulator else f"   or   qute flash --board {b.name} {r.out}"))
+
+
+@cli.command("run")
+@click.argument("build_dir", required=False, type=click.Path())
+@click.option("--board", help="Board the build is for (default: the build's).")
+@click.option("--emulator", type=click.Choice(["qemu", "renode"]), default="qemu", show_default=True)
+@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds before the emulator run counts as hung.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file (without BUILD_DIR).")
+def run_(build_dir, board, emulator, timeout, config_path):
+    """Run a build's firmware under an emulator and check every output byte against the host.
+
+    Runs the build's emulator variant under QEMU (-icount shift=0, with a time-out), parses its
+    lines, and compares every int8 output byte with TFLite Micro on the same inputs, and the
+    device's float32 uncertainty scores with qute's own. Prints accuracy, the uncertainty summary,
+    instructions per inference (QEMU instruction counts, not cycles) and `bit-exact: yes/no`.
+    Exit status 1 on a mismatch, a crash or a time-out. Without BUILD_DIR, builds the default
+    model (or qute.toml's) in a temporary folder first. --emulator renode runs the build's Robot
+    Framework test with renode-test.
+
+    \b
+    Example:
+      qute run --board nucleo-f746 runs/digits/build-f746
+      qute run --board mps2-an500
+    """
+    from qute.emulate import run as run_emulator
+    from qute.errors import RunFailure
+
+    try:
+        r = run_emulator(board, build_dir, emulator, timeout, progress=lambda s: click.echo(s, err=True), config_path=config_path)
+    except RunFailure as e:
+        _failure(e)
+    if emulator == "renode":
+        click.echo("renode-test passed")
+        return
+    click.echo(r.summary())
+    if not r.bit_exact:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("build_dir", type=click.Path())
+@click.option("--board", help="Board to flash (default: the build's).")
+@click.option("--probe", type=click.Choice(["auto", "openocd", "pyocd", "stlink", "gdb"]), default="auto", show_default=True)
+@click.option("--gdb-server", metavar="HOST:PORT", help="GDB server to load through (--probe gdb): OpenOCD :3333, st-util :4242, pyOCD :3333, QEMU -gdb.")
+@click.option("--timeout", type=float, default=300, show_default=True)
+def flash(build_dir, board, probe, gdb_server, timeout):
+    """Flash a build's firmware onto the board, verify it and start it.
+
+    openocd: `program firmware.elf verify reset exit`; pyocd: `pyocd flash -t TARGET`; stlink:
+    `st-flash --reset write firmware.bin` at the flash base; gdb: load, compare-sections, then
+    start at the reset vector. auto tries openocd, pyocd and stlink (and gdb with --gdb-server)
+    and reports what it tried when none works. Then watch the serial port (115200 8N1) for the
+    QUTE lines.
+
+    \b
+    Example:
+      qute flash --board nucleo-f746 runs/digits/build-f746
+      qute flash --board nucleo-f746 --probe gdb --gdb-server localhost:3333 runs/digits/build-f746
+    """
+    from qute.errors import RunFailure
+    from qute.flash import flash as do_flash
+
+    try:
+        r = do_flash(board, build_dir, probe, gdb_server, timeout, progress=lambda s: click.echo(s, err=True))
+    except RunFailure as e:
+        _failure(e)
+    click.echo(f"flashed {r.elf} with {r.probe}: written, verified and started")
+
+
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     from codegen.cli import run_cli

@@ -85,6 +85,19 @@ class EvalConfig:
             raise QuteError(f"window must be at least 2, got {self.window}")
 
 
+@dataclass
+class BuildConfig:
+    """[build] of qute.toml: what `qute build` and `qute run` use when not given on the command line."""
+
+    model: str | None = None
+    board: str | None = None
+    samples: int = 50
+
+    def __post_init__(self):
+        if self.samples < 1:
+            raise QuteError(f"samples must be positive, got {self.samples}")
+
+
 @dataclass(frozen=True)
 class NetSpec:
     """Everything needed to rebuild a network; stored with every run."""
@@ -131,7 +144,7 @@ def check_choice(what: str, value, allowed) -> None:
         raise QuteError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
 
 
-_SECTIONS = {"train": TrainConfig, "eval": EvalConfig}
+_SECTIONS = {"train": TrainConfig, "eval": EvalConfig, "build": BuildConfig}
 _KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
 
 

@@ -1,0 +1,300 @@
+"""``qute run``: the firmware of a build under an emulator, checked byte for byte against the host.
+
+QEMU (what the tests use)::
+
+    qemu-system-arm -M <machine> -nographic -semihosting -icount shift=0 -kernel emulator/firmware.elf
+
+runs the build's emulator variant (QUTE_EMULATOR: semihosting exit, SysTick counter) with a
+time-out. Its console lines (qute/transcript.py) are parsed and every output byte is compared
+with the host int8 reference (:func:`qute.oracle.reference`: TFLite Micro's reference kernels)
+on the same embedded inputs (the build's inputs.npz), and the device's float32 ensemble scores
+with :func:`qute.uncertainty.summarize` of its heads. Under ``-icount shift=0`` the counter gives
+executed instructions, deterministic run after run; they are not the board's cycles.
+
+Renode: ``renode-test BUILD_DIR/<board>.robot`` when Renode is installed (it runs the board's own
+firmware and waits for the summary line the build computed from the host reference).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qute.errors import QuteError, RunFailure
+
+EMULATORS = ("qemu", "renode")
+DEFAULT_TIMEOUT = 300.0
+
+
+@dataclass
+class RunResult:
+    board: str
+    machine: str
+    elf: Path
+    note: str
+    samples: int
+    counter: str
+    cycles: np.ndarray
+    bytes_compared: int
+    bytes_differing: int
+    per_output: list[dict]
+    scores_compared: int
+    scores_differing: int
+    predictions_differing: int
+    done_line_ok: bool
+    reference: str
+    accuracy: float | None
+    correct: int | None
+    uncertainty: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def bit_exact(self) -> bool:
+        return (self.bytes_differing == 0 and self.scores_differing == 0 and self.predictions_differing == 0
+                and self.done_line_ok and not self.problems)
+
+    def summary(self) -> str:
+        lines = [f"{self.note}", f"firmware: {self.elf} on QEMU {self.machine} (-icount shift=0)"]
+        if self.accuracy is not None:
+            lines.append(f"accuracy:            {self.accuracy:.4f} ({self.correct}/{self.samples} ensemble predictions right)")
+        u = self.uncertainty
+        if u:
+            lines.append(f"uncertainty (mean):  confidence {u['confidence']:.4f}, margin {u['margin']:.4f}, "
+                         f"entropy {u['entropy']:.4f} nats, mutual information {u['mutual_information']:.4f} nats")
+            if "confidence_correct" in u:
+                lines.append(f"                     confidence when right {u['confidence_correct']:.4f}, "
+                             f"when wrong {u['confidence_wrong']:.4f}" if u.get("confidence_wrong") is not None
+                             else f"                     confidence when right {u['confidence_correct']:.4f} (none wrong)")
+        c = self.cycles
+        what = ("instructions per inference (QEMU -icount shift=0 instruction count from SysTick; not cycles: "
+                "cycles come from a real board)") if self.counter == "instructions" else f"{self.counter} per inference"
+        if len(c):
+            lines.append(f"{what}:")
+            lines.append(f"                     mean {np.mean(c):,.0f}, min {int(np.min(c)):,}, max {int(np.max(c)):,}")
+        for p in self.per_output:
+            lines.append(f"  {p['name']}: {p['differing']:,} of {p['bytes']:,} bytes differ")
+        lines.append(f"output bytes:        {self.bytes_differing:,} of {self.bytes_compared:,} differ from the host reference "
+                     f"({'TFLite Micro' if self.reference == 'tflm' else 'LiteRT reference kernels'}), {self.samples} inputs")
+        if self.scores_compared:
+            lines.append(f"uncertainty scores:  {self.scores_differing:,} of {self.scores_compared:,} float32 values differ "
+                         f"from qute.uncertainty on the host")
+        for p in self.problems:
+            lines.append(f"problem: {p}")
+        lines.append(f"bit-exact: {'yes' if self.bit_exact else 'no'}")
+        return "\n".join(lines)
+
+
+def qemu_command(qemu: str, machine: str, elf: Path) -> list[str]:
+    return [qemu, "-M", machine, "-nographic", "-monitor", "none", "-semihosting", "-icount", "shift=0", "-kernel", str(elf)]
+
+
+def run_process(cmd: list[str], timeout: float, cwd: Path | None = None) -> tuple[int | None, str, str]:
+    """Runs `cmd` in its own process group; (returncode or None on time-out, stdout, stderr)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return rc, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+
+
+def _tail(text: str, n: int = 6) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    shown = [ln if len(ln) < 200 else ln[:200] + "..." for ln in lines[-n:]]
+    return "\n  ".join(shown) if shown else "(no output)"
+
+
+def check(build, transcript, board) -> RunResult:
+    """Compares a parsed transcript with the host reference for the build's inputs."""
+    from qute import oracle
+    from qute.build import ensemble_scores
+
+    m = build.manifest
+    x, y = build.inputs()
+    n = len(x)
+    tflite = build.tflite()
+    outs, engine = oracle.reference(tflite, [x])
+    ref = [np.asarray(outs[o["flatbuffer_index"]]).reshape(n, -1) for o in m["outputs"]]
+    problems = []
+    start = transcript.start or {}
+    if not transcript.start:
+        problems.append("no start line")
+    elif start.get("model") != m["model"]["sha256"][:12]:
+        problems.append(f"the firmware runs model {start.get('model')}, the build's is {m['model']['sha256'][:12]}")
+    got = {s.index: s for s in transcript.samples}
+    if sorted(got) != list(range(n)) or len(transcript.samples) != n:
+        problems.append(f"expected sample lines 0..{n - 1}, got {len(transcript.samples)} line(s)")
+    per_output = [{"name": o["name"], "bytes": 0, "differing": 0} for o in m["outputs"]]
+    device = [np.zeros_like(r) for r in ref]
+    present = np.zeros(n, dtype=bool)
+    for i in range(n):
+        s = got.get(i)
+        if s is None:
+            continue
+        if len(s.heads) != len(ref) or any(len(h) != r.shape[1] for h, r in zip(s.heads, ref)):
+            problems.append(f"sample {i}: {len(s.heads)} output(s) of sizes {[len(h) for h in s.heads]}, "
+                            f"expected {[r.shape[1] for r in ref]}")
+            continue
+        present[i] = True
+        for k, h in enumerate(s.heads):
+            device[k][i] = h
+    for k, r in enumerate(ref):
+        per_output[k]["bytes"] = int(r.size)
+        diff = (device[k] != r)
+        diff[~present] = True  # a missing sample counts as all its bytes wrong
+        per_output[k]["differing"] = int(diff.sum())
+    total = sum(p["bytes"] for p in per_output)
+    differing = sum(p["differing"] for p in per_output)
+
+    scores_cmp = scores_diff = pred_diff = 0
+    uncertainty, accuracy, correct = {}, None, None
+    host = ensemble_scores(_facts_from_manifest(m), device) if m["ensemble"] else None
+    if host is not None:
+        want = np.stack([host.confidence, host.margin, host.entropy, host.mutual_information], axis=1).astype(np.float32)
+        for i in range(n):
+            s = got.get(i)
+            if s is None or not present[i]:
+                continue
+            if s.scores is None:
+                problems.append(f"sample {i}: no scores= on an ensemble model")
+                continue
+            scores_cmp += 4
+            scores_diff += int(np.sum(s.scores.view(np.uint32) != want[i].view(np.uint32)))
+            pred_diff += int(s.pred != int(host.predicted[i]))
+        ok = present
+        uncertainty = {
+            "confidence": float(np.mean(host.confidence[ok])) if ok.any() else float("nan"),
+            "margin": float(np.mean(host.margin[ok])) if ok.any() else float("nan"),
+            "entropy": float(np.mean(host.entropy[ok])) if ok.any() else float("nan"),
+            "mutual_information": float(np.mean(host.mutual_information[ok])) if ok.any() else float("nan"),
+        }
+        if m["inputs"]["labelled"]:
+            preds = np.array([got[i].pred if i in got else -1 for i in range(n)])
+            right = preds == y
+            correct = int(right.sum())
+            accuracy = correct / n if n else 0.0
+            uncertainty["confidence_correct"] = float(np.mean(host.confidence[right & ok])) if (right & ok).any() else float("nan")
+            uncertainty["confidence_wrong"] = float(np.mean(host.confidence[~right & ok])) if (~right & ok).any() else None
+    done = transcript.done
+    done_ok = False
+    if done is None:
+        problems.append("no summary line (QUTE done ...)")
+    else:
+        from qute.transcript import PREFIX
+
+        line = f"{PREFIX} done " + " ".join(f"{k}={v}" for k, v in done.items())
+        done_ok = line == m["expected_done_line"]
+        if not done_ok:
+            problems.append(f"summary line {line!r}, expected {m['expected_done_line']!r}")
+    cycles = np.array([got[i].cycles for i in sorted(got)], dtype=np.int64)
+    return RunResult(
+        board=board.name, machine=board.qemu_machine, elf=build.elf(True), note=board.emulation_note, samples=n,
+        counter=start.get("counter", "?"), cycles=cycles, bytes_compared=total, bytes_differing=differing,
+        per_output=per_output, scores_compared=scores_cmp, scores_differing=scores_diff,
+        predictions_differing=pred_diff, done_line_ok=done_ok, reference=engine, accuracy=accuracy, correct=correct,
+        uncertainty=uncertainty, problems=problems,
+    )
+
+
+def _facts_from_manifest(m: dict):
+    """What ensemble_scores needs (outputs' quantization, ensemble flag) without regenerating the model."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(outputs=m["outputs"], ensemble=m["ensemble"], classes=m["classes"])
+
+
+def run(
+    board_name: str | None,
+    build_dir: str | Path | None = None,
+    emulator: str = "qemu",
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Callable[[str], None] = lambda s: None,
+    config_path=None,
+) -> RunResult | int:
+    """Runs a build under `emulator`; a RunResult for QEMU, renode-test's exit status for Renode.
+
+    With no `build_dir`, builds qute.toml's model, else the embedded default, for emulation in a
+    temporary folder first.
+    """
+    from qute import tools
+    from qute.boards import load_board
+    from qute.build import build as make_build
+    from qute.build import load_build
+    from qute.transcript import TranscriptError, parse
+
+    if emulator not in EMULATORS:
+        raise QuteError(f"unknown emulator {emulator!r}; choose one of: {', '.join(EMULATORS)}")
+    if timeout is None or timeout <= 0:
+        raise QuteError(f"--timeout must be positive, got {timeout}")
+    b = load_build(build_dir) if build_dir is not None else None
+    if board_name is None:
+        if b is None:
+            from qute.config import make_config, read_project
+
+            board_name = make_config("build", read_project(config_path), {}).board
+            if board_name is None:
+                raise QuteError("no board: give --board BOARD (qute boards lists them)")
+        else:
+            board_name = b.board
+    board = load_board(board_name)
+    if b is not None and b.board != board.name:
+        raise QuteError(f"{build_dir} was built for {b.board}, not {board.name}; "
+                        f"run it with --board {b.board} or build for {board.name}")
+
+    if emulator == "renode":
+        renode = tools.find("renode-test")
+        if renode is None:
+            raise QuteError("renode-test not found; " + tools.ELSEWHERE["renode-test"])
+        if b is None:
+            raise QuteError("qute run --emulator renode needs a BUILD_DIR (qute build --board BOARD -o DIR)")
+        robots = sorted(b.path.glob("*.robot"))
+        if not robots:
+            raise QuteError(f"{b.path} has no Renode test ({board.name} has no [renode] settings in its board file)")
+        rc, out, err = run_process([renode, str(robots[0])], timeout, cwd=b.path)
+        if rc is None:
+            raise RunFailure(f"renode-test timed out after {timeout:g} s")
+        if rc != 0:
+            raise RunFailure(f"renode-test failed (exit {rc}):\n  {_tail(out + err, 12)}")
+        return 0
+
+    qemu = tools.require("qemu-system-arm")["qemu-system-arm"]
+    with tempfile.TemporaryDirectory(prefix="qute-run-") as tmp:
+        if b is None:
+            progress(f"no BUILD_DIR: building for {board.name} (emulator) first")
+            make_build(board.name, None, Path(tmp) / "build", emulator=True, config_path=config_path, progress=progress)
+            b = load_build(Path(tmp) / "build")
+        elf = b.elf(True)
+        machine = b.manifest.get("qemu_machine") or board.qemu_machine
+        progress(f"running {elf} on QEMU {machine} (time-out {timeout:g} s)")
+        rc, out, err = run_process(qemu_command(qemu, machine, elf), timeout)
+        if rc is None:
+            raise RunFailure(f"time-out: the firmware did not finish within {timeout:g} s (raise --timeout for big models)\n"
+                             f"  last output: {_tail(out)}")
+        try:
+            transcript = parse(out)
+        except TranscriptError as e:
+            raise RunFailure(f"the firmware printed a malformed line: {e}") from None
+        if rc != 0:
+            detail = "a crash or a failure the firmware reported" if transcript.samples or transcript.start else "it did not start"
+            raise RunFailure(f"QEMU exited with status {rc} ({detail})\n  last output: {_tail(out + err)}")
+        if not transcript.complete:
+            raise RunFailure(f"the firmware exited before its summary line\n  last output: {_tail(out)}")
+        result = check(b, transcript, board)
+        if build_dir is None:
+            result.elf = Path("(temporary build)") / "firmware.elf"
+        return result

@@ -1,0 +1,165 @@
+"""The lines the firmware prints, and how the host reads them back.
+
+The firmware's ``main.c`` (rendered from ``firmware/main.c.j2``) writes plain ASCII lines on the
+console UART. Lines the host cares about start with ``QUTE `` and hold ``key=value`` fields
+separated by single spaces; anything else on the port (boot banners, a debugger's chatter) is
+ignored::
+
+    QUTE start format=1 board=nucleo-f746 target=mps2-an500 model=3f2a9c1e04b7 samples=50 heads=3 classes=10 counter=instructions
+    QUTE sample=0 label=6 pred=6 conf=0.9902 heads=80808080fd80808080,...,... scores=3f7d8000,3f7b0000,3ca1f37c,3a0c1000 cycles=28471
+    ...
+    QUTE done samples=50 correct=49 crc32=5c1d03a7
+
+``start``
+    what was built: the board, the memory map it is linked for (``target``: the emulation board of
+    an emulator build), the first 12 hex digits of the model's SHA-256, how many inputs are
+    embedded, the number of heads K and of classes C, and what the counter counts (``cycles``
+    from the DWT on silicon, ``instructions`` from SysTick under QEMU ``-icount``).
+``sample``
+    one inference. ``label`` is the embedded label (-1 when the inputs have none). ``heads`` is
+    every output byte: one comma-separated field per model output (in the generated model's
+    order: head_0, head_1, ...), two lowercase hex digits per int8 value in two's complement, in
+    memory order. For an ensemble classifier (every output a probability vector of the same
+    length) ``pred`` and ``conf`` are the ensemble prediction and its confidence (4 decimals, for
+    people) and ``scores`` the IEEE-754 float32 bit patterns of confidence, margin, entropy and
+    mutual information, computed on the device from the mean of the K dequantized heads in
+    float32 (``firmware/uncertainty``, the C port of :func:`qute.uncertainty.summarize`); other
+    models print ``pred=-1`` and no ``conf``/``scores``. ``cycles`` is the counter's count for the
+    one ``qute_model_invoke`` call.
+``done``
+    the end, and deterministic so a Renode robot test can wait for it as a whole line: the number
+    of samples run, how many predictions equal their label (only with labels), and the CRC-32
+    (zlib's) of every output byte of every sample in order. The build computes the expected line
+    from the host reference (:func:`done_line`), so ``Wait For Line On Uart`` on it checks the
+    outputs bit for bit without Python.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PREFIX = "QUTE"
+FORMAT = 1
+SCORE_NAMES = ("confidence", "margin", "entropy", "mutual_information")
+
+_FIELD = re.compile(r"([a-z_0-9]+)=(\S*)")
+
+
+class TranscriptError(ValueError):
+    """A ``QUTE`` line that does not follow the format."""
+
+
+@dataclass
+class Sample:
+    index: int
+    label: int
+    pred: int
+    heads: list[np.ndarray]  # one int8 vector per model output
+    cycles: int
+    conf: float | None = None
+    scores: np.ndarray | None = None  # float32 (4,): confidence, margin, entropy, mutual information
+
+
+@dataclass
+class Transcript:
+    start: dict | None = None
+    samples: list[Sample] = field(default_factory=list)
+    done: dict | None = None
+    other: list[str] = field(default_factory=list)  # lines that are not ours
+
+    @property
+    def complete(self) -> bool:
+        return self.done is not None
+
+
+def _fields(line: str) -> dict[str, str]:
+    body = line[len(PREFIX) + 1:].split(" ")
+    kind = body[0] if body and "=" not in body[0] else None
+    out = {"_kind": kind or "sample"}
+    for token in body[1:] if kind else body:
+        m = _FIELD.fullmatch(token)
+        if not m:
+            raise TranscriptError(f"malformed field {token!r} in line: {line}")
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def _int(f: dict, key: str, line: str) -> int:
+    try:
+        return int(f[key])
+    except (KeyError, ValueError):
+        raise TranscriptError(f"missing or bad {key}= in line: {line}") from None
+
+
+def _head(text: str, line: str) -> np.ndarray:
+    if len(text) % 2 or not re.fullmatch(r"[0-9a-f]*", text):
+        raise TranscriptError(f"bad head bytes {text[:40]!r} in line: {line}")
+    return np.frombuffer(bytes.fromhex(text), dtype=np.int8).copy()
+
+
+def parse_sample(line: str) -> Sample:
+    f = _fields(line)
+    if "heads" not in f:
+        raise TranscriptError(f"sample line without heads=: {line}")
+    scores = None
+    if "scores" in f:
+        parts = f["scores"].split(",")
+        if len(parts) != len(SCORE_NAMES) or not all(re.fullmatch(r"[0-9a-f]{8}", p) for p in parts):
+            raise TranscriptError(f"bad scores= in line: {line}")
+        scores = np.array([int(p, 16) for p in parts], dtype=np.uint32).view(np.float32)
+    conf = None
+    if "conf" in f:
+        try:
+            conf = float(f["conf"])
+        except ValueError:
+            raise TranscriptError(f"bad conf= in line: {line}") from None
+    return Sample(
+        index=_int(f, "sample", line),
+        label=_int(f, "label", line),
+        pred=_int(f, "pred", line),
+        heads=[_head(h, line) for h in f["heads"].split(",")],
+        cycles=_int(f, "cycles", line),
+        conf=conf,
+        scores=scores,
+    )
+
+
+def parse(text: str) -> Transcript:
+    """Reads a console transcript; raises TranscriptError on a malformed ``QUTE`` line."""
+    t = Transcript()
+    for raw in text.splitlines():
+        line = raw.strip("\r\x00 ")
+        if not line.startswith(PREFIX + " "):
+            if line:
+                t.other.append(line)
+            continue
+        f = _fields(line)
+        kind = f.pop("_kind")
+        if kind == "start":
+            t.start = f
+        elif kind == "done":
+            t.done = f
+        elif kind == "sample":
+            t.samples.append(parse_sample(line))
+        else:
+            raise TranscriptError(f"unknown line kind {kind!r}: {line}")
+    return t
+
+
+def outputs_crc32(per_sample: list[list[np.ndarray]]) -> int:
+    """CRC-32 of every output byte: sample by sample, output by output, as the firmware sums it."""
+    crc = 0
+    for outputs in per_sample:
+        for out in outputs:
+            crc = zlib.crc32(np.ascontiguousarray(out, dtype=np.int8).tobytes(), crc)
+    return crc & 0xFFFFFFFF
+
+
+def done_line(samples: int, crc32: int, correct: int | None = None) -> str:
+    """The summary line the firmware prints when every output byte is right."""
+    mid = f" correct={correct}" if correct is not None else ""
+    return f"{PREFIX} done samples={samples}{mid} crc32={crc32:08x}"
