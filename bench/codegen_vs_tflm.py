@@ -1,6 +1,6 @@
 """Generated C against the TFLite Micro interpreter: time per inference and RAM, one run, as ratios.
 
-    .venv/bin/python bench/codegen_vs_tflm.py                       # the MLPerf Tiny models in ../shared/models
+    .venv/bin/python bench/codegen_vs_tflm.py                       # qute's default QUTE model + the MLPerf Tiny models
     .venv/bin/python bench/codegen_vs_tflm.py runs/demo/model.int8.tflite more.tflite
 
 Both sides run on this machine's CPU on the same input: our C compiled with gcc -O2 and timed
@@ -77,11 +77,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", type=Path)
     args = ap.parse_args(argv)
-    models = args.models or sorted(SHARED.glob("*.tflite"))
+    from qute.resources import firmware_dir
+
+    models = args.models or [firmware_dir() / "default" / "model.int8.tflite", *sorted(SHARED.glob("*.tflite"))]
     if not models:
         print("no models given and ../shared/models is empty", file=sys.stderr)
         return 2
     rows = [bench_model(m) for m in models]
+    for r, m in zip(rows, models):
+        if m.parent.name == "default":
+            r["model"] = "qute default (digits QUTE, K=3)"
     print("| model | MACs | ours µs | TFLM µs | speed-up | our RAM (arena + I/O) | TFLM arena (activations+I/O) | RAM ratio | bit-exact |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
