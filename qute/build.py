@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from qute.errors import QuteError, RunFailure
+from qute.run import replace_dir
 
 DEFAULT_SAMPLES = 50
 MANIFEST = "build.json"
@@ -827,7 +828,7 @@ def build(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(tmp / "obj", ignore_errors=True)
-        _replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created_parent:
@@ -837,17 +838,6 @@ def build(
                 pass
         raise
     return BuildResult(out, board, emulator, memory, manifest, source)
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 # --------------------------------------------------------------------------- reading a build

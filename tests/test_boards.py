@@ -1,10 +1,8 @@
 """Board descriptors, the platform layer, and the platform running under QEMU."""
 
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

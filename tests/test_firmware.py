@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cliutil import assert_user_error, qute
+from tiny import tiny_qute_run
 
 from qute import oracle, transcript
 from qute.errors import QuteError
@@ -483,18 +484,7 @@ def test_qute_toml_names_the_model_and_board(tmp_path):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny QUTE model (K=3) trained on digits, saved as a run but not quantized (~15 s)."""
-    from qute.config import TrainConfig
-    from qute.data import load_dataset
-    from qute.run import save_run
-    from qute.train import train
-
-    cfg = TrainConfig(method="qute", k=K, epochs=3, batch_size=64, lr=1e-2, limit=1280)
-    data = load_dataset(cfg.dataset, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit)
-    result = train(cfg, data)
-    path = tmp_path_factory.mktemp("runs") / "digits"
-    path.mkdir()
-    save_run(path, cfg, result.spec, data, result.model, result.history)
-    return path
+    return tiny_qute_run(tmp_path_factory.mktemp("runs"), K)[0]
 
 
 @pytest.fixture(scope="module")

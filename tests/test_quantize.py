@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 import pytest
 from cliutil import assert_user_error, qute
+from tiny import tiny_qute_run
 
 from qute import quantize as Q
 from qute.errors import QuteError
@@ -18,22 +19,7 @@ K = 2
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A small qute model on digits, saved as a run (about 15 s)."""
-    from qute.config import TrainConfig
-    from qute.data import load_dataset
-    from qute.run import save_run
-    from qute.train import train
-
-    # lr 1e-2 so that 3 short epochs give a model that has learned something (val acc ~0.8):
-    # float-vs-int8 agreement of a near-chance model says little. 1280 training images are
-    # 20 full batches, so the training step is traced for one batch shape only.
-    cfg = TrainConfig(method="qute", k=K, epochs=3, batch_size=64, lr=1e-2, limit=1280)
-    data = load_dataset(cfg.dataset, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit)
-    result = train(cfg, data)
-    run_dir = tmp_path_factory.mktemp("runs") / "digits"
-    run_dir.mkdir()
-    save_run(run_dir, cfg, result.spec, data, result.model, result.history)
-    return run_dir, data, result.model
+    return tiny_qute_run(tmp_path_factory.mktemp("runs"), K)
 
 
 @pytest.fixture(scope="module")
