@@ -130,7 +130,8 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
             )
     order = output_order(graph)
     aliases = {op.index for op in graph.ops if getattr(lowerings[op.index], "alias", False)}
-    p = plan(graph, order, aliases)
+    inplace = {op.index: lowerings[op.index].inplace for op in graph.ops if getattr(lowerings[op.index], "inplace", ())}
+    p = plan(graph, order, aliases, inplace)
     ctx = Context(graph, p)
     calls = []
     for op in graph.ops:

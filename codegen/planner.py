@@ -3,6 +3,8 @@
 - The caller's buffers hold the model's input and, when no later op reads them, its outputs: they
   never take arena space.
 - Ops that only reinterpret bytes (RESHAPE, SQUEEZE, EXPAND_DIMS) share their input's bytes.
+- Elementwise ops (activations, ADD, MUL, int8 requantization) write over an input of the same
+  size when this op is that input's last reader: their kernels read element i before writing it.
 - Everything else gets an offset in one arena. Tensors whose lifetimes (first write .. last read,
   in op order) overlap never share bytes; among the rest, a greedy pass places the largest buffers
   first at the lowest offset that fits, as TFLite Micro's GreedyMemoryPlanner does.
@@ -31,11 +33,12 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def plan(graph: Graph, output_order: list[int], alias_ops: set[int]) -> Plan:
+def plan(graph: Graph, output_order: list[int], alias_ops: set[int], inplace: dict[int, tuple[int, ...]] | None = None) -> Plan:
     """Plans a graph whose ops are final (folded, validated).
 
     `output_order` lists the graph output tensors in API order; `alias_ops` holds the indices of
-    ops whose output aliases their first input.
+    ops whose output aliases their first input; `inplace` maps an op index to the input positions
+    its output may overwrite.
     """
     n_ops = len(graph.ops)
     parent: dict[int, int] = {}
@@ -64,6 +67,25 @@ def plan(graph: Graph, output_order: list[int], alias_ops: set[int]) -> Plan:
     for op in graph.ops:
         for t in op.inputs + op.outputs:
             touch(t, op.index)
+
+    # In-place elementwise ops: the output joins the group of an input that dies at this op.
+    pinned = set(graph.inputs) | set(output_order)
+    for op in graph.ops:
+        out = op.outputs[0] if op.outputs else -1
+        if op.index not in (inplace or {}) or out < 0 or out in pinned:
+            continue
+        for pos in inplace[op.index]:
+            t = op.inputs[pos] if pos < len(op.inputs) else -1
+            if t < 0 or graph.tensor(t).is_const or t in pinned:
+                continue
+            g, o = find(t), find(out)
+            members = {m for m in parent if find(m) == g} | {g}
+            if life[g][1] != op.index or members & pinned or graph.tensor(t).nbytes != graph.tensor(out).nbytes:
+                continue
+            parent[o] = g
+            life[g] = [min(life[g][0], life[o][0]), max(life[g][1], life[o][1])]
+            del life[o]
+            break
 
     groups: dict[int, list[int]] = {}
     for t in {t for op in graph.ops for t in op.inputs + op.outputs if t >= 0} | set(graph.inputs):

@@ -147,3 +147,30 @@ def test_cli_bad_model_exits_2_and_writes_nothing(tmp_path, content):
 def test_cli_missing_file_exits_2(tmp_path):
     proc = codegen_cli("report", tmp_path / "nope.tflite")
     assert proc.returncode == 2 and "cannot read" in proc.stderr
+
+
+def test_elementwise_ops_run_in_place_and_stay_bit_exact():
+    """x -> ADD(x, x) -> RELU -> MUL(t, t) -> QUANTIZE -> out: after the first op every
+    intermediate overwrites its input, so the arena holds one buffer, and the bytes still match."""
+    from fbmodels import ModelBuilder
+    from hostcheck import check
+
+    b = ModelBuilder()
+    shape = (1, 6, 7, 5)
+    x = b.input(shape, scale=0.05, zero_point=3)
+    t1 = b.tensor(shape, scale=0.09, zero_point=-4)
+    t2 = b.tensor(shape, scale=0.09, zero_point=-128)
+    t3 = b.tensor(shape, scale=0.2, zero_point=-100)
+    out = b.tensor(shape, scale=0.15, zero_point=10)
+    b.op("ADD", [x, x], [t1])
+    b.op("RELU", [t1], [t2])
+    b.op("MUL", [t2, t2], [t3])
+    b.op("QUANTIZE", [t3], [out])
+    b.output(out)
+    tflite = b.build()
+    gen = generate(read_model(tflite))
+    assert gen.arena_size == 6 * 7 * 5 + 2  # one buffer, aligned to 4
+    # ADD writes it; RELU reads and rewrites it; MUL reads it twice and rewrites it; QUANTIZE reads it
+    assert gen.source.count("(arena + 0)") == 1 + 2 + 3 + 1
+    result = check(tflite, n=20, seed=4)
+    assert result.mismatches == 0 and result.total > 0

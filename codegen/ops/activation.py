@@ -40,6 +40,7 @@ class Relu:
     requantize-then-clamp with bounds -1 and 1)."""
 
     opcodes = {"RELU": (1, 2, 3), "RELU_N1_TO_1": (1, 2, 3)}
+    inplace = (0,)  # element i is read before it is written
     header = "qute_activation.h"
 
     def params(self, op: Op, g: Graph) -> dict:
@@ -67,6 +68,7 @@ class Relu:
 @register
 class Relu6:
     opcodes = {"RELU6": (1, 2, 3)}
+    inplace = (0,)  # element i is read before it is written
     header = "qute_activation.h"
 
     def params(self, op: Op, g: Graph) -> dict:
@@ -95,6 +97,7 @@ def input_radius(integer_bits: int, left_shift: int, total_signed_bits: int = 31
 @register
 class Logistic:
     opcodes = {"LOGISTIC": (1, 2, 3)}
+    inplace = (0,)  # element i is read before it is written
     header = "qute_logistic.h"
     INPUT_INTEGER_BITS = 4
 

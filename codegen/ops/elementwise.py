@@ -84,6 +84,9 @@ def broadcast_initializer(layout: dict) -> str:
 
 
 class _Binary:
+    # the kernels read element i before writing it: the output may overwrite a same-sized input
+    inplace = (0, 1)
+
     def operands(self, op: Op, g: Graph):
         if len(op.inputs) != 2 or len(op.outputs) != 1:
             raise CodegenError(f"{op.describe()}: expected 2 inputs and 1 output")

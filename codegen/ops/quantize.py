@@ -32,6 +32,7 @@ def _float_literal(x: float) -> str:
 @register
 class Quantize:
     opcodes = {"QUANTIZE": (1, 2, 3)}
+    inplace = (0,)  # element i is read before it is written
     header = "qute_quantize.h"
 
     def params(self, op: Op, g: Graph) -> tuple[str, dict]:
