@@ -174,3 +174,46 @@ def test_elementwise_ops_run_in_place_and_stay_bit_exact():
     assert gen.source.count("(arena + 0)") == 1 + 2 + 3 + 1
     result = check(tflite, n=20, seed=4)
     assert result.mismatches == 0 and result.total > 0
+
+
+def _float_model() -> bytes:
+    from fbmodels import ModelBuilder
+
+    b = ModelBuilder()
+    x = b.input((1, 4), dtype="float32")
+    y = b.tensor((1, 4), dtype="float32")
+    b.op("ADD", [x, x], [y])
+    b.output(y)
+    return b.build()
+
+
+def _tanh_model() -> bytes:
+    from fbmodels import ModelBuilder
+
+    b = ModelBuilder()
+    x = b.input((1, 8), scale=0.05, zero_point=0)
+    y = b.tensor((1, 8), scale=1 / 128, zero_point=0)
+    b.op("TANH", [x], [y])
+    b.output(y)
+    return b.build()
+
+
+@pytest.mark.parametrize(
+    "make, fragments",
+    [
+        (_float_model, ["float32", "int8", "quantize the model to full int8"]),
+        (_tanh_model, ["op 0 (TANH", "not supported", "CONV_2D", "SOFTMAX"]),
+    ],
+)
+def test_float_and_unsupported_models_are_one_clear_error(tmp_path, make, fragments):
+    model = tmp_path / "model.tflite"
+    model.write_bytes(make())
+    with pytest.raises(CodegenError) as e:
+        generate(read_model(model.read_bytes()))
+    for f in fragments:
+        assert f in str(e.value)
+    proc = codegen_cli("generate", model, "-o", tmp_path / "out")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    verify = qute("verify", model)
+    assert verify.returncode == 2 and "Traceback" not in verify.stderr
