@@ -9,6 +9,9 @@ What goes in
     of ``make demo`` shipped in ``firmware/default`` with the 359 test images of its split
     (``qute build`` then needs no TensorFlow, no data and no training; ``make default-model``
     retrains and replaces it). A ``qute.toml`` may name the model under ``[build] model = ...``.
+    A run's ``calibration.json`` (``qute calibrate``) is compiled in: the abstain threshold and the
+    accuracy-drop monitor's window and rho. ``stream="id,corrupt:NAME:SEVERITY"`` (``--stream``)
+    embeds N test images per part, corrupted as the part says.
 
 What comes out (OUT, written into a temporary sibling and renamed into place)::
 
@@ -76,6 +79,7 @@ class ModelSource:
     labels: np.ndarray  # int64 (N,), -1 where unknown
     inputs_from: str  # where the inputs come from, for people
     class_names: list[str] | None = None
+    run_dir: Path | None = None  # a run's directory (its calibration.json is compiled in)
 
     @property
     def labelled(self) -> bool:
@@ -116,7 +120,51 @@ def _read_default(samples: int) -> ModelSource:
     )
 
 
-def _from_run(path: Path, samples: int, data_dir, progress) -> ModelSource:
+def parse_stream(spec: str) -> list[tuple[str, int] | None]:
+    """``id,corrupt:NAME[:SEVERITY]`` -> [None, (NAME, SEVERITY)]: None is an ID part (severity 5 by default)."""
+    from qute.data import CORRUPTIONS, SEVERITIES
+
+    parts = []
+    for item in str(spec).split(","):
+        item = item.strip()
+        bits = item.split(":")
+        if item == "id":
+            parts.append(None)
+        elif bits[0] == "corrupt" and len(bits) in (2, 3) and bits[1]:
+            if bits[1] not in CORRUPTIONS:
+                raise QuteError(f"--stream: unknown corruption {bits[1]!r}; choose one of {', '.join(CORRUPTIONS)}")
+            try:
+                sev = int(bits[2]) if len(bits) == 3 else 5
+            except ValueError:
+                sev = -1
+            if sev not in SEVERITIES:
+                raise QuteError(f"--stream: severity must be one of {', '.join(map(str, SEVERITIES))}, got {bits[2]!r}")
+            parts.append((bits[1], sev))
+        else:
+            raise QuteError(f"--stream: bad part {item!r}; expected id or corrupt:NAME[:SEVERITY], e.g. id,corrupt:gaussian_noise:5")
+    return parts
+
+
+def _stream_inputs(x: np.ndarray, y: np.ndarray, spec: str, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """`samples` consecutive test images per part of the stream, corrupted where the part says."""
+    from qute.data import corrupt
+
+    parts = parse_stream(spec)
+    if samples * len(parts) > len(x):
+        raise QuteError(f"--stream needs {samples} test images per part, {samples * len(parts)} in all; "
+                        f"the test split has {len(x)}: give fewer --samples")
+    xs, ys, about = [], [], []
+    for i, part in enumerate(parts):
+        xi, yi = x[i * samples:(i + 1) * samples], y[i * samples:(i + 1) * samples]
+        if part is not None:
+            xi = corrupt(xi, part[0], part[1], seed=seed + i)
+        xs.append(xi)
+        ys.append(yi)
+        about.append(f"{i * samples}..{(i + 1) * samples - 1}: " + ("ID" if part is None else f"{part[0]} severity {part[1]}"))
+    return np.concatenate(xs), np.concatenate(ys), "stream of test images " + ", ".join(about)
+
+
+def _from_run(path: Path, samples: int, data_dir, progress, stream: str | None = None) -> ModelSource:
     from qute.quantize import TFLITE_FILE, input_params, quantize
     from qute.run import load_run
 
@@ -134,15 +182,21 @@ def _from_run(path: Path, samples: int, data_dir, progress) -> ModelSource:
     t = run.train
     data = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
     tflite = tfl.read_bytes()
-    n = min(samples, len(data.x_test))
-    x = quantize(data.x_test[:n], input_params(tflite))
+    if stream:
+        xf, yf, about = _stream_inputs(data.x_test, data.y_test, stream, samples, t.seed)
+        about = f"{data.name} {about}"
+    else:
+        n = min(samples, len(data.x_test))
+        xf, yf, about = data.x_test[:n], data.y_test[:n], f"{data.name} test split, first {n} of {len(data.x_test)} images"
+    x = quantize(xf, input_params(tflite))
     return ModelSource(
         tflite=tflite,
         origin=f"{path} ({run.spec.method}, {run.spec.arch}, K={run.spec.num_heads}, {data.name})",
         inputs=x,
-        labels=np.asarray(data.y_test[:n], dtype=np.int64),
-        inputs_from=f"{data.name} test split, first {n} of {len(data.x_test)} images",
+        labels=np.asarray(yf, dtype=np.int64),
+        inputs_from=about,
         class_names=list(data.class_names) if data.class_names else None,
+        run_dir=path,
     )
 
 
@@ -165,7 +219,7 @@ def _from_tflite(path: Path, samples: int) -> ModelSource:
 
 
 def resolve_model(model: str | None, samples: int, data_dir=None, project: dict | None = None,
-                  progress: Callable[[str], None] = lambda s: None) -> ModelSource:
+                  progress: Callable[[str], None] = lambda s: None, stream: str | None = None) -> ModelSource:
     """The model to build and the inputs to embed (see the module docstring).
 
     `model` None: the embedded default, unless a qute.toml (`project`) is in use, which must
@@ -175,6 +229,8 @@ def resolve_model(model: str | None, samples: int, data_dir=None, project: dict 
         if project:
             raise QuteError(f"{project['path']} names no model: give RUN_DIR or MODEL.tflite, "
                             f"or add model = \"runs/...\" under [build]")
+        if stream:
+            raise QuteError("--stream needs a run directory (its test images are what the stream is made of)")
         return _read_default(samples)
     path = Path(model)
     from qute.quantize import TFLITE_FILE
@@ -182,7 +238,9 @@ def resolve_model(model: str | None, samples: int, data_dir=None, project: dict 
     if path.is_file() and path.name == TFLITE_FILE and (path.parent / "config.json").is_file():
         path = path.parent  # a run's own model: use the run (labels, test images)
     if path.is_dir():
-        return _from_run(path, samples, data_dir, progress)
+        return _from_run(path, samples, data_dir, progress, stream)
+    if stream:
+        raise QuteError("--stream needs a run directory (its test images are what the stream is made of)")
     if path.is_file():
         return _from_tflite(path, samples)
     raise QuteError(f"{model} does not exist; give a run directory, an int8 .tflite file, or nothing (the embedded default)")
@@ -307,7 +365,43 @@ def expected_done_line(facts: ModelFacts, source: ModelSource, heads: list[np.nd
     return done_line(n, crc, correct)
 
 
-def render_main(facts: ModelFacts, source: ModelSource, board: str, emulator_target: str) -> str:
+def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str) -> tuple[dict | None, str]:
+    """The calibration compiled in (from the run's calibration.json), or None and why not."""
+    from qute.calibrate import CALIBRATION_FILE, SCORES, f32_hex, load_calibration
+
+    if source.run_dir is None:
+        return None, "the model is not a run, so there is no calibration.json (no abstain flag, no accuracy-drop monitor)"
+    path = Path(source.run_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None, (f"{source.run_dir} has no {CALIBRATION_FILE} (no abstain flag, no accuracy-drop monitor; "
+                      f"run qute calibrate {source.run_dir} first)")
+    if not facts.ensemble:
+        return None, "the model is not an ensemble classifier (no abstain flag, no accuracy-drop monitor)"
+    c = load_calibration(path)
+    sha = c.data.get("model_sha256")
+    if sha is not None and sha != model_sha256:
+        raise QuteError(f"{path} was made for another int8 model (sha256 {sha[:12]}, the run's is {model_sha256[:12]}); "
+                        f"re-run qute calibrate {source.run_dir}")
+    field, higher = SCORES[c.score]
+    from qute.uncertainty import SCORES as FIELDS
+
+    return {
+        "from": str(path),
+        "scores_from": c.data.get("scores_from"),
+        "score": c.score,
+        "score_field": field,
+        "score_index": FIELDS.index(field),
+        "accept_when": ">=" if higher else "<=",
+        "threshold": float(c.threshold),
+        "threshold_f32": f32_hex(c.threshold),
+        "window": c.window,
+        "rho": float(c.rho),
+        "rho_f32": f32_hex(c.rho),
+    }, f"compiled in from {path}"
+
+
+def render_main(facts: ModelFacts, source: ModelSource, board: str, emulator_target: str,
+                monitor: dict | None = None) -> str:
     import jinja2
 
     from qute.resources import firmware_dir
@@ -329,7 +423,22 @@ def render_main(facts: ModelFacts, source: ModelSource, board: str, emulator_tar
         outputs=facts.outputs,
         ensemble=facts.ensemble,
         classes=max(facts.classes, 1),
+        monitor=None if monitor is None else {
+            **monitor,
+            "threshold_c": c_float(monitor["threshold_f32"]),
+            "rho_c": c_float(monitor["rho_f32"]),
+        },
     )
+
+
+def c_float(bits_hex: str) -> str:
+    """A float32 (by its bit pattern) as an exact C99 hexadecimal float literal."""
+    from qute.calibrate import f32_from_hex
+
+    v = float(f32_from_hex(bits_hex))
+    if not math.isfinite(v):
+        raise QuteError(f"calibration constant {bits_hex} is not finite")
+    return ("-" if math.copysign(1.0, v) < 0 else "") + f"{abs(v).hex()}f"
 
 
 # --------------------------------------------------------------------------- fit check
@@ -693,6 +802,7 @@ def build(
     data_dir=None,
     config_path=None,
     progress: Callable[[str], None] = lambda s: None,
+    stream: str | None = None,
 ) -> BuildResult:
     """Builds the firmware project for `board_name` into `out` (see the module docstring).
 
@@ -727,7 +837,7 @@ def build(
     out = Path(out) if out is not None else default_output(board, model, emulator)
     _check_output(out)
 
-    source = resolve_model(model, samples, data_dir, project, progress)
+    source = resolve_model(model, samples, data_dir, project, progress, stream)
     facts = model_facts(source.tflite)
     if len(source.inputs) and tuple(source.inputs.shape[1:]) != tuple(facts.graph.tensor(facts.graph.inputs[0]).shape[1:]):
         raise QuteError(f"inputs of shape {source.inputs.shape[1:]} do not fit the model input")
@@ -750,20 +860,25 @@ def build(
     if facts.ensemble:
         common.append("uncertainty/qute_uncertainty.c")
     model_id = hashlib.sha256(source.tflite).hexdigest()
+    monitor, monitor_note = monitor_constants(facts, source, model_id)
+    progress(f"calibration: {monitor_note}")
+    if monitor:
+        common.append("uncertainty/qute_monitor.c")
 
     created_parent = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "src").mkdir()
-        (tmp / "src" / "main.c").write_text(render_main(facts, source, board.name, emu_board.name))
+        (tmp / "src" / "main.c").write_text(render_main(facts, source, board.name, emu_board.name, monitor))
         (tmp / "src" / "qute_model.h").write_text(facts.gen.header)
         (tmp / "src" / "qute_model.c").write_text(facts.gen.source)
         (tmp / "kernels").mkdir()
         for f in sorted(kernels_dir().glob("*.h")) + kernels:
             shutil.copy2(f, tmp / "kernels" / f.name)
         (tmp / "uncertainty").mkdir()
-        for f in sorted((firmware_dir() / "uncertainty").glob("qute_uncertainty.*")):
+        for f in sorted((firmware_dir() / "uncertainty").glob("qute_uncertainty.*")) + (
+                sorted((firmware_dir() / "uncertainty").glob("qute_monitor.*")) if monitor else []):
             shutil.copy2(f, tmp / "uncertainty" / f.name)
         (tmp / "platform").mkdir()
         for f in platform_headers() + sorted({p for v in variants for p in platform_sources(board, v["emulator"])}):
@@ -825,6 +940,8 @@ def build(
             "expected_done_line": done,
             "emulation_note": board.emulation_note,
             "renode": renode_files,
+            "calibration": monitor,
+            "calibration_note": monitor_note,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(tmp / "obj", ignore_errors=True)

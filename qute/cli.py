@@ -255,6 +255,32 @@ def _failure(e) -> None:
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--score", type=click.Choice(["confidence", "margin", "entropy", "mi"]), default="confidence", show_default=True,
+              help="Uncertainty score the abstain threshold is set on.")
+@click.option("--target-tpr", type=float, default=0.95, show_default=True, help="Fraction of in-distribution validation images to accept.")
+@click.option("--window", type=int, default=100, show_default=True, help="Accuracy-drop monitor window: the last M confidences.")
+@click.option("--false-alarm", type=float, default=0.0, show_default=True, help="Fraction of ID validation windows allowed to alarm.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
+def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
+    """Set the device's abstain threshold and accuracy-drop monitor from the validation split.
+
+    Writes RUN_DIR/calibration.json; `qute build RUN_DIR` compiles it in. The scores come from
+    the int8 model on TFLite Micro when the run is quantized (the numbers the device computes),
+    else from the float model.
+
+    \b
+    Example:
+      qute calibrate runs/digits --score entropy --target-tpr 0.95 --window 100
+    """
+    from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
+
+    c = do_calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir=data_dir,
+                     progress=lambda s: click.echo(s, err=True))
+    click.echo(format_calibration(c, Path(run_dir) / CALIBRATION_FILE))
+
+
+@cli.command()
 @click.argument("model", required=False, type=click.Path())
 @click.option("--board", help="Board to build for (qute boards lists them).")
 @click.option("-o", "--output", "out", type=click.Path(file_okay=False), help="Project folder to write (default: build-BOARD, or build-BOARD-emulator; inside RUN_DIR for a run).")
@@ -262,7 +288,9 @@ def _failure(e) -> None:
 @click.option("--emulator", is_flag=True, help="Only the emulator build (QUTE_EMULATOR, linked for the board's QEMU machine).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file ([build] model, board, samples).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (runs only).")
-def build(model, board, out, samples, emulator, config_path, data_dir):
+@click.option("--stream", help="Runs only: embed a stream of --samples test images per part, e.g. "
+              "id,corrupt:gaussian_noise:5 (ID images, then the next ones corrupted).")
+def build(model, board, out, samples, emulator, config_path, data_dir, stream):
     """Build firmware that runs MODEL on a board and prints its predictions and uncertainty.
 
     MODEL is a run directory (quantized first if it has no model.int8.tflite; its first test
@@ -283,7 +311,7 @@ def build(model, board, out, samples, emulator, config_path, data_dir):
 
     try:
         r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
-                       progress=lambda s: click.echo(s, err=True))
+                       progress=lambda s: click.echo(s, err=True), stream=stream)
     except RunFailure as e:
         _failure(e)
     m = r.manifest
@@ -296,6 +324,12 @@ def build(model, board, out, samples, emulator, config_path, data_dir):
         emu = b.emulation_board()
         click.echo(f"{b.name} build, and its emulator variant in {r.out / 'emulator'} "
                    f"(QEMU {b.qemu_machine}{', linked for ' + emu.name if emu is not b else ''}; same compiler flags)")
+    mon = m.get("calibration")
+    if mon:
+        click.echo(f"calibration ({mon['from']}): abstain when {mon['score']} {'<' if mon['accept_when'] == '>=' else '>'} "
+                   f"{mon['threshold']:.9g}; monitor alarm when the mean of the last {mon['window']} confidences < {mon['rho']:.9g}")
+    else:
+        click.echo(f"no calibration: {m.get('calibration_note', 'no abstain flag and no accuracy-drop monitor')}")
     click.echo(f"\nmemory on {b.name} ({r.memory['elf']}, linked for {r.memory['linked_for']}):")
     click.echo(format_memory(r.memory))
     renode = m["renode"]

@@ -8,7 +8,9 @@ runs the build's emulator variant (QUTE_EMULATOR: semihosting exit, SysTick coun
 time-out. Its console lines (qute/transcript.py) are parsed and every output byte is compared
 with the host int8 reference (:func:`qute.oracle.reference`: TFLite Micro's reference kernels)
 on the same embedded inputs (the build's inputs.npz), and the device's float32 ensemble scores
-with :func:`qute.uncertainty.summarize` of its heads. Under ``-icount shift=0`` the counter gives
+with :func:`qute.uncertainty.summarize` of its heads. Calibrated builds (``qute calibrate``): the device's abstain
+flags, window means and alarms against :func:`qute.monitor.simulate` on the host's scores, with the
+first alarm on both sides. Under ``-icount shift=0`` the counter gives
 executed instructions, deterministic run after run; they are not the board's cycles.
 
 Renode: ``renode-test BUILD_DIR/<board>.robot`` when Renode is installed (it runs the board's own
@@ -54,11 +56,13 @@ class RunResult:
     correct: int | None
     uncertainty: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    monitor_note: str = ""
+    monitor: dict = field(default_factory=dict)  # calibrated builds: the device's decisions against qute.monitor
 
     @property
     def bit_exact(self) -> bool:
         return (self.bytes_differing == 0 and self.scores_differing == 0 and self.predictions_differing == 0
-                and self.done_line_ok and not self.problems)
+                and self.done_line_ok and not self.problems and not self.monitor.get("differing", 0))
 
     def summary(self) -> str:
         lines = [f"{self.note}", f"firmware: {self.elf} on QEMU {self.machine} (-icount shift=0)"]
@@ -85,6 +89,18 @@ class RunResult:
         if self.scores_compared:
             lines.append(f"uncertainty scores:  {self.scores_differing:,} of {self.scores_compared:,} float32 values differ "
                          f"from qute.uncertainty on the host")
+        mon = self.monitor
+        if mon:
+            def at(i):
+                return "none" if i is None else f"sample {i}"
+            lines.append(f"abstain ({mon['score']}):   device abstained on {mon['abstained_device']}/{self.samples}; "
+                         f"{mon['abstain_differing']} flag(s) and {mon['score_differing']} score value(s) differ from the host")
+            lines.append(f"monitor (m={mon['window']}, rho={mon['rho']:.6g}): first alarm device {at(mon['first_alarm_device'])}, "
+                         f"host {at(mon['first_alarm_host'])}; alarms on {mon['alarms_device']} sample(s); "
+                         f"{mon['mean_differing']} window mean(s) and {mon['alarm_differing']} alarm state(s) differ "
+                         f"from qute.monitor.simulate")
+        elif self.monitor_note:
+            lines.append(f"monitor:             none ({self.monitor_note})")
         for p in self.problems:
             lines.append(f"problem: {p}")
         lines.append(f"bit-exact: {'yes' if self.bit_exact else 'no'}")
@@ -190,6 +206,7 @@ def check(build, transcript, board) -> RunResult:
             accuracy = correct / n if n else 0.0
             uncertainty["confidence_correct"] = float(np.mean(host.confidence[right & ok])) if (right & ok).any() else float("nan")
             uncertainty["confidence_wrong"] = float(np.mean(host.confidence[~right & ok])) if (~right & ok).any() else None
+    monitor = _check_monitor(m, got, present, host, n)
     done = transcript.done
     done_ok = False
     if done is None:
@@ -207,8 +224,48 @@ def check(build, transcript, board) -> RunResult:
         counter=start.get("counter", "?"), cycles=cycles, bytes_compared=total, bytes_differing=differing,
         per_output=per_output, scores_compared=scores_cmp, scores_differing=scores_diff,
         predictions_differing=pred_diff, done_line_ok=done_ok, reference=engine, accuracy=accuracy, correct=correct,
-        uncertainty=uncertainty, problems=problems,
+        uncertainty=uncertainty, problems=problems, monitor=monitor, monitor_note=m.get("calibration_note") or "",
     )
+
+
+def _check_monitor(m: dict, got: dict, present: np.ndarray, host, n: int) -> dict:
+    """The device's abstain flags, window means and alarms against qute.monitor on the host's scores."""
+    cal = m.get("calibration")
+    if not cal or host is None:
+        return {}
+    from qute.calibrate import accepted, f32_from_hex
+    from qute.monitor import first_alarm, simulate
+
+    values = np.asarray(getattr(host, cal["score_field"]), dtype=np.float32)
+    abstain_host = ~accepted(values, cal["score"], f32_from_hex(cal["threshold_f32"]))
+    means_host, alarms_host = simulate(host.confidence, cal["window"], f32_from_hex(cal["rho_f32"]))
+    a_diff = mean_diff = alarm_diff = score_diff = 0
+    alarms_dev = np.zeros(n, dtype=bool)
+    abstain_dev = np.zeros(n, dtype=bool)
+    for i in range(n):
+        s = got.get(i)
+        if s is None or not present[i] or s.abstain is None or s.alarm is None:
+            a_diff += 1
+            mean_diff += 1
+            alarm_diff += 1
+            continue
+        abstain_dev[i], alarms_dev[i] = s.abstain, s.alarm
+        score_diff += int(s.score is None or np.float32(s.score).view(np.uint32) != values[i].view(np.uint32))
+        a_diff += int(s.abstain != bool(abstain_host[i]))
+        alarm_diff += int(s.alarm != bool(alarms_host[i]))
+        if np.isnan(means_host[i]):
+            mean_diff += int(s.window_mean is not None)
+        else:
+            mean_diff += int(s.window_mean is None or np.float32(s.window_mean).view(np.uint32) != means_host[i].view(np.uint32))
+    return {
+        "score": cal["score"], "threshold": cal["threshold"], "window": cal["window"], "rho": cal["rho"],
+        "abstained_device": int(abstain_dev.sum()), "abstained_host": int(abstain_host.sum()),
+        "alarms_device": int(alarms_dev.sum()), "alarms_host": int(alarms_host.sum()),
+        "first_alarm_device": first_alarm(alarms_dev), "first_alarm_host": first_alarm(alarms_host),
+        "abstain_differing": a_diff, "mean_differing": mean_diff, "alarm_differing": alarm_diff,
+        "score_differing": score_diff,
+        "differing": a_diff + mean_diff + alarm_diff + score_diff,
+    }
 
 
 def _facts_from_manifest(m: dict):

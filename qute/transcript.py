@@ -5,7 +5,7 @@ console UART. Lines the host cares about start with ``QUTE `` and hold ``key=val
 separated by single spaces; anything else on the port (boot banners, a debugger's chatter) is
 ignored::
 
-    QUTE start format=1 board=nucleo-f746 target=mps2-an500 model=3f2a9c1e04b7 samples=50 heads=3 classes=10 counter=instructions
+    QUTE start format=2 board=nucleo-f746 target=mps2-an500 model=3f2a9c1e04b7 samples=50 heads=3 classes=10 counter=instructions
     QUTE sample=0 label=6 pred=6 conf=0.9902 heads=80808080fd80808080,...,... scores=3f7d8000,3f7b0000,3ca1f37c,3a0c1000 cycles=28471
     ...
     QUTE done samples=50 correct=49 crc32=5c1d03a7
@@ -26,6 +26,13 @@ ignored::
     float32 (``firmware/uncertainty``, the C port of :func:`qute.uncertainty.summarize`); other
     models print ``pred=-1`` and no ``conf``/``scores``. ``cycles`` is the counter's count for the
     one ``qute_model_invoke`` call.
+    Calibrated builds (``qute calibrate`` then ``qute build``; format 2) add, before ``cycles``:
+    ``score`` (float32 bits of the score the abstain threshold is on), ``abstain`` (1 when that
+    score is on the uncertain side of the threshold), ``window_mean`` (float32 bits of the
+    accuracy-drop monitor's mean of the last m confidences, ``-`` until m samples have been seen;
+    :mod:`qute.monitor`) and ``alarm`` (1 while that mean is below rho). Their ``start`` line adds
+    ``abstain_score``, ``abstain_threshold`` and ``monitor_rho`` (float32 bits) and
+    ``monitor_window``. Format 1 lines (no such fields) still parse.
 ``done``
     the end, and deterministic so a Renode robot test can wait for it as a whole line: the number
     of samples run, how many predictions equal their label (only with labels), and the CRC-32
@@ -43,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 PREFIX = "QUTE"
-FORMAT = 1
+FORMAT = 2  # 2: the calibrated fields score, abstain, window_mean, alarm
 SCORE_NAMES = ("confidence", "margin", "entropy", "mutual_information")
 
 _FIELD = re.compile(r"([a-z_0-9]+)=(\S*)")
@@ -62,6 +69,10 @@ class Sample:
     cycles: int
     conf: float | None = None
     scores: np.ndarray | None = None  # float32 (4,): confidence, margin, entropy, mutual information
+    score: np.float32 | None = None  # the calibrated abstain score's value (format 2, calibrated builds)
+    abstain: bool | None = None
+    window_mean: np.float32 | None = None  # None while the monitor's window is not full
+    alarm: bool | None = None
 
 
 @dataclass
@@ -101,6 +112,20 @@ def _head(text: str, line: str) -> np.ndarray:
     return np.frombuffer(bytes.fromhex(text), dtype=np.int8).copy()
 
 
+def _f32(text: str, key: str, line: str) -> np.float32:
+    if not re.fullmatch(r"[0-9a-f]{8}", text):
+        raise TranscriptError(f"bad {key}= in line: {line}")
+    return np.array([int(text, 16)], dtype=np.uint32).view(np.float32)[0]
+
+
+def _flag(f: dict, key: str, line: str) -> bool | None:
+    if key not in f:
+        return None
+    if f[key] not in ("0", "1"):
+        raise TranscriptError(f"bad {key}= (0 or 1) in line: {line}")
+    return f[key] == "1"
+
+
 def parse_sample(line: str) -> Sample:
     f = _fields(line)
     if "heads" not in f:
@@ -125,6 +150,10 @@ def parse_sample(line: str) -> Sample:
         cycles=_int(f, "cycles", line),
         conf=conf,
         scores=scores,
+        score=_f32(f["score"], "score", line) if "score" in f else None,
+        abstain=_flag(f, "abstain", line),
+        window_mean=None if f.get("window_mean", "-") == "-" else _f32(f["window_mean"], "window_mean", line),
+        alarm=_flag(f, "alarm", line),
     )
 
 

@@ -1,0 +1,268 @@
+"""``qute calibrate``: the device's decisions, set on the host from the validation split.
+
+Two constants per run, written to ``RUN_DIR/calibration.json`` and compiled into the firmware by
+``qute build``:
+
+* the abstain (OOD) threshold on one uncertainty score, chosen so that a fraction ``target_tpr``
+  of the in-distribution validation images is accepted. For ``confidence`` and ``margin``
+  (higher = more certain) a sample is accepted when ``score >= threshold``; for ``entropy`` and
+  ``mi`` (mutual information; higher = less certain) when ``score <= threshold``. The threshold is
+  the k-th most certain validation score with k = ceil(target_tpr * N), so at least k of N are
+  accepted (exactly k without ties).
+* rho of the accuracy-drop monitor (:mod:`qute.monitor`): the validation split played as an
+  ID-only stream through the monitor's exact arithmetic; rho is the (a+1)-th smallest full-window
+  mean with a = floor(false_alarm * windows) (the rule of :func:`qute.metrics.choose_rho`), so
+  the ID stream raises at most a alarms -- none with the default false_alarm 0.
+
+The scores come from the int8 model on TFLite Micro when the run has ``model.int8.tflite``
+(dequantized heads -> :func:`qute.uncertainty.summarize`: the very float32 numbers the firmware
+computes), else from the float Keras model (then the device's scores differ slightly: quantize
+first, then calibrate). The threshold and rho are float32 values, stored with their bit patterns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qute.errors import QuteError
+
+CALIBRATION_FILE = "calibration.json"
+KIND = "qute-calibration"
+VERSION = 1
+# CLI name -> (qute.uncertainty field, higher value = more certain)
+SCORES = {
+    "confidence": ("confidence", True),
+    "margin": ("margin", True),
+    "entropy": ("entropy", False),
+    "mi": ("mutual_information", False),
+}
+DEFAULT_SCORE = "confidence"
+DEFAULT_TPR = 0.95
+DEFAULT_WINDOW = 100
+DEFAULT_FALSE_ALARM = 0.0
+
+
+def f32_hex(v) -> str:
+    return f"{int(np.asarray(v, dtype=np.float32).view(np.uint32)):08x}"
+
+
+def f32_from_hex(text: str) -> np.float32:
+    return np.array([int(text, 16)], dtype=np.uint32).view(np.float32)[0]
+
+
+def score_name(score: str) -> str:
+    s = {"mutual_information": "mi"}.get(score, score)
+    if s not in SCORES:
+        raise QuteError(f"unknown score {score!r}; choose one of: {', '.join(SCORES)}")
+    return s
+
+
+def _check(target_tpr, window, false_alarm) -> tuple[float, int, float]:
+    from qute.monitor import check_window
+
+    try:
+        t, f = float(target_tpr), float(false_alarm)
+    except (TypeError, ValueError):
+        raise QuteError(f"--target-tpr and --false-alarm must be numbers, got {target_tpr!r}, {false_alarm!r}") from None
+    if not 0 < t <= 1:
+        raise QuteError(f"--target-tpr must be in (0, 1], got {target_tpr}")
+    if not 0 <= f < 1:
+        raise QuteError(f"--false-alarm must be in [0, 1), got {false_alarm}")
+    return t, check_window(window), f
+
+
+def abstain_threshold(values, score: str, target_tpr: float) -> tuple[np.float32, np.ndarray]:
+    """(float32 threshold, accepted mask) for float32 `values` of `score` at `target_tpr`."""
+    v = np.asarray(values, dtype=np.float32).reshape(-1)
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        raise QuteError("abstain threshold: need at least one finite score")
+    higher = SCORES[score_name(score)][1]
+    k = min(v.size, max(1, math.ceil(target_tpr * v.size - 1e-9)))
+    order = np.sort(v)
+    thr = order[v.size - k] if higher else order[k - 1]
+    return np.float32(thr), accepted(v, score, thr)
+
+
+def accepted(values, score: str, threshold) -> np.ndarray:
+    """The device's rule: accepted (not abstained) samples."""
+    v = np.asarray(values, dtype=np.float32)
+    thr = np.float32(threshold)
+    return v >= thr if SCORES[score_name(score)][1] else v <= thr
+
+
+def choose_monitor_rho(confidences, window: int, false_alarm: float) -> tuple[np.float32, np.ndarray]:
+    """(float32 rho, the ID stream's window means) under the device's exact monitor arithmetic."""
+    from qute import monitor
+
+    c = np.asarray(confidences, dtype=np.float32).reshape(-1)
+    if c.size < window:
+        raise QuteError(f"the validation split has {c.size} images, fewer than the monitor window {window}; "
+                        f"choose a smaller --window")
+    means, _ = monitor.simulate(c, window, np.float32(0))
+    full = means[window - 1:]
+    # metrics.choose_rho's rule (the (a+1)-th smallest window mean), applied to the device's float32 means
+    # (choose_rho itself re-derives the means from float64 cumulative sums, which is not the device's arithmetic)
+    allowed = min(full.size - 1, int(math.floor(false_alarm * full.size + 1e-9)))
+    rho = np.sort(full)[allowed]
+    return np.float32(rho), full
+
+
+@dataclass
+class Calibration:
+    data: dict
+
+    @property
+    def score(self) -> str:
+        return self.data["abstain"]["score"]
+
+    @property
+    def threshold(self) -> np.float32:
+        return f32_from_hex(self.data["abstain"]["threshold_f32"])
+
+    @property
+    def window(self) -> int:
+        return int(self.data["monitor"]["window"])
+
+    @property
+    def rho(self) -> np.float32:
+        return f32_from_hex(self.data["monitor"]["rho_f32"])
+
+
+def validation_scores(run, data_dir=None, progress=lambda s: None, window: int = 1):
+    """(Scores of the validation split, which model, sha256 of the int8 model or None, labels)."""
+    from qute.data import load_dataset
+    from qute.quantize import TFLITE_FILE
+    from qute.uncertainty import summarize
+
+    t = run.train
+    data = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
+    if len(data.x_val) == 0:
+        raise QuteError(f"{run.path}: the run's dataset has no validation split")
+    if len(data.x_val) < window:
+        raise QuteError(f"the validation split has {len(data.x_val)} images, fewer than the monitor window {window}; "
+                        f"choose a smaller --window")
+    tfl = run.path / TFLITE_FILE
+    if tfl.is_file():
+        from qute.quantize import int8_head_probs
+
+        progress(f"running the int8 model ({TFLITE_FILE}, TFLite Micro) on {len(data.x_val)} validation images")
+        tflite = tfl.read_bytes()
+        probs = int8_head_probs(tflite, data.x_val, run.spec.num_heads)
+        return summarize(probs), "int8", hashlib.sha256(tflite).hexdigest(), data.y_val
+    from qute.cli import _import_tensorflow
+    from qute.evaluate import head_probs
+
+    progress(f"{run.path} has no {TFLITE_FILE}: using the float model (quantize first for device-exact thresholds)")
+    _import_tensorflow()
+    probs = head_probs(run, run.load_model(), data.x_val)
+    return summarize(probs), "float", None, data.y_val
+
+
+def calibrate(run_dir, score: str = DEFAULT_SCORE, target_tpr: float = DEFAULT_TPR, window: int = DEFAULT_WINDOW,
+              false_alarm: float = DEFAULT_FALSE_ALARM, data_dir=None, progress=lambda s: None) -> dict:
+    """Computes and writes RUN_DIR/calibration.json; returns its content."""
+    from qute.run import load_run
+
+    score = score_name(score)
+    target_tpr, window, false_alarm = _check(target_tpr, window, false_alarm)
+    run = load_run(run_dir)
+    s, stage, sha, y = validation_scores(run, data_dir, progress, window)
+    values = np.asarray(getattr(s, SCORES[score][0]), dtype=np.float32)
+    thr, ok = abstain_threshold(values, score, target_tpr)
+    rho, means = choose_monitor_rho(s.confidence, window, false_alarm)
+    alarms = int(np.sum(means < rho))
+    n = int(values.size)
+    out = {
+        "kind": KIND,
+        "version": VERSION,
+        "scores_from": stage,
+        "model_sha256": sha,
+        "validation": {"images": n, "accuracy": float(np.mean(s.predicted == y)),
+                       "mean_confidence": float(np.mean(s.confidence.astype(np.float64)))},
+        "abstain": {
+            "score": score,
+            "accept_when": ">=" if SCORES[score][1] else "<=",
+            "target_tpr": target_tpr,
+            "threshold": float(thr),
+            "threshold_f32": f32_hex(thr),
+            "validation_tpr": float(np.mean(ok)),
+            "validation_accepted": int(np.sum(ok)),
+        },
+        "monitor": {
+            "window": window,
+            "false_alarm": false_alarm,
+            "rho": float(rho),
+            "rho_f32": f32_hex(rho),
+            "arithmetic": "Q16 confidences, exact uint32 window sum, float32 mean (qute.monitor)",
+            "validation_windows": int(means.size),
+            "validation_alarms": alarms,
+        },
+    }
+    write_atomic(Path(run.path) / CALIBRATION_FILE, out)
+    return out
+
+
+def write_atomic(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Reads and checks a calibration.json (a file, or a run directory holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CALIBRATION_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise QuteError(f"{path} does not exist; run qute calibrate RUN_DIR") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise QuteError(f"{path} is damaged ({e}); re-run qute calibrate") from None
+    try:
+        if data.get("kind") != KIND:
+            raise ValueError("not a qute calibration file")
+        c = Calibration(data)
+        score_name(c.score)
+        from qute.monitor import check_window
+
+        check_window(c.window)
+        if not (np.isfinite(c.threshold) and np.isfinite(c.rho)):
+            raise ValueError("non-finite threshold or rho")
+    except QuteError as e:
+        raise QuteError(f"{path} is damaged ({e}); re-run qute calibrate") from None
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise QuteError(f"{path} is damaged ({type(e).__name__}: {e}); re-run qute calibrate") from None
+    return c
+
+
+def format_calibration(c: dict, path) -> str:
+    a, m, v = c["abstain"], c["monitor"], c["validation"]
+    src = ("the int8 model on TFLite Micro (the numbers the device computes)" if c["scores_from"] == "int8"
+           else "the float model (no model.int8.tflite yet: quantize, then calibrate, for device-exact thresholds)")
+    return "\n".join([
+        f"validation split: {v['images']} images, scores from {src}; accuracy {v['accuracy']:.4f}, "
+        f"mean confidence {v['mean_confidence']:.4f}",
+        f"abstain:  accept when {a['score']} {a['accept_when']} {a['threshold']:.9g} (float32 {a['threshold_f32']}); "
+        f"accepts {a['validation_accepted']}/{v['images']} = {a['validation_tpr']:.4f} of validation (target {a['target_tpr']:g})",
+        f"monitor:  alarm when the mean of the last {m['window']} confidences < rho = {m['rho']:.9g} (float32 {m['rho_f32']}); "
+        f"{m['validation_alarms']} alarm(s) on {m['validation_windows']} validation windows "
+        f"(allowed false-alarm rate {m['false_alarm']:g})",
+        f"wrote {path}",
+    ])
