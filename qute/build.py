@@ -353,14 +353,48 @@ def ensemble_scores(facts: ModelFacts, heads: list[np.ndarray]):
     return summarize(probs)
 
 
-def expected_done_line(facts: ModelFacts, source: ModelSource, heads: list[np.ndarray]) -> str:
+def int_path_for(board, facts: ModelFacts) -> dict | None:
+    """The integer-only uncertainty path's parameters for an ensemble on a board with no FPU, else None.
+
+    The heads' scale as an unsigned Q24 multiplier (exact for a qute model's 1/256: 65536; other
+    scales are rounded to the nearest Q24 value, on the device and in qute.uncertainty.summarize_int
+    alike) and their zero point; every head must share them (the C takes one of each).
+    """
+    if board.fpu != "none" or not facts.ensemble:
+        return None
+    quant = {(o["scale"], o["zero_point"]) for o in facts.outputs}
+    if len(quant) != 1:
+        raise QuteError(f"{board.name} has no FPU, and the integer-only uncertainty path needs every head with the same "
+                        f"int8 scale and zero point; this model's heads have {sorted(quant)}")
+    scale, zp = quant.pop()
+    q24 = int(round(scale * (1 << 24)))
+    if not 1 <= q24 <= 1 << 24:
+        raise QuteError(f"{board.name} has no FPU, and the integer-only uncertainty path needs a head scale in "
+                        f"[2^-24, 1]; this model's is {scale}")
+    return {"kind": "int", "scale_q24": q24, "zero_point": int(zp), "exact_scale": q24 == scale * (1 << 24)}
+
+
+def device_scores(facts, heads: list[np.ndarray], int_path: dict | None = None):
+    """What the device computes from the heads: summarize_int on integer-only builds, else summarize."""
+    if not facts.ensemble:
+        return None
+    if int_path:
+        from qute.uncertainty import summarize_int
+
+        return summarize_int(np.stack([np.asarray(h, dtype=np.int8) for h in heads]),
+                             int_path["scale_q24"], int_path["zero_point"])
+    return ensemble_scores(facts, heads)
+
+
+def expected_done_line(facts: ModelFacts, source: ModelSource, heads: list[np.ndarray],
+                       int_path: dict | None = None) -> str:
     from qute.transcript import done_line, outputs_crc32
 
     n = len(source.inputs)
     crc = outputs_crc32([[h[s] for h in heads] for s in range(n)])
     correct = None
     if source.labelled:
-        scores = ensemble_scores(facts, heads)
+        scores = device_scores(facts, heads, int_path)
         correct = int(np.sum(scores.predicted == source.labels)) if scores is not None else 0
     return done_line(n, crc, correct)
 
@@ -401,7 +435,7 @@ def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str)
 
 
 def render_main(facts: ModelFacts, source: ModelSource, board: str, emulator_target: str,
-                monitor: dict | None = None) -> str:
+                monitor: dict | None = None, int_path: dict | None = None) -> str:
     import jinja2
 
     from qute.resources import firmware_dir
@@ -423,6 +457,7 @@ def render_main(facts: ModelFacts, source: ModelSource, board: str, emulator_tar
         outputs=facts.outputs,
         ensemble=facts.ensemble,
         classes=max(facts.classes, 1),
+        int_path=int_path,
         monitor=None if monitor is None else {
             **monitor,
             "threshold_c": c_float(monitor["threshold_f32"]),
@@ -848,9 +883,13 @@ def build(
 
     progress("running the host reference (TFLite Micro) on the embedded inputs")
     heads, engine = reference_outputs(source.tflite, facts, source.inputs)
-    done = expected_done_line(facts, source, heads)
+    int_path = int_path_for(board, facts)
+    done = expected_done_line(facts, source, heads, int_path)
 
     variants = [_variant(board, True)] if emulator else [_variant(board, False), _variant(board, True)]
+    if int_path:  # no FPU: the integer-only uncertainty path, in every variant (same compiler flags)
+        for v in variants:
+            v["defines"] = [*v["defines"], "-DQUTE_UNCERTAINTY_INT"]
     top = variants[0]
     kernels = _kernel_sources(facts.gen.headers)
     from codegen.host import kernels_dir
@@ -858,9 +897,13 @@ def build(
 
     common = ["src/main.c", "src/qute_model.c", *[f"kernels/{k.name}" for k in kernels]]
     if facts.ensemble:
-        common.append("uncertainty/qute_uncertainty.c")
+        common.append("uncertainty/qute_uncertainty_int.c" if int_path else "uncertainty/qute_uncertainty.c")
     model_id = hashlib.sha256(source.tflite).hexdigest()
     monitor, monitor_note = monitor_constants(facts, source, model_id)
+    if monitor and int_path:
+        # The thresholds are float32 and the monitor's mean is float: not on a core with no FPU yet.
+        monitor, monitor_note = None, (f"{board.name} has no FPU: the abstain flag and the accuracy-drop monitor are "
+                                       f"float-only for now, so this build has neither (the integer scores are printed)")
     progress(f"calibration: {monitor_note}")
     if monitor:
         common.append("uncertainty/qute_monitor.c")
@@ -870,14 +913,14 @@ def build(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "src").mkdir()
-        (tmp / "src" / "main.c").write_text(render_main(facts, source, board.name, emu_board.name, monitor))
+        (tmp / "src" / "main.c").write_text(render_main(facts, source, board.name, emu_board.name, monitor, int_path))
         (tmp / "src" / "qute_model.h").write_text(facts.gen.header)
         (tmp / "src" / "qute_model.c").write_text(facts.gen.source)
         (tmp / "kernels").mkdir()
         for f in sorted(kernels_dir().glob("*.h")) + kernels:
             shutil.copy2(f, tmp / "kernels" / f.name)
         (tmp / "uncertainty").mkdir()
-        for f in sorted((firmware_dir() / "uncertainty").glob("qute_uncertainty.*")) + (
+        for f in sorted((firmware_dir() / "uncertainty").glob("qute_uncertainty_int.*" if int_path else "qute_uncertainty.*")) + (
                 sorted((firmware_dir() / "uncertainty").glob("qute_monitor.*")) if monitor else []):
             shutil.copy2(f, tmp / "uncertainty" / f.name)
         (tmp / "platform").mkdir()
@@ -940,6 +983,7 @@ def build(
             "expected_done_line": done,
             "emulation_note": board.emulation_note,
             "renode": renode_files,
+            "uncertainty_path": int_path or ({"kind": "float"} if facts.ensemble else None),
             "calibration": monitor,
             "calibration_note": monitor_note,
         }

@@ -58,6 +58,17 @@ class RunResult:
     problems: list[str] = field(default_factory=list)
     monitor_note: str = ""
     monitor: dict = field(default_factory=dict)  # calibrated builds: the device's decisions against qute.monitor
+    ucycles: np.ndarray | None = None  # the uncertainty module's count per sample (None: older firmware)
+    scores_kind: str = "float32"  # "int": integer-only path (Q16/Q20 values against summarize_int)
+
+    @property
+    def overhead(self) -> dict | None:
+        """Mean count per inference of the model and of the uncertainty module, and their ratio in %."""
+        if self.ucycles is None or not len(self.ucycles) or not len(self.cycles) or np.mean(self.cycles) <= 0:
+            return None
+        model, unc = float(np.mean(self.cycles)), float(np.mean(self.ucycles))
+        return {"model": model, "uncertainty": unc, "percent": 100.0 * unc / model,
+                "uncertainty_min": int(np.min(self.ucycles)), "uncertainty_max": int(np.max(self.ucycles))}
 
     @property
     def bit_exact(self) -> bool:
@@ -82,13 +93,22 @@ class RunResult:
         if len(c):
             lines.append(f"{what}:")
             lines.append(f"                     mean {np.mean(c):,.0f}, min {int(np.min(c)):,}, max {int(np.max(c)):,}")
+        o = self.overhead
+        if o is not None:
+            unit = "instructions" if self.counter == "instructions" else self.counter
+            lines.append(f"uncertainty module:  mean {o['uncertainty']:,.0f} {unit} per inference (min {o['uncertainty_min']:,}, "
+                         f"max {o['uncertainty_max']:,}) = {o['percent']:.2f}% of the model's {o['model']:,.0f}")
         for p in self.per_output:
             lines.append(f"  {p['name']}: {p['differing']:,} of {p['bytes']:,} bytes differ")
         lines.append(f"output bytes:        {self.bytes_differing:,} of {self.bytes_compared:,} differ from the host reference "
                      f"({'TFLite Micro' if self.reference == 'tflm' else 'LiteRT reference kernels'}), {self.samples} inputs")
         if self.scores_compared:
-            lines.append(f"uncertainty scores:  {self.scores_differing:,} of {self.scores_compared:,} float32 values differ "
-                         f"from qute.uncertainty on the host")
+            if self.scores_kind == "int":
+                lines.append(f"uncertainty scores:  {self.scores_differing:,} of {self.scores_compared:,} integer values "
+                             f"(Q16 confidence/margin, Q20 entropy/MI) differ from qute.uncertainty.summarize_int on the host")
+            else:
+                lines.append(f"uncertainty scores:  {self.scores_differing:,} of {self.scores_compared:,} float32 values differ "
+                             f"from qute.uncertainty on the host")
         mon = self.monitor
         if mon:
             def at(i):
@@ -138,7 +158,7 @@ def _tail(text: str, n: int = 6) -> str:
 def check(build, transcript, board) -> RunResult:
     """Compares a parsed transcript with the host reference for the build's inputs."""
     from qute import oracle
-    from qute.build import ensemble_scores
+    from qute.build import device_scores
 
     m = build.manifest
     x, y = build.inputs()
@@ -179,18 +199,31 @@ def check(build, transcript, board) -> RunResult:
 
     scores_cmp = scores_diff = pred_diff = 0
     uncertainty, accuracy, correct = {}, None, None
-    host = ensemble_scores(_facts_from_manifest(m), device) if m["ensemble"] else None
+    up = m.get("uncertainty_path") or {}
+    int_path = up if up.get("kind") == "int" else None
+    host = device_scores(_facts_from_manifest(m), device, int_path) if m["ensemble"] else None
     if host is not None:
-        want = np.stack([host.confidence, host.margin, host.entropy, host.mutual_information], axis=1).astype(np.float32)
+        if int_path:
+            want = np.stack([host.confidence_q16, host.margin_q16, host.entropy_q20, host.mutual_information_q20],
+                            axis=1).astype(np.int64)
+        else:
+            want = np.stack([host.confidence, host.margin, host.entropy, host.mutual_information], axis=1).astype(np.float32)
         for i in range(n):
             s = got.get(i)
             if s is None or not present[i]:
                 continue
-            if s.scores is None:
-                problems.append(f"sample {i}: no scores= on an ensemble model")
-                continue
-            scores_cmp += 4
-            scores_diff += int(np.sum(s.scores.view(np.uint32) != want[i].view(np.uint32)))
+            if int_path:
+                if s.iscores is None:
+                    problems.append(f"sample {i}: no iscores= on an integer-only ensemble build")
+                    continue
+                scores_cmp += 4
+                scores_diff += int(np.sum(s.iscores != want[i]))
+            else:
+                if s.scores is None:
+                    problems.append(f"sample {i}: no scores= on an ensemble model")
+                    continue
+                scores_cmp += 4
+                scores_diff += int(np.sum(s.scores.view(np.uint32) != want[i].view(np.uint32)))
             pred_diff += int(s.pred != int(host.predicted[i]))
         ok = present
         uncertainty = {
@@ -219,12 +252,16 @@ def check(build, transcript, board) -> RunResult:
         if not done_ok:
             problems.append(f"summary line {line!r}, expected {m['expected_done_line']!r}")
     cycles = np.array([got[i].cycles for i in sorted(got)], dtype=np.int64)
+    ucycles = None
+    if got and all(got[i].ucycles is not None for i in got):
+        ucycles = np.array([got[i].ucycles for i in sorted(got)], dtype=np.int64)
     return RunResult(
         board=board.name, machine=board.qemu_machine, elf=build.elf(True), note=board.emulation_note, samples=n,
         counter=start.get("counter", "?"), cycles=cycles, bytes_compared=total, bytes_differing=differing,
         per_output=per_output, scores_compared=scores_cmp, scores_differing=scores_diff,
         predictions_differing=pred_diff, done_line_ok=done_ok, reference=engine, accuracy=accuracy, correct=correct,
         uncertainty=uncertainty, problems=problems, monitor=monitor, monitor_note=m.get("calibration_note") or "",
+        ucycles=ucycles, scores_kind="int" if int_path else "float32",
     )
 
 

@@ -6,7 +6,7 @@ separated by single spaces; anything else on the port (boot banners, a debugger'
 ignored::
 
     QUTE start format=2 board=nucleo-f746 target=mps2-an500 model=3f2a9c1e04b7 samples=50 heads=3 classes=10 counter=instructions
-    QUTE sample=0 label=6 pred=6 conf=0.9902 heads=80808080fd80808080,...,... scores=3f7d8000,3f7b0000,3ca1f37c,3a0c1000 cycles=28471
+    QUTE sample=0 label=6 pred=6 conf=0.9902 heads=80808080fd80808080,...,... scores=3f7d8000,3f7b0000,3ca1f37c,3a0c1000 cycles=28471 ucycles=480
     ...
     QUTE done samples=50 correct=49 crc32=5c1d03a7
 
@@ -25,7 +25,15 @@ ignored::
     mutual information, computed on the device from the mean of the K dequantized heads in
     float32 (``firmware/uncertainty``, the C port of :func:`qute.uncertainty.summarize`); other
     models print ``pred=-1`` and no ``conf``/``scores``. ``cycles`` is the counter's count for the
-    one ``qute_model_invoke`` call.
+    one ``qute_model_invoke`` call; ``ucycles`` (optional: older firmware has none) the same
+    counter's count for the uncertainty module of that sample (dequantizing the heads and the
+    ensemble scores, plus the abstain decision and monitor update on calibrated builds), so the
+    module's overhead is measured against the model's on the same scale.
+    Boards with no FPU (``fpu = "none"``: Cortex-M0/M3) compute the scores with integers only
+    (``firmware/uncertainty/qute_uncertainty_int.c``, :func:`qute.uncertainty.summarize_int`) and
+    print ``iscores`` instead of ``scores``: four decimal integers, confidence and margin in Q16
+    (1.0 = 65536), entropy and mutual information in nats in Q20 (1.0 nat = 1048576); ``conf`` is
+    then the Q16 confidence rounded to 4 decimals.
     Calibrated builds (``qute calibrate`` then ``qute build``; format 2) add, before ``cycles``:
     ``score`` (float32 bits of the score the abstain threshold is on), ``abstain`` (1 when that
     score is on the uncertain side of the threshold), ``window_mean`` (float32 bits of the
@@ -73,6 +81,8 @@ class Sample:
     abstain: bool | None = None
     window_mean: np.float32 | None = None  # None while the monitor's window is not full
     alarm: bool | None = None
+    ucycles: int | None = None  # the uncertainty module's count (same counter as cycles)
+    iscores: np.ndarray | None = None  # int64 (4,): confidence_q16, margin_q16, entropy_q20, mutual_information_q20
 
 
 @dataclass
@@ -136,6 +146,12 @@ def parse_sample(line: str) -> Sample:
         if len(parts) != len(SCORE_NAMES) or not all(re.fullmatch(r"[0-9a-f]{8}", p) for p in parts):
             raise TranscriptError(f"bad scores= in line: {line}")
         scores = np.array([int(p, 16) for p in parts], dtype=np.uint32).view(np.float32)
+    iscores = None
+    if "iscores" in f:
+        parts = f["iscores"].split(",")
+        if len(parts) != len(SCORE_NAMES) or not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
+            raise TranscriptError(f"bad iscores= in line: {line}")
+        iscores = np.array([int(p) for p in parts], dtype=np.int64)
     conf = None
     if "conf" in f:
         try:
@@ -154,6 +170,8 @@ def parse_sample(line: str) -> Sample:
         abstain=_flag(f, "abstain", line),
         window_mean=None if f.get("window_mean", "-") == "-" else _f32(f["window_mean"], "window_mean", line),
         alarm=_flag(f, "alarm", line),
+        ucycles=_int(f, "ucycles", line) if "ucycles" in f else None,
+        iscores=iscores,
     )
 
 

@@ -18,7 +18,7 @@ from qute.boards import (
 from qute.errors import QuteError
 from qute.resources import boards_dir
 
-ALL = ["mps2-an386", "mps2-an500", "netduinoplus2", "nucleo-f746", "nucleo-f767zi", "nucleo-l432kc", "nucleo-l4r5zi"]
+ALL = ["mps2-an385", "mps2-an386", "mps2-an500", "netduinoplus2", "nucleo-f746", "nucleo-f767zi", "nucleo-l432kc", "nucleo-l4r5zi"]
 KB, MB = 1 << 10, 1 << 20
 
 have_gcc = shutil.which("arm-none-eabi-gcc") is not None
@@ -39,6 +39,14 @@ def test_every_descriptor_loads_and_validates():
         assert b.flash_region.kind == "flash" and b.ram_region.kind == "ram"
         assert b.emulation_board().emulation.qemu_machine
         assert b.cpu_flags[:2] == [f"-mcpu={b.core}", "-mthumb"]
+
+
+def test_mps2_an385_is_a_cortex_m3_with_no_fpu_on_the_an386_map():
+    b, an386 = load_board("mps2-an385"), load_board("mps2-an386")
+    assert (b.core, b.fpu, b.float_abi, b.emulation.qemu_machine) == ("cortex-m3", "none", "soft", "mps2-an385")
+    assert b.cpu_flags == ["-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"]
+    assert b.memory == an386.memory and b.console.base == an386.console.base == 0x40004000
+    assert b.emulation_board() is b
 
 
 @pytest.mark.parametrize(

@@ -172,12 +172,80 @@ def test_default_model_runs_bit_exact_and_deterministic(an500):
         assert "0 of 1,500 differ from the host reference (TFLite Micro), 50 inputs" in p.stdout
         assert "0 of 200 float32 values differ" in p.stdout
         assert "instructions per inference (QEMU -icount shift=0" in p.stdout and "not cycles" in p.stdout
+        assert "uncertainty module:  mean " in p.stdout and "% of the model's " in p.stdout
     # -icount shift=0: the instruction counts are the same run after run
     counts = [[ln for ln in p.stdout.splitlines() if "mean" in ln and "min" in ln] for p in runs]
     assert counts[0] == counts[1] and counts[0]
     proc = _qemu(an500 / "firmware.elf", "mps2-an500")
     assert proc.returncode == 0
     assert _check_against_oracle(an500, proc.stdout.decode()) == 50 * K * CLASSES
+
+
+def _overhead(stdout: str) -> tuple[float, float, float]:
+    """(uncertainty, model, percent) from qute run's `uncertainty module:` line."""
+    import re
+
+    m = re.search(r"uncertainty module:  mean ([\d,]+) instructions per inference \(min [\d,]+, max [\d,]+\) = "
+                  r"([\d.]+)% of the model's ([\d,]+)", stdout)
+    assert m, stdout
+    unc, pct, model = float(m.group(1).replace(",", "")), float(m.group(2)), float(m.group(3).replace(",", ""))
+    return unc, model, pct
+
+
+@needs_qemu
+def test_uncertainty_overhead_is_measured_on_every_sample(an500):
+    proc = _qemu(an500 / "firmware.elf", "mps2-an500")
+    t = transcript.parse(proc.stdout.decode())
+    assert len(t.samples) == 50
+    assert all(s.ucycles is not None and s.ucycles > 0 and s.cycles > 0 for s in t.samples)
+    assert all(s.ucycles < s.cycles for s in t.samples)
+    p = qute("run", "--board", "mps2-an500", an500)
+    assert p.returncode == 0, p.stderr + p.stdout
+    unc, model, pct = _overhead(p.stdout)
+    assert unc == pytest.approx(np.mean([s.ucycles for s in t.samples]), abs=0.5)
+    assert model == pytest.approx(np.mean([s.cycles for s in t.samples]), abs=0.5)
+    assert 0 < pct < 2 and pct == pytest.approx(100 * unc / model, abs=0.01)
+    # older transcripts (no ucycles=) still parse
+    old = "QUTE sample=0 label=1 pred=1 heads=80 cycles=5"
+    assert transcript.parse_sample(old).ucycles is None
+
+
+def _check_int_build(out: Path, samples: int) -> None:
+    """An mps2-an385 (no FPU) build: integer scores on the device, bit for bit against summarize_int."""
+    from qute.uncertainty import summarize_int
+
+    m = json.loads((out / "build.json").read_text())
+    assert m["uncertainty_path"] == {"kind": "int", "scale_q24": 65536, "zero_point": -128, "exact_scale": True}
+    assert all("-DQUTE_UNCERTAINTY_INT" in v["defines"] for v in m["variants"].values())
+    assert sorted(p.name for p in (out / "uncertainty").iterdir()) == ["qute_uncertainty_int.c", "qute_uncertainty_int.h"]
+    r = qute("run", "--board", "mps2-an385", out)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert (f"0 of {samples * 4:,} integer values (Q16 confidence/margin, Q20 entropy/MI) differ from "
+            f"qute.uncertainty.summarize_int") in r.stdout and "bit-exact: yes" in r.stdout
+    assert 0 < _overhead(r.stdout)[2] < 2
+    proc = _qemu(out / "firmware.elf", "mps2-an385")
+    assert proc.returncode == 0
+    assert _check_against_oracle(out, proc.stdout.decode()) == samples * K * CLASSES
+    t = transcript.parse(proc.stdout.decode())
+    heads = np.stack([np.stack([s.heads[k] for s in t.samples]) for k in range(K)])
+    want = summarize_int(heads)
+    got = np.stack([s.iscores for s in t.samples])
+    assert all(s.scores is None for s in t.samples)
+    assert np.array_equal(got, np.stack([want.confidence_q16, want.margin_q16, want.entropy_q20,
+                                         want.mutual_information_q20], axis=1))
+    assert [s.pred for s in t.samples] == want.predicted.tolist()
+    # no soft-float helper anywhere in the image (so none from the uncertainty code)
+    nm = subprocess.run(["arm-none-eabi-nm", str(out / "firmware.elf")], capture_output=True, text=True, check=True)
+    assert "qute_ensemble_scores_int" in nm.stdout and "qute_ensemble_scores\n" not in nm.stdout
+    soft = [ln for ln in nm.stdout.splitlines() if "__aeabi_f" in ln or "__aeabi_d" in ln]
+    assert soft == []
+
+
+@needs_qemu
+def test_mps2_an385_default_model_integer_scores_bit_exact(tmp_path):
+    p = qute("build", "--board", "mps2-an385", "--emulator", "-o", "an385", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    _check_int_build(tmp_path / "an385", 50)
 
 
 @needs_qemu
@@ -510,6 +578,15 @@ def test_build_quantizes_a_run_and_its_firmware_is_bit_exact(f746_from_run):
     assert p.returncode == 0, p.stderr + p.stdout
     assert f"0 of {SAMPLES * K * CLASSES:,} differ" in p.stdout and "bit-exact: yes" in p.stdout
     assert "accuracy:" in p.stdout and "uncertainty (mean):  confidence" in p.stdout
+
+
+@pytest.mark.slow
+@needs_qemu
+def test_tiny_qute_model_on_mps2_an385_integer_path_bit_exact(f746_from_run, run_dir, tmp_path):
+    out = tmp_path / "an385"
+    p = qute("build", "--board", "mps2-an385", run_dir, "--emulator", "--samples", str(SAMPLES), "-o", out)
+    assert p.returncode == 0, p.stderr
+    _check_int_build(out, SAMPLES)
 
 
 @pytest.mark.slow
