@@ -86,6 +86,14 @@ def broadcast_initializer(layout: dict) -> str:
 class _Binary:
     # the kernels read element i before writing it: the output may overwrite a same-sized input
     inplace = (0, 1)
+    kernel = ""  # qute_add / qute_mul: the kernel is <kernel>_s8, its parameters <kernel>_params
+
+    def check(self, op: Op, g: Graph) -> None:
+        self.params(op, g)
+
+    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        p = ctx.struct(op, f"{self.kernel}_params", **self.params(op, g))
+        return [f"{self.kernel}_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.inputs[1])}, {ctx.ptr(op.outputs[0])});"]
 
     def operands(self, op: Op, g: Graph):
         if len(op.inputs) != 2 or len(op.outputs) != 1:
@@ -104,6 +112,7 @@ class _Binary:
 @register
 class Add(_Binary):
     opcodes = {"ADD": (1, 2, 3, 4, 5)}
+    kernel = "qute_add"
     header = "qute_add.h"
     LEFT_SHIFT = 20  # int8 (TFLM uses 15 for int16)
 
@@ -138,17 +147,12 @@ class Add(_Binary):
             "shape": broadcast_initializer(layout),
         }
 
-    def check(self, op: Op, g: Graph) -> None:
-        self.params(op, g)
-
-    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
-        p = ctx.struct(op, "qute_add_params", **self.params(op, g))
-        return [f"qute_add_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.inputs[1])}, {ctx.ptr(op.outputs[0])});"]
 
 
 @register
 class Mul(_Binary):
     opcodes = {"MUL": (1, 2, 3, 4, 5, 6, 7)}
+    kernel = "qute_mul"
     header = "qute_mul.h"
 
     def params(self, op: Op, g: Graph) -> dict:
@@ -169,9 +173,3 @@ class Mul(_Binary):
             "shape": broadcast_initializer(layout),
         }
 
-    def check(self, op: Op, g: Graph) -> None:
-        self.params(op, g)
-
-    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
-        p = ctx.struct(op, "qute_mul_params", **self.params(op, g))
-        return [f"qute_mul_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.inputs[1])}, {ctx.ptr(op.outputs[0])});"]
