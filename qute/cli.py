@@ -406,6 +406,77 @@ def flash(build_dir, board, probe, gdb_server, timeout):
     click.echo(f"flashed {r.elf} with {r.probe}: written, verified and started")
 
 
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--board", help="Board to build for (the emulator variant runs under QEMU); not needed for a BUILD_DIR.")
+@click.option("--stream", help="With a RUN_DIR: the stream to embed, e.g. id,corrupt:contrast:5 (--samples images per part).")
+@click.option("--samples", type=int, help="Test images per part of the stream (default 50).")
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False),
+              help="Folder for the build, monitor.json, monitor.png and transcript.txt (default RUN_DIR/monitor-BOARD, or BUILD_DIR/monitor).")
+@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds before the emulator run counts as hung.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
+def monitor(path, board, stream, samples, out, timeout, data_dir):
+    """Play an ID-then-shifted stream through the firmware's accuracy-drop monitor under QEMU.
+
+    PATH is a calibrated run (qute calibrate): it is built (emulator variant) with --stream
+    embedded, into OUT/build; or an existing stream build (qute build --stream). Prints the alarm
+    timeline: where the ID part ends, window accuracy, window mean confidence, rho, and the first
+    alarm on the device and in the host simulation (qute.monitor.simulate); exit 1 if they differ.
+    Writes OUT/monitor.json (the timeline), OUT/monitor.png and OUT/transcript.txt.
+
+    \b
+    Example:
+      qute monitor runs/digits --board mps2-an500 --stream id,corrupt:contrast:5 --samples 100
+      qute monitor runs/digits/build-stream
+    """
+    from qute.errors import RunFailure
+    from qute.monitor import PLOT_FILE, TIMELINE_FILE, format_timeline, play_stream
+
+    if timeout is None or timeout <= 0:
+        raise QuteError(f"--timeout must be positive, got {timeout}")
+    if samples is not None and samples < 1:
+        raise QuteError(f"--samples must be a positive integer, got {samples}")
+    try:
+        tl = play_stream(path, board, stream, samples, out, data_dir=data_dir, timeout=timeout,
+                         progress=lambda s: click.echo(s, err=True))
+    except RunFailure as e:
+        _failure(e)
+    click.echo(format_timeline(tl))
+    o = Path(tl["out"])
+    click.echo(f"wrote {o / TIMELINE_FILE}, {o / PLOT_FILE}, {o / 'transcript.txt'}")
+    if not tl["match"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="HTML file to write (default RUN_DIR/report.html).")
+@click.option("--build", "build_dir", type=click.Path(file_okay=False), help="Build folder for memory and latency (default: the first build found under RUN_DIR).")
+@click.option("--transcript", type=click.Path(dir_okay=False), help="A saved firmware transcript (QEMU output) for latency (default: transcript.txt beside the build).")
+@click.option("--no-eval", is_flag=True, help="Do not evaluate the run when it has no metrics.json (list it as missing).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
+def report(run_dir, out, build_dir, transcript, no_eval, data_dir):
+    """Write one self-contained HTML page about a run: evaluation, quantization, calibration, build.
+
+    Inline CSS, pictures embedded as base64 PNG, no external reference. Parts whose files are
+    missing are listed in the page with the command that makes them.
+
+    \b
+    Example:
+      qute report runs/digits -o runs/digits/report.html
+      qute report runs/digits --build runs/digits/build-f746
+    """
+    from qute.report import write_report
+
+    path, missing = write_report(run_dir, out, build_dir, transcript, compute=not no_eval, data_dir=data_dir,
+                                 progress=lambda s: click.echo(s, err=True))
+    click.echo(f"wrote {path}")
+    if missing:
+        click.echo("missing (listed in the page):")
+        for what, cmd in missing:
+            click.echo(f"  {what}: {cmd}")
+
+
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     from codegen.cli import run_cli

@@ -1,0 +1,330 @@
+"""``qute report RUN_DIR``: one self-contained HTML page about a run and its build.
+
+Everything is inline: CSS in a <style> element, pictures as ``data:image/png;base64`` URIs, no
+script and no external reference, so the page can be mailed or archived as one file. Each part
+comes from a file the other commands write; a part whose file is missing is listed in the page
+with the command that would produce it:
+
+- evaluation table: RUN_DIR/metrics.json (``qute eval``); computed with ``qute.evaluate`` when
+  absent (default settings, nothing written into the run), unless ``compute=False``
+- quantization stages: RUN_DIR/quantization.json (``qute quantize``): float / int8_tflm / c
+- reliability diagram and confidence histograms: RUN_DIR/reliability.png, confidence_hist.png
+- calibration: RUN_DIR/calibration.json (``qute calibrate``)
+- accuracy-drop timeline: monitor.json + monitor.png of ``qute monitor`` (RUN_DIR/monitor-*/)
+- build: BUILD/build.json and memory.json (``qute build``), and latency from a saved transcript
+  (``transcript.txt`` beside the build, which ``qute monitor`` saves, or ``--transcript FILE``)
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+from qute.errors import QuteError
+
+REPORT_FILE = "report.html"
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:70em;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+.missing{background:#fff4e0;border-left:4px solid #e0a000;padding:.5em 1em}
+code{background:#f4f4f4;padding:0 .25em}img{max-width:100%;border:1px solid #ddd;margin:.4em .4em 0 0}
+.note{color:#555;font-size:.9em}
+"""
+
+
+def _e(v) -> str:
+    return html.escape(str(v))
+
+
+def _num(v, digits: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
+    if isinstance(v, list):
+        return ", ".join(_num(x, digits) for x in v)
+    return _e(v)
+
+
+def _table(head: list[str], rows: list[list]) -> str:
+    h = "".join(f"<th>{_e(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise QuteError(f"{path} is damaged ({type(e).__name__}); re-create it") from None
+
+
+class _Page:
+    def __init__(self):
+        self.parts: list[str] = []
+        self.missing: list[tuple[str, str]] = []
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def lack(self, what: str, command: str) -> None:
+        self.missing.append((what, command))
+        self.add(f'<p class="missing">{_e(what)}: not available. Produce it with <code>{_e(command)}</code></p>')
+
+
+def find_builds(run_dir: Path) -> list[Path]:
+    """Build folders (with build.json) inside RUN_DIR, one or two levels down, sorted."""
+    found = {p.parent for pat in ("*/build.json", "*/*/build.json") for p in run_dir.glob(pat)}
+    return sorted(found)
+
+
+def find_transcript(build: Path) -> Path | None:
+    for p in (build / "transcript.txt", build.parent / "transcript.txt"):
+        if p.is_file():
+            return p
+    return None
+
+
+def _evaluation(page: _Page, run, run_dir: Path, compute: bool, data_dir, progress) -> None:
+    from qute.evaluate import TABLE_COLUMNS
+
+    page.add("<h2>Evaluation</h2>")
+    mpath = run_dir / "metrics.json"
+    metrics, plots_dir = None, run_dir
+    if mpath.is_file():
+        metrics = _read_json(mpath)
+        page.add(f'<p class="note">from {_e(mpath)} (qute eval)</p>')
+    elif compute:
+        import tempfile
+
+        from qute.cli import _import_tensorflow
+        from qute.config import EvalConfig
+        from qute.evaluate import evaluate, write_plots
+
+        progress(f"{run_dir} has no metrics.json: evaluating it now (qute.evaluate, default settings)")
+        _import_tensorflow()
+        ev = evaluate(run, EvalConfig(), data_dir=data_dir, progress=lambda s: progress("  " + s))
+        metrics = ev.to_json()
+        plots_dir = Path(tempfile.mkdtemp(prefix="qute-report-"))
+        write_plots(ev, plots_dir)
+        page.add(f'<p class="note">{_e(run_dir)} has no metrics.json: computed now with qute.evaluate '
+                 f'(default settings); <code>qute eval {_e(run_dir)}</code> saves it</p>')
+    if metrics is None:
+        page.lack("evaluation table (metrics.json)", f"qute eval {run_dir}")
+    else:
+        s = metrics.get("summary", {})
+        page.add(_table(["method", "Acc"] + [c for _, c in TABLE_COLUMNS] + ["params"],
+                        [[_e(metrics.get("method", "?")), _num(s.get("accuracy"), 3)]
+                         + [_num(s.get(k), 3) for k, _ in TABLE_COLUMNS] + [_num(metrics.get("params"))]]))
+        ood = metrics.get("ood") or {}
+        if ood:
+            page.add(f"<p>OOD set: {_e(ood.get('name'))} ({_num(ood.get('samples'))} images); ECE with "
+                     f"{_num(metrics.get('ece_bins'))} bins</p>")
+        corr = metrics.get("corruptions") or {}
+        if corr:
+            page.add("<h3>Corruptions</h3>")
+            page.add(_table(["corruption", "accuracy", "accuracy by severity 1..5", "mean confidence", "AUPRC drop",
+                             "positive windows"],
+                            [[_e(k), _num(v.get("accuracy"), 3), _num(v.get("accuracy_by_severity"), 3),
+                              _num(v.get("mean_confidence"), 3), _num(v.get("auprc_drop"), 3),
+                              f"{_num(v.get('positive_windows'))} / {_num(v.get('windows'))}"] for k, v in corr.items()]))
+    page.add("<h3>Reliability and confidence</h3>")
+    for name, what in (("reliability.png", "reliability diagram"), ("confidence_hist.png", "confidence histograms (ID / corrupted / OOD)")):
+        p = plots_dir / name
+        if p.is_file():
+            page.add(_img(p, what))
+        else:
+            page.lack(f"{what} ({name})", f"qute eval {run_dir}")
+    if plots_dir != run_dir:
+        import shutil
+
+        shutil.rmtree(plots_dir, ignore_errors=True)
+
+
+def _quantization(page: _Page, run_dir: Path) -> None:
+    page.add("<h2>Quantization stages</h2>")
+    qpath = run_dir / "quantization.json"
+    if not qpath.is_file():
+        page.lack("quantization stages (quantization.json)", f"qute quantize {run_dir}")
+        return
+    q = _read_json(qpath)
+    stages = q.get("stages") or {}
+    keys = [("accuracy", "accuracy"), ("nll", "NLL"), ("ece", "ECE"), ("mean_confidence", "mean confidence"),
+            ("mean_mutual_information", "mean MI"), ("head_accuracy", "head accuracy"), ("agreement", "agreement with float"),
+            ("flips", "flips"), ("bytes_differing_from_int8_tflm", "bytes differing from int8_tflm")]
+    rows = []
+    for name in ("float", "int8_tflm", "c"):
+        st = stages.get(name)
+        if st is None:
+            rows.append([_e(name)] + ["n/a"] * len(keys))
+            continue
+        row = [_e(name)]
+        for k, _ in keys:
+            v = st.get(k)
+            row.append(_num(len(v)) if k == "flips" and isinstance(v, list) else _num(v))
+        rows.append(row)
+    page.add(_table(["stage"] + [c for _, c in keys], rows))
+    page.add(f'<p class="note">{_num(q.get("test_samples"))} test images; int8 model {_num(q.get("tflite_bytes"))} bytes '
+             f'({_e(q.get("model_file"))}); ops {_e(", ".join(f"{k} x{v}" for k, v in (q.get("ops") or {}).items()))}</p>')
+
+
+def _calibration(page: _Page, run_dir: Path) -> None:
+    page.add("<h2>Calibration (abstain threshold, accuracy-drop monitor)</h2>")
+    cpath = run_dir / "calibration.json"
+    if not cpath.is_file():
+        page.lack("calibration (calibration.json)", f"qute calibrate {run_dir}")
+        return
+    c = _read_json(cpath)
+    a, m, v = c.get("abstain", {}), c.get("monitor", {}), c.get("validation", {})
+    page.add(_table(["what", "value"], [
+        ["scores from", _e(c.get("scores_from"))],
+        ["validation images", _num(v.get("images"))],
+        ["validation accuracy", _num(v.get("accuracy"))],
+        ["abstain", (f"accept when {_e(a.get('score'))} {_e(a.get('accept_when'))} {_num(a.get('threshold'), 6)} "
+                     f"(float32 {_e(a.get('threshold_f32'))})")],
+        ["abstain TPR on validation", f"{_num(a.get('validation_tpr'))} (target {_num(a.get('target_tpr'))})"],
+        ["monitor", (f"alarm when the mean of the last {_num(m.get('window'))} confidences &lt; rho = {_num(m.get('rho'), 6)} "
+                     f"(float32 {_e(m.get('rho_f32'))})")],
+        ["validation alarms", (f"{_num(m.get('validation_alarms'))} of {_num(m.get('validation_windows'))} windows "
+                               f"(false-alarm rate {_num(m.get('false_alarm'))})")],
+    ]))
+
+
+def _monitor(page: _Page, run_dir: Path) -> None:
+    from qute.monitor import PLOT_FILE, TIMELINE_FILE
+
+    page.add("<h2>Accuracy-drop timeline (device)</h2>")
+    found = sorted(p.parent for p in run_dir.glob(f"*/{TIMELINE_FILE}"))
+    if not found:
+        page.lack("accuracy-drop timeline (qute monitor)",
+                  f"qute monitor {run_dir} --board mps2-an500 --stream id,corrupt:contrast:5")
+        return
+    for folder in found:
+        tl = _read_json(folder / TIMELINE_FILE)
+        page.add(f"<h3>{_e(folder.name)}: {_e(tl.get('inputs_from'))}</h3>")
+        page.add(_table(["board", "window", "rho", "ID part ends", "alarms in ID part", "first alarm device",
+                         "first alarm host", "match"],
+                        [[_e(tl.get("board")), _num(tl.get("window")), _num(tl.get("rho"), 6), _num(tl.get("id_end")),
+                          _num(tl.get("alarms_in_id_part")), _num(tl.get("first_alarm_device")),
+                          _num(tl.get("first_alarm_host")), _num(tl.get("match"))]]))
+        if (folder / PLOT_FILE).is_file():
+            page.add(_img(folder / PLOT_FILE, "accuracy-drop timeline"))
+
+
+def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | None) -> None:
+    from qute.build import load_build
+
+    page.add("<h2>Build: memory and latency</h2>")
+    if build is None:
+        builds = find_builds(run_dir)
+        if not builds:
+            page.lack("memory report (no build found under the run)",
+                      f"qute build --board nucleo-f746 {run_dir} -o {run_dir / 'build-nucleo-f746'}")
+            page.lack("latency (instructions per inference)",
+                      f"qute monitor {run_dir} --board mps2-an500 --stream id,corrupt:contrast:5")
+            return
+        build = builds[0]
+        if len(builds) > 1:
+            page.add(f'<p class="note">builds found: {_e(", ".join(str(b) for b in builds))}; shown: {_e(build)} '
+                     f"(choose with --build)</p>")
+    b = load_build(build)
+    m = b.manifest
+    page.add(f"<p>{_e(build)}: board {_e(m.get('board'))}; model {_e(m['model'].get('origin'))}; "
+             f"{_num(m['inputs'].get('samples'))} inputs ({_e(m['inputs'].get('from'))})</p>")
+    mem_path = build / "memory.json"
+    if not mem_path.is_file():
+        page.lack("memory report (memory.json)", f"qute build --board {m.get('board')} {run_dir} -o {build}")
+    else:
+        mem = _read_json(mem_path)
+        page.add(f"<h3>Memory on {_e(mem.get('board'))} ({_e(mem.get('elf'))}, linked for {_e(mem.get('linked_for'))})</h3>")
+        rows = [[_e(s["name"]), f"0x{s['address']:x}", _num(s["size"]), _num(s["flash"]) if s["flash"] else "",
+                 _num(s["ram"]) if s["ram"] else ""] for s in mem.get("sections", [])]
+        f, r = mem.get("flash", {}), mem.get("ram", {})
+        rows.append(["<b>total</b>", "", "", _num(f.get("used")), _num(r.get("used"))])
+        rows.append(["capacity", "", "", _num(f.get("capacity")), _num(r.get("capacity"))])
+        rows.append(["used", "", "", f"{_num(f.get('percent'), 1)}%", f"{_num(r.get('percent'), 1)}%"])
+        page.add(_table(["section", "address", "size", "flash", "RAM"], rows))
+        page.add(f'<p class="note">model arena {_num(m["model"].get("arena_bytes"))} B, weights '
+                 f'{_num(m["model"].get("weights_bytes"))} B, per-op parameters {_num(m["model"].get("parameter_bytes"))} B '
+                 f"(build.json)</p>")
+    page.add("<h3>Latency</h3>")
+    transcript = transcript or find_transcript(build)
+    if transcript is None:
+        elf = b.elf(True)
+        machine = m.get("qemu_machine") or "MACHINE"
+        cmd = (f"qute monitor {build}" if m.get("calibration") else
+               f"qemu-system-arm -M {machine} -nographic -monitor none -semihosting -icount shift=0 -kernel {elf} "
+               f"> {build / 'transcript.txt'}")
+        page.lack("latency: no saved firmware transcript (transcript.txt) for this build", cmd)
+        return
+    from qute.transcript import TranscriptError, parse
+
+    try:
+        t = parse(Path(transcript).read_text())
+    except (OSError, UnicodeDecodeError, TranscriptError) as e:
+        raise QuteError(f"{transcript}: not a qute firmware transcript ({e})") from None
+    cyc = [s.cycles for s in t.samples]
+    if not cyc:
+        page.lack(f"latency: {transcript} has no sample lines", f"qute monitor {build}")
+        return
+    counter = (t.start or {}).get("counter", "?")
+    what = ("instructions per inference (QEMU -icount shift=0, not cycles)" if counter == "instructions"
+            else f"{counter} per inference")
+    page.add(_table(["counter", "samples", "mean", "min", "max"],
+                    [[_e(what), _num(len(cyc)), _num(round(sum(cyc) / len(cyc))), _num(min(cyc)), _num(max(cyc))]]))
+    page.add(f'<p class="note">from {_e(transcript)}</p>')
+
+
+def write_report(run_dir, out=None, build=None, transcript=None, compute: bool = True, data_dir=None,
+                 progress=lambda s: None) -> tuple[Path, list[tuple[str, str]]]:
+    """Writes the page; returns its path and the missing parts (what, command)."""
+    from qute import __version__
+    from qute.run import load_run
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    build = Path(build) if build is not None else None
+    if build is not None and not build.is_dir():
+        raise QuteError(f"--build {build} does not exist; make one with: qute build --board BOARD {run_dir} -o {build}")
+    if transcript is not None and not Path(transcript).is_file():
+        raise QuteError(f"--transcript {transcript} does not exist")
+    out = Path(out) if out is not None else run_dir / REPORT_FILE
+    if out.is_dir():
+        raise QuteError(f"{out} is a directory; give -o a file name such as report.html")
+    page = _Page()
+    title = f"qute report: {run_dir.name} ({run.spec.method}, {run.spec.arch}, K={run.spec.num_heads}, {run.train.dataset})"
+    page.add(f"<h1>{_e(title)}</h1>")
+    page.add(f'<p class="note">run {_e(run_dir.resolve())}; qute {_e(__version__)}</p>')
+    _evaluation(page, run, run_dir, compute, data_dir, progress)
+    _quantization(page, run_dir)
+    _calibration(page, run_dir)
+    _monitor(page, run_dir)
+    _build(page, run_dir, build, Path(transcript) if transcript else None)
+    summary = "<h2>Missing pieces</h2>"
+    if page.missing:
+        summary += "<ul>" + "".join(f"<li>{_e(w)}: <code>{_e(c)}</code></li>" for w, c in page.missing) + "</ul>"
+    else:
+        summary += "<p>none</p>"
+    doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+           f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
+           + "\n".join(page.parts[:2]) + "\n" + summary + "\n" + "\n".join(page.parts[2:]) + "\n</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(doc)
+    tmp.replace(out)
+    return out, page.missing
