@@ -118,30 +118,48 @@ def train(config_path, out, force, **flags):
 @click.option("--corruptions", help="'all' or a comma-separated list of corruption names.")
 @click.option("--window", type=int, help="Accuracy-drop sliding window (default 100).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
-def eval_(run_dir, config_path, data_dir, **flags):
+@click.option("--stages", default="float", show_default=True,
+              help="Comma-separated: float (the Keras model), int8 (the quantized model on TFLite Micro).")
+def eval_(run_dir, config_path, data_dir, stages, **flags):
     """Evaluate a run's uncertainty on ID, corrupted and OOD data.
 
-    Prints the table, writes metrics.json and plots (reliability.png, confidence_hist.png)
-    into RUN_DIR.
+    Prints the table (one row per stage, on the same data), writes metrics.json and plots
+    (reliability.png, confidence_hist.png, of the first stage) into RUN_DIR.
 
     \b
     Example:
       qute eval runs/mnist-qute --ood fashion_mnist --corruptions all
+      qute eval runs/mnist-qute --stages float,int8
     """
     from qute.config import make_config, read_project
-    from qute.evaluate import corruption_list
+    from qute.evaluate import STAGES, corruption_list
     from qute.run import load_run
 
     cfg = make_config("eval", read_project(config_path), flags)
     corruption_list(cfg.corruptions)  # a bad name fails before anything slow
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    for name in names or [""]:
+        if name not in STAGES:
+            raise QuteError(f"unknown stage {name!r} in --stages; choose from: {', '.join(STAGES)}")
     run = load_run(run_dir)
     _import_tensorflow()
+    from qute.data import load_dataset
     from qute.evaluate import evaluate, format_table, write_plots
 
-    ev = evaluate(run, cfg, data_dir=data_dir, progress=lambda label: click.echo(f"  {label}", err=True))
-    (Path(run_dir) / "metrics.json").write_text(json.dumps(ev.to_json(), indent=2) + "\n")
+    t = run.train
+    dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
+    evs = [
+        evaluate(run, cfg, data_dir=data_dir, dataset=dataset, stage=name,
+                 progress=lambda label, name=name: click.echo(f"  {name}: {label}", err=True))
+        for name in names
+    ]
+    ev = evs[0]
+    metrics = ev.to_json()
+    if len(evs) > 1:
+        metrics["stages"] = {name: e.to_json() for name, e in zip(names, evs)}
+    (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots = write_plots(ev, Path(run_dir))
-    click.echo(format_table([ev]))
+    click.echo(format_table(evs))
     ood = ev.details["ood"]
     click.echo(
         f"\n{ev.dataset} test: accuracy {ev.summary['accuracy']:.3f}; OOD = {ood['name']} ({ood['samples']:,}); "

@@ -102,12 +102,35 @@ def _id_metrics(y, probs, scores) -> dict:
     }
 
 
-def evaluate(run: Run, cfg: EvalConfig, data_dir=None, model=None, dataset=None, progress=None) -> Evaluation:
-    """Evaluates a run's float model. `progress(label)` is called before each long step."""
+STAGES = ("float", "int8")
+
+
+def stage_predictor(run: Run, stage: str, model, seed: int):
+    """x -> (K, N, C) head probabilities of one stage: the Keras model, or the int8 model on TFLM."""
+    if stage == "float":
+        return lambda x: head_probs(run, model, x, seed)
+    if stage == "int8":
+        from qute.quantize import TFLITE_FILE, int8_head_probs
+
+        path = run.path / TFLITE_FILE
+        if not path.is_file():
+            raise QuteError(f"{run.path} has no {TFLITE_FILE} for the int8 stage; run: qute quantize {run.path}")
+        tflite = path.read_bytes()
+        return lambda x: int8_head_probs(tflite, x, run.spec.num_heads)
+    raise QuteError(f"unknown stage {stage!r}; choose from: {', '.join(STAGES)}")
+
+
+def evaluate(run: Run, cfg: EvalConfig, data_dir=None, model=None, dataset=None, progress=None,
+             stage: str = "float") -> Evaluation:
+    """Evaluates one stage of a run (`STAGES`) on the same ID, corrupted and OOD sets.
+
+    `progress(label)` is called before each long step.
+    """
     step = progress or (lambda label: None)
     data_dir = data_dir or run.train.data_dir
     if model is None:
         model = run.load_model()
+    predict = stage_predictor(run, stage, model, cfg.seed)
     if dataset is None:
         step("loading data")
         t = run.train
@@ -118,7 +141,7 @@ def evaluate(run: Run, cfg: EvalConfig, data_dir=None, model=None, dataset=None,
 
     step("in-distribution")
     y = dataset.y_test
-    heads = head_probs(run, model, dataset.x_test, cfg.seed)
+    heads = predict(dataset.x_test)
     scores = uncertainty.summarize(heads)
     probs = scores.mean_probs
     row = _id_metrics(y, probs, scores)
@@ -127,7 +150,7 @@ def evaluate(run: Run, cfg: EvalConfig, data_dir=None, model=None, dataset=None,
 
     step("out-of-distribution")
     ood_name, x_ood = qdata.load_ood(cfg.ood, dataset, data_dir, seed=cfg.seed)
-    ood_scores = uncertainty.summarize(head_probs(run, model, x_ood, cfg.seed))
+    ood_scores = uncertainty.summarize(predict(x_ood))
     details["ood"] = {"name": ood_name, "samples": int(len(x_ood))}
     details["ood"]["auroc"] = {
         s: metrics.ood_auroc(uncertainty.uncertainty_score(scores, s), uncertainty.uncertainty_score(ood_scores, s))
@@ -144,7 +167,7 @@ def evaluate(run: Run, cfg: EvalConfig, data_dir=None, model=None, dataset=None,
     for name in corruptions:
         step(f"corruption {name}")
         x_shift, sev = shifted_stream(dataset.x_test[order], name, cfg.seed)
-        s = uncertainty.summarize(head_probs(run, model, x_shift, cfg.seed))
+        s = uncertainty.summarize(predict(x_shift))
         correct = s.predicted == y[order]
         drop = metrics.accuracy_drop(correct_id, conf_id, correct, s.confidence, window=cfg.window)
         per_corruption[name] = {
@@ -168,7 +191,8 @@ def evaluate(run: Run, cfg: EvalConfig, data_dir=None, model=None, dataset=None,
     if cid_conf:
         confidence["CID"] = np.concatenate(cid_conf)
     return Evaluation(
-        method=run.spec.method + ("-untied" if run.spec.method == "qute" and run.spec.untied else ""),
+        method=run.spec.method + ("-untied" if run.spec.method == "qute" and run.spec.untied else "")
+        + ("" if stage == "float" else f" ({stage})"),
         arch=run.spec.arch,
         dataset=run.train.dataset,
         params=int(model.count_params()),

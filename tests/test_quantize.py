@@ -338,3 +338,21 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, fragments):
     run = tmp_path / "not-needed"  # samples are checked before the run is read
     proc = qute(*[a.format(tmp=tmp_path, run=run) for a in args])
     assert_user_error(proc, *fragments)
+
+
+@pytest.mark.slow
+def test_eval_puts_the_int8_stage_beside_the_float_one(trained, quantized):
+    run_dir = trained[0]
+    proc = qute("eval", run_dir, "--stages", "float,int8", "--corruptions", "gaussian_noise", "--window", "50")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[2].split()[0] == "qute" and lines[3].startswith("qute (int8) ")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    f, q = metrics["stages"]["float"]["summary"], metrics["stages"]["int8"]["summary"]
+    assert metrics["summary"] == f
+    assert abs(f["accuracy"] - q["accuracy"]) <= 0.05 and 0 <= q["ece"] <= 1
+    assert set(metrics["stages"]["int8"]["corruptions"]) == {"gaussian_noise"}
+
+
+def test_eval_rejects_an_unknown_stage(tmp_path):
+    assert_user_error(qute("eval", tmp_path, "--stages", "float,device"), "device", "float, int8")
