@@ -25,14 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from qute.errors import QuteError
+from qute.run import write_atomic
 
 CALIBRATION_FILE = "calibration.json"
 KIND = "qute-calibration"
@@ -206,22 +205,8 @@ def calibrate(run_dir, score: str = DEFAULT_SCORE, target_tpr: float = DEFAULT_T
             "validation_alarms": alarms,
         },
     }
-    write_atomic(Path(run.path) / CALIBRATION_FILE, out)
+    write_atomic({Path(run.path) / CALIBRATION_FILE: (json.dumps(out, indent=2) + "\n").encode()})
     return out
-
-
-def write_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load_calibration(path: str | Path) -> Calibration:

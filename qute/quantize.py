@@ -59,7 +59,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 import sys
 import tempfile
 import warnings
@@ -72,6 +71,7 @@ import numpy as np
 
 from qute import __version__, metrics, uncertainty
 from qute.errors import QuteError
+from qute.run import write_atomic
 
 TFLITE_FILE = "model.int8.tflite"
 REPORT_FILE = "quantization.json"
@@ -505,23 +505,6 @@ def quantize_run(
     return QuantizeResult(tflite, report, y, float_heads, int8_heads)
 
 
-def _write_atomic(files: dict[Path, bytes]) -> None:
-    """Writes every file to a temporary sibling first, then renames them all into place."""
-    staged = []
-    try:
-        for path, data in files.items():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-            staged.append((tmp, path))
-            with open(tmp, "xb") as f:  # not mkstemp: the file gets the usual umask permissions
-                f.write(data)
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
 def write_result(run_dir, result: QuantizeResult) -> list[Path]:
     """Writes ``model.int8.tflite`` and ``quantization.json`` (the report last) into `run_dir`."""
     import json
@@ -529,7 +512,7 @@ def write_result(run_dir, result: QuantizeResult) -> list[Path]:
     run_dir = Path(run_dir)
     model_path, report_path = run_dir / TFLITE_FILE, run_dir / REPORT_FILE
     report = json.dumps(result.report, indent=2) + "\n"
-    _write_atomic({model_path: result.tflite, report_path: report.encode()})
+    write_atomic({model_path: result.tflite, report_path: report.encode()})
     return [model_path, report_path]
 
 

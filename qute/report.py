@@ -24,6 +24,7 @@ import math
 from pathlib import Path
 
 from qute.errors import QuteError
+from qute.run import write_atomic
 
 REPORT_FILE = "report.html"
 
@@ -324,7 +325,5 @@ def write_report(run_dir, out=None, build=None, transcript=None, compute: bool =
            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
            + "\n".join(page.parts[:2]) + "\n" + summary + "\n" + "\n".join(page.parts[2:]) + "\n</body></html>\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(doc)
-    tmp.replace(out)
+    write_atomic({out: doc.encode()})
     return out, page.missing
