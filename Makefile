@@ -33,8 +33,10 @@ demo: setup
 	$(VENV)/bin/qute train --dataset digits --method qute -K 3 -o $(DEMO) --force
 	$(VENV)/bin/qute eval $(DEMO)
 	$(VENV)/bin/qute quantize $(DEMO)
+	$(VENV)/bin/qute calibrate $(DEMO)
 	$(VENV)/bin/qute build --board nucleo-f746 $(DEMO) -o $(DEMO)/build-f746
 	$(VENV)/bin/qute run --board nucleo-f746 $(DEMO)/build-f746
+	$(VENV)/bin/qute monitor $(DEMO) --board nucleo-f746 --stream id,corrupt:contrast:5 --samples 150
 
 # Replaces the embedded default model (firmware/default: what `qute build` builds with no model)
 # with a freshly trained and quantized `make demo` model and its digits test images.

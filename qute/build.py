@@ -12,6 +12,10 @@ What goes in
     A run's ``calibration.json`` (``qute calibrate``) is compiled in: the abstain threshold and the
     accuracy-drop monitor's window and rho. ``stream="id,corrupt:NAME:SEVERITY"`` (``--stream``)
     embeds N test images per part, corrupted as the part says.
+    ``inputs="uart"`` (``--inputs uart``) embeds none: the firmware reads its inputs from the
+    console UART (framing in ``firmware/main.c.j2``), so one ELF runs any number of them
+    (``qute eval --stages device``); the N images still go to ``inputs.npz``, which ``qute run``
+    sends.
 
 What comes out (OUT, written into a temporary sibling and renamed into place)::
 
@@ -69,6 +73,7 @@ RANDOM_SEED = 0
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections", "-ffp-contract=off", "-g"]
 LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections"]
 TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-objcopy", "arm-none-eabi-size", "make")
+INPUT_MODES = ("embedded", "uart")
 
 
 @dataclass
@@ -435,7 +440,7 @@ def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str)
 
 
 def render_main(facts: ModelFacts, source: ModelSource, board: str, emulator_target: str,
-                monitor: dict | None = None, int_path: dict | None = None) -> str:
+                monitor: dict | None = None, int_path: dict | None = None, uart_inputs: bool = False) -> str:
     import jinja2
 
     from qute.resources import firmware_dir
@@ -450,7 +455,8 @@ def render_main(facts: ModelFacts, source: ModelSource, board: str, emulator_tar
         format=FORMAT,
         model_id=hashlib.sha256(source.tflite).hexdigest()[:12],
         samples=len(x),
-        inputs=[", ".join(str(int(v)) for v in row) for row in x],
+        uart_inputs=uart_inputs,
+        inputs=[] if uart_inputs else [", ".join(str(int(v)) for v in row) for row in x],
         labels=", ".join(str(int(v)) for v in source.labels),
         labelled=source.labelled,
         source=source.inputs_from,
@@ -490,13 +496,14 @@ def _no_fit(board, needs: list[tuple[str, int, int, str]]) -> QuteError:
     return QuteError(f"the model does not fit {board.name}: " + "; ".join(parts))
 
 
-def check_fit_before_link(board, facts: ModelFacts, source: ModelSource) -> dict:
+def check_fit_before_link(board, facts: ModelFacts, source: ModelSource, uart_inputs: bool = False) -> dict:
     """Lower bounds of what the firmware needs, before compiling anything."""
     gen = facts.gen
     outputs = sum(o["size"] for o in facts.outputs)
     floats = 4 * (len(facts.outputs) + 1) * facts.classes if facts.ensemble else 0
-    ram = gen.arena_size + outputs + floats + board.stack_size
-    inputs = int(source.inputs.size) + 2 * len(source.inputs)
+    input_buffer = int(np.prod(facts.graph.tensor(facts.graph.inputs[0]).shape)) if uart_inputs else 0
+    ram = gen.arena_size + outputs + floats + board.stack_size + input_buffer
+    inputs = 0 if uart_inputs else int(source.inputs.size) + 2 * len(source.inputs)
     weights = gen.weights_bytes + gen.params_bytes
     flash = weights + inputs
     problems = []
@@ -717,7 +724,8 @@ def _lines(items: list[str]) -> str:
     return " \\\n".join(f"\t{i}" for i in items)
 
 
-def render_makefile(board, variants: list[dict], common: list[str], source: ModelSource) -> str:
+def render_makefile(board, variants: list[dict], common: list[str], source: ModelSource,
+                    uart_inputs: bool = False) -> str:
     from qute import __version__
 
     parts = []
@@ -736,7 +744,8 @@ def render_makefile(board, variants: list[dict], common: list[str], source: Mode
                                                f"{board.emulation_board().name}'s memory map)" if not both and variants[0]["emulator"] else ""),
         emu_help=f"   make emulator   {EMULATOR_DIR}/firmware.elf: the QEMU variant `qute run` executes\n#" if both else "",
         origin=source.origin,
-        inputs_from=source.inputs_from,
+        inputs_from=("read from the console UART (qute build --inputs uart); qute run sends " + source.inputs_from
+                     if uart_inputs else source.inputs_from),
         core=board.core,
         cpu=" ".join(board.cpu_flags),
         opt=board.optimization,
@@ -838,6 +847,7 @@ def build(
     config_path=None,
     progress: Callable[[str], None] = lambda s: None,
     stream: str | None = None,
+    inputs: str = "embedded",
 ) -> BuildResult:
     """Builds the firmware project for `board_name` into `out` (see the module docstring).
 
@@ -856,6 +866,9 @@ def build(
 
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
         raise QuteError(f"--samples must be a positive integer, got {samples!r}")
+    if inputs not in INPUT_MODES:
+        raise QuteError(f"unknown --inputs {inputs!r}; choose one of: {', '.join(INPUT_MODES)}")
+    uart_inputs = inputs == "uart"
     project = read_project(config_path)
     model = str(model) if model is not None else None
     cfg = make_config("build", project, {"model": model, "board": board_name, "samples": samples})
@@ -877,9 +890,9 @@ def build(
     if len(source.inputs) and tuple(source.inputs.shape[1:]) != tuple(facts.graph.tensor(facts.graph.inputs[0]).shape[1:]):
         raise QuteError(f"inputs of shape {source.inputs.shape[1:]} do not fit the model input")
     emu_board = board.emulation_board()
-    check_fit_before_link(board, facts, source)
+    check_fit_before_link(board, facts, source, uart_inputs)
     if emulator and emu_board is not board:
-        check_fit_before_link(emu_board, facts, source)
+        check_fit_before_link(emu_board, facts, source, uart_inputs)
 
     progress("running the host reference (TFLite Micro) on the embedded inputs")
     heads, engine = reference_outputs(source.tflite, facts, source.inputs)
@@ -913,7 +926,8 @@ def build(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "src").mkdir()
-        (tmp / "src" / "main.c").write_text(render_main(facts, source, board.name, emu_board.name, monitor, int_path))
+        (tmp / "src" / "main.c").write_text(render_main(facts, source, board.name, emu_board.name, monitor, int_path,
+                                                                 uart_inputs))
         (tmp / "src" / "qute_model.h").write_text(facts.gen.header)
         (tmp / "src" / "qute_model.c").write_text(facts.gen.source)
         (tmp / "kernels").mkdir()
@@ -928,7 +942,7 @@ def build(
             shutil.copy2(f, tmp / "platform" / f.name)
         for v in variants:
             (tmp / v["linker_script"]).write_text(render_linker_script(board, v["emulator"]))
-        makefile = render_makefile(board, variants, common, source)
+        makefile = render_makefile(board, variants, common, source, uart_inputs)
         (tmp / "Makefile").write_text(makefile)
         (tmp / MODEL_FILE).write_bytes(source.tflite)
         np.savez(tmp / INPUTS_FILE, x=np.asarray(source.inputs, dtype=np.int8), y=source.labels)
@@ -951,7 +965,7 @@ def build(
 
         # Renode runs the board's own firmware (it models the STM32 parts), so only board builds get them.
         renode_files = []
-        if not emulator and board.renode is not None:
+        if not emulator and board.renode is not None and not uart_inputs:  # its robot cannot send binary frames
             (tmp / f"{board.name}.resc").write_text(render_resc(board))
             (tmp / f"{board.name}.robot").write_text(
                 render_robot(board, done, f"{PREFIX} start format=", len(source.inputs), max(60, 2 * len(source.inputs))))
@@ -974,7 +988,7 @@ def build(
             "compiler_flags": board.cpu_flags + [board.optimization] + CFLAGS,
             "model": {"origin": source.origin, "file": MODEL_FILE, "sha256": model_id, "arena_bytes": facts.gen.arena_size,
                       "weights_bytes": facts.gen.weights_bytes, "parameter_bytes": facts.gen.params_bytes},
-            "inputs": {"file": INPUTS_FILE, "samples": len(source.inputs), "from": source.inputs_from,
+            "inputs": {"file": INPUTS_FILE, "samples": len(source.inputs), "from": source.inputs_from, "over": inputs,
                        "labelled": source.labelled, "class_names": source.class_names},
             "outputs": facts.outputs,
             "ensemble": facts.ensemble,

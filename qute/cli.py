@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -119,40 +121,59 @@ def train(config_path, out, force, **flags):
 @click.option("--window", type=int, help="Accuracy-drop sliding window (default 100).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
 @click.option("--stages", default="float", show_default=True,
-              help="Comma-separated: float (the Keras model), int8 (the quantized model on TFLite Micro).")
-def eval_(run_dir, config_path, data_dir, stages, **flags):
+              help="Comma-separated: float (the Keras model), int8 (the quantized model on TFLite Micro), "
+                   "device (the firmware under QEMU, inputs sent over its UART).")
+@click.option("--board", help="Board of the device stage (default: qute.toml's [build] board, else nucleo-f746).")
+def eval_(run_dir, config_path, data_dir, stages, board, **flags):
     """Evaluate a run's uncertainty on ID, corrupted and OOD data.
 
     Prints the table (one row per stage, on the same data), writes metrics.json and plots
-    (reliability.png, confidence_hist.png, of the first stage) into RUN_DIR.
+    (reliability.png, confidence_hist.png, of the first stage) into RUN_DIR. The device stage
+    builds the int8 model's firmware for --board, runs it under QEMU on every image (sent over
+    the UART), and checks every output byte against TFLite Micro: its row must equal int8's
+    (exit 1 when a byte, a score or a metric differs).
 
     \b
     Example:
       qute eval runs/mnist-qute --ood fashion_mnist --corruptions all
-      qute eval runs/mnist-qute --stages float,int8
+      qute eval runs/mnist-qute --stages float,int8,device --board nucleo-f746
     """
     from qute.config import make_config, read_project
     from qute.evaluate import STAGES, corruption_list
     from qute.run import load_run
 
-    cfg = make_config("eval", read_project(config_path), flags)
+    project = read_project(config_path)
+    cfg = make_config("eval", project, flags)
     corruption_list(cfg.corruptions)  # a bad name fails before anything slow
     names = [s.strip() for s in stages.split(",") if s.strip()]
     for name in names or [""]:
         if name not in STAGES:
             raise QuteError(f"unknown stage {name!r} in --stages; choose from: {', '.join(STAGES)}")
+    if len(set(names)) != len(names):
+        raise QuteError(f"--stages names a stage twice: {stages}")
+    if board is not None and "device" not in names:
+        raise QuteError("--board is for the device stage: add device to --stages")
     run = load_run(run_dir)
+    device = None
+    if "device" in names:
+        from qute.device import DEFAULT_BOARD, DeviceStage
+
+        board = board or make_config("build", project, {}).board or DEFAULT_BOARD
+        device = DeviceStage(run, board, data_dir, progress=lambda s: click.echo(f"  device: {s}", err=True))
     _import_tensorflow()
     from qute.data import load_dataset
     from qute.evaluate import evaluate, format_table, write_plots
 
     t = run.train
     dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
-    evs = [
-        evaluate(run, cfg, data_dir=data_dir, dataset=dataset, stage=name,
-                 progress=lambda label, name=name: click.echo(f"  {name}: {label}", err=True))
-        for name in names
-    ]
+    evs = []
+    with device or contextlib.nullcontext():
+        for name in names:
+            evs.append(evaluate(run, cfg, data_dir=data_dir, dataset=dataset, stage=name,
+                                predict=device if name == "device" else None,
+                                progress=lambda label, name=name: click.echo(f"  {name}: {label}", err=True)))
+    if device is not None:
+        evs[names.index("device")].details["device"] = device.stats.to_json()
     ev = evs[0]
     metrics = ev.to_json()
     if len(evs) > 1:
@@ -166,6 +187,21 @@ def eval_(run_dir, config_path, data_dir, stages, **flags):
         f"corruptions: {len(ev.details['corruptions'])}, window {cfg.window}; ECE with 15 equal-width bins"
     )
     click.echo(f"wrote {Path(run_dir) / 'metrics.json'}, " + ", ".join(str(p) for p in plots))
+    if device is not None:
+        click.echo(device.stats.summary())
+        same = True
+        if "int8" in names:
+            a, b = evs[names.index("int8")], evs[names.index("device")]
+            differ = [k for k in sorted(a.summary) if not _same_number(a.summary[k], b.summary.get(k))]
+            same = not differ
+            click.echo("int8 and device rows: " + ("identical (every metric equal to the last bit)" if same else
+                                                  f"DIFFERENT in {', '.join(differ)}"))
+        if not (device.stats.exact and same):
+            sys.exit(1)
+
+
+def _same_number(a, b) -> bool:
+    return b is not None and (a == b or (math.isnan(a) and math.isnan(b)))
 
 
 @cli.command()
@@ -308,7 +344,10 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (runs only).")
 @click.option("--stream", help="Runs only: embed a stream of --samples test images per part, e.g. "
               "id,corrupt:gaussian_noise:5 (ID images, then the next ones corrupted).")
-def build(model, board, out, samples, emulator, config_path, data_dir, stream):
+@click.option("--inputs", "inputs", type=click.Choice(["embedded", "uart"]), default="embedded", show_default=True,
+              help="embedded: --samples inputs compiled into flash; uart: the firmware reads any number of inputs "
+                   "from its console UART (qute run sends them).")
+def build(model, board, out, samples, emulator, config_path, data_dir, stream, inputs):
     """Build firmware that runs MODEL on a board and prints its predictions and uncertainty.
 
     MODEL is a run directory (quantized first if it has no model.int8.tflite; its first test
@@ -323,18 +362,23 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream):
       qute build --board nucleo-f746
       qute build --board nucleo-f746 runs/digits -o runs/digits/build-f746
       qute build --board mps2-an500 model.int8.tflite --samples 100 --emulator
+      qute build --board nucleo-f746 runs/digits --inputs uart
     """
     from qute.build import build as make_build, format_memory
     from qute.errors import RunFailure
 
     try:
         r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
-                       progress=lambda s: click.echo(s, err=True), stream=stream)
+                       progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs)
     except RunFailure as e:
         _failure(e)
     m = r.manifest
     b = r.board
-    click.echo(f"model: {r.source.origin}; {m['inputs']['samples']} inputs ({m['inputs']['from']})")
+    if inputs == "uart":
+        click.echo(f"model: {r.source.origin}; inputs read from the console UART (qute run sends the "
+                   f"{m['inputs']['samples']} of inputs.npz: {m['inputs']['from']})")
+    else:
+        click.echo(f"model: {r.source.origin}; {m['inputs']['samples']} inputs ({m['inputs']['from']})")
     if emulator:
         click.echo(f"emulator build: {b.emulation_note}; same compiler flags as on {b.name} "
                    f"({' '.join(b.cpu_flags)} {b.optimization})")
@@ -351,7 +395,8 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream):
     click.echo(f"\nmemory on {b.name} ({r.memory['elf']}, linked for {r.memory['linked_for']}):")
     click.echo(format_memory(r.memory))
     renode = m["renode"]
-    why = ("emulator build" if emulator else f"boards/{b.name}.toml names no Renode platform")
+    why = ("emulator build" if emulator else "inputs over the UART: a Robot test cannot send them" if inputs == "uart"
+           else f"boards/{b.name}.toml names no Renode platform")
     click.echo(f"\nwrote {r.out}: firmware.elf, firmware.bin, firmware.hex, Makefile, memory.json"
                + (f", {', '.join(renode)} (Renode)" if renode else f" (no Renode files: {why})"))
     click.echo(f"next: qute run --board {b.name} {r.out}" + ("" if emulator else f"   or   qute flash --board {b.name} {r.out}"))

@@ -23,6 +23,8 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,7 @@ class RunResult:
     monitor: dict = field(default_factory=dict)  # calibrated builds: the device's decisions against qute.monitor
     ucycles: np.ndarray | None = None  # the uncertainty module's count per sample (None: older firmware)
     scores_kind: str = "float32"  # "int": integer-only path (Q16/Q20 values against summarize_int)
+    transcript: Path | None = None  # where qute run saved the console text
 
     @property
     def overhead(self) -> dict | None:
@@ -123,18 +126,56 @@ class RunResult:
             lines.append(f"monitor:             none ({self.monitor_note})")
         for p in self.problems:
             lines.append(f"problem: {p}")
+        if self.transcript is not None:
+            lines.append(f"transcript:          {self.transcript}")
         lines.append(f"bit-exact: {'yes' if self.bit_exact else 'no'}")
         return "\n".join(lines)
 
 
-def qemu_command(qemu: str, machine: str, elf: Path) -> list[str]:
-    return [qemu, "-M", machine, "-nographic", "-monitor", "none", "-semihosting", "-icount", "shift=0", "-kernel", str(elf)]
+def qemu_command(qemu: str, machine: str, elf: Path, uart_inputs: bool = False) -> list[str]:
+    """QEMU's command line; `uart_inputs`: the console UART also reads QEMU's stdin (raw bytes)."""
+    # -nographic's default console multiplexes the monitor's Ctrl-A escapes into the byte stream;
+    # a plain stdio chardev passes every byte of an input frame through untouched.
+    serial = ["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"] if uart_inputs else []
+    return [qemu, "-M", machine, "-nographic", "-monitor", "none", *serial, "-semihosting", "-icount", "shift=0",
+            "-kernel", str(elf)]
 
 
-def run_process(cmd: list[str], timeout: float, cwd: Path | None = None) -> tuple[int | None, str, str]:
-    """Runs `cmd` in its own process group; (returncode or None on time-out, stdout, stderr)."""
+UART_MAGIC = b"QUTI"
+READY_LINE = b"QUTE ready "  # the firmware's UART receiver is on (qute/transcript.py)
+
+
+def uart_payload(x: np.ndarray, labels: np.ndarray | None = None) -> bytes:
+    """What a `--inputs uart` firmware reads: "QUTI", N (uint32 LE), then per input its label
+    (int16 LE, -1 for none) and its int8 values (firmware/main.c.j2)."""
+    x = np.asarray(x, dtype=np.int8)
+    x = x.reshape(len(x), int(np.prod(x.shape[1:], dtype=np.int64)))
+    y = np.full(len(x), -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(y) != len(x):
+        raise ValueError(f"{len(x)} inputs but {len(y)} labels")
+    if len(y) and (y.min() < -1 or y.max() > 32767):
+        raise ValueError("labels must be in -1..32767")
+    frames = np.empty((len(x), 2 + x.shape[1]), dtype=np.uint8)
+    frames[:, :2] = y.astype("<i2").view(np.uint8).reshape(-1, 2)
+    frames[:, 2:] = x.view(np.uint8)
+    return UART_MAGIC + np.uint32(len(x)).astype("<u4").tobytes() + frames.tobytes()
+
+
+def run_process(cmd: list[str], timeout: float, cwd: Path | None = None, stdin: bytes | None = None,
+                send_after: bytes | None = None) -> tuple[int | None, str, str]:
+    """Runs `cmd` in its own process group; (returncode or None on time-out, stdout, stderr).
+
+    `stdin` is written by a thread, once `send_after` has appeared in the first 64 KB of stdout
+    when given (a UART drops what arrives before its receiver is on); the process may read it as
+    slowly as it likes (QEMU takes one UART byte at a time) while its output goes to a file.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE, stdout=out,
+                                stderr=err, cwd=cwd, start_new_session=True)
+        feeder = None
+        if stdin is not None:
+            feeder = threading.Thread(target=_feed, args=(proc, out.fileno(), stdin, send_after), daemon=True)
+            feeder.start()
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -144,9 +185,23 @@ def run_process(cmd: list[str], timeout: float, cwd: Path | None = None) -> tupl
             except ProcessLookupError:
                 pass
             proc.wait()
+        if feeder is not None:
+            feeder.join()
         out.seek(0)
         err.seek(0)
         return rc, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+
+
+def _feed(proc: subprocess.Popen, out_fd: int, data: bytes, send_after: bytes | None) -> None:
+    while send_after is not None and send_after not in os.pread(out_fd, 1 << 16, 0):
+        if proc.poll() is not None:
+            return
+        time.sleep(0.005)
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except OSError:  # the process ended (or was killed on a time-out) before reading everything
+        pass
 
 
 def _tail(text: str, n: int = 6) -> str:
@@ -329,7 +384,6 @@ def run(
     from qute.boards import load_board
     from qute.build import build as make_build
     from qute.build import load_build
-    from qute.transcript import TranscriptError, parse
 
     if emulator not in EMULATORS:
         raise QuteError(f"unknown emulator {emulator!r}; choose one of: {', '.join(EMULATORS)}")
@@ -366,29 +420,66 @@ def run(
             raise RunFailure(f"renode-test failed (exit {rc}):\n  {_tail(out + err, 12)}")
         return 0
 
-    qemu = tools.require("qemu-system-arm")["qemu-system-arm"]
     with tempfile.TemporaryDirectory(prefix="qute-run-") as tmp:
         if b is None:
             progress(f"no BUILD_DIR: building for {board.name} (emulator) first")
             make_build(board.name, None, Path(tmp) / "build", emulator=True, config_path=config_path, progress=progress)
             b = load_build(Path(tmp) / "build")
-        elf = b.elf(True)
-        machine = b.manifest.get("qemu_machine") or board.qemu_machine
-        progress(f"running {elf} on QEMU {machine} (time-out {timeout:g} s)")
-        rc, out, err = run_process(qemu_command(qemu, machine, elf), timeout)
-        if rc is None:
-            raise RunFailure(f"time-out: the firmware did not finish within {timeout:g} s (raise --timeout for big models)\n"
-                             f"  last output: {_tail(out)}")
-        try:
-            transcript = parse(out)
-        except TranscriptError as e:
-            raise RunFailure(f"the firmware printed a malformed line: {e}") from None
-        if rc != 0:
-            detail = "a crash or a failure the firmware reported" if transcript.samples or transcript.start else "it did not start"
-            raise RunFailure(f"QEMU exited with status {rc} ({detail})\n  last output: {_tail(out + err)}")
-        if not transcript.complete:
-            raise RunFailure(f"the firmware exited before its summary line\n  last output: {_tail(out)}")
+        x, y = b.inputs()
+        text, transcript = execute(b, board, x if uart_inputs(b) else None, y, timeout, progress)
         result = check(b, transcript, board)
         if build_dir is None:
             result.elf = Path("(temporary build)") / "firmware.elf"
+        else:  # qute report reads its latency from here
+            from qute.run import write_atomic
+
+            write_atomic({b.path / TRANSCRIPT_FILE: text.encode()})
+            result.transcript = b.path / TRANSCRIPT_FILE
         return result
+
+
+TRANSCRIPT_FILE = "transcript.txt"
+
+
+def uart_inputs(build) -> bool:
+    """Whether the build's firmware reads its inputs from the UART (qute build --inputs uart)."""
+    return build.manifest.get("inputs", {}).get("over") == "uart"
+
+
+def execute(build, board, x: np.ndarray | None = None, labels: np.ndarray | None = None,
+            timeout: float = DEFAULT_TIMEOUT, progress: Callable[[str], None] = lambda s: None):
+    """Runs a build's emulator variant under QEMU to its summary line; (console text, Transcript).
+
+    `x` (int8, one row per input) and `labels` go over the UART to a `--inputs uart` build; an
+    embedded-inputs build takes none. Raises RunFailure on a time-out, a crash, a malformed line
+    or a missing summary line.
+    """
+    from qute import tools
+    from qute.transcript import TranscriptError, parse
+
+    over_uart = uart_inputs(build)
+    if over_uart and x is None:
+        raise QuteError(f"{build.path} reads its inputs from the UART (qute build --inputs uart): give it inputs")
+    if not over_uart and x is not None:
+        raise QuteError(f"{build.path} runs its embedded inputs; rebuild with --inputs uart to send others")
+    qemu = tools.require("qemu-system-arm")["qemu-system-arm"]
+    elf = build.elf(True)
+    machine = build.manifest.get("qemu_machine") or board.qemu_machine
+    payload = uart_payload(x, labels) if over_uart else None
+    what = f", {len(x):,} inputs over the UART" if over_uart else ""
+    progress(f"running {elf} on QEMU {machine}{what} (time-out {timeout:g} s)")
+    rc, out, err = run_process(qemu_command(qemu, machine, elf, over_uart), timeout, stdin=payload,
+                               send_after=READY_LINE if over_uart else None)
+    if rc is None:
+        raise RunFailure(f"time-out: the firmware did not finish within {timeout:g} s (raise --timeout for big models)\n"
+                         f"  last output: {_tail(out)}")
+    try:
+        transcript = parse(out)
+    except TranscriptError as e:
+        raise RunFailure(f"the firmware printed a malformed line: {e}") from None
+    if rc != 0:
+        detail = "a crash or a failure the firmware reported" if transcript.samples or transcript.start else "it did not start"
+        raise RunFailure(f"QEMU exited with status {rc} ({detail})\n  last output: {_tail(out + err)}")
+    if not transcript.complete:
+        raise RunFailure(f"the firmware exited before its summary line\n  last output: {_tail(out)}")
+    return out, transcript

@@ -102,11 +102,14 @@ def _id_metrics(y, probs, scores) -> dict:
     }
 
 
-STAGES = ("float", "int8")
+STAGES = ("float", "int8", "device")
 
 
 def stage_predictor(run: Run, stage: str, model, seed: int):
-    """x -> (K, N, C) head probabilities of one stage: the Keras model, or the int8 model on TFLM."""
+    """x -> (K, N, C) head probabilities of one stage: the Keras model, or the int8 model on TFLM.
+
+    The device stage needs a firmware build: :class:`qute.device.DeviceStage` is its predictor.
+    """
     if stage == "float":
         return lambda x: head_probs(run, model, x, seed)
     if stage == "int8":
@@ -117,20 +120,23 @@ def stage_predictor(run: Run, stage: str, model, seed: int):
             raise QuteError(f"{run.path} has no {TFLITE_FILE} for the int8 stage; run: qute quantize {run.path}")
         tflite = path.read_bytes()
         return lambda x: int8_head_probs(tflite, x, run.spec.num_heads)
+    if stage == "device":
+        raise QuteError("the device stage runs firmware: pass a qute.device.DeviceStage as predict=")
     raise QuteError(f"unknown stage {stage!r}; choose from: {', '.join(STAGES)}")
 
 
 def evaluate(run: Run, cfg: EvalConfig, data_dir=None, model=None, dataset=None, progress=None,
-             stage: str = "float") -> Evaluation:
+             stage: str = "float", predict=None) -> Evaluation:
     """Evaluates one stage of a run (`STAGES`) on the same ID, corrupted and OOD sets.
 
-    `progress(label)` is called before each long step.
+    `progress(label)` is called before each long step; `predict` (x -> (K, N, C) head
+    probabilities) replaces the stage's own predictor.
     """
     step = progress or (lambda label: None)
     data_dir = data_dir or run.train.data_dir
     if model is None:
         model = run.load_model()
-    predict = stage_predictor(run, stage, model, cfg.seed)
+    predict = predict or stage_predictor(run, stage, model, cfg.seed)
     if dataset is None:
         step("loading data")
         t = run.train

@@ -12,7 +12,8 @@ with the command that would produce it:
 - calibration: RUN_DIR/calibration.json (``qute calibrate``)
 - accuracy-drop timeline: monitor.json + monitor.png of ``qute monitor`` (RUN_DIR/monitor-*/)
 - build: BUILD/build.json and memory.json (``qute build``), and latency from a saved transcript
-  (``transcript.txt`` beside the build, which ``qute monitor`` saves, or ``--transcript FILE``)
+  (``transcript.txt`` in or beside the build, which ``qute run`` and ``qute monitor`` save, or
+  ``--transcript FILE``)
 """
 
 from __future__ import annotations
@@ -128,10 +129,20 @@ def _evaluation(page: _Page, run, run_dir: Path, compute: bool, data_dir, progre
     if metrics is None:
         page.lack("evaluation table (metrics.json)", f"qute eval {run_dir}")
     else:
-        s = metrics.get("summary", {})
+        rows = list((metrics.get("stages") or {}).values()) or [metrics]  # one row per stage of qute eval --stages
         page.add(_table(["method", "Acc"] + [c for _, c in TABLE_COLUMNS] + ["params"],
-                        [[_e(metrics.get("method", "?")), _num(s.get("accuracy"), 3)]
-                         + [_num(s.get(k), 3) for k, _ in TABLE_COLUMNS] + [_num(metrics.get("params"))]]))
+                        [[_e(r.get("method", "?")), _num(r.get("summary", {}).get("accuracy"), 3)]
+                         + [_num(r.get("summary", {}).get(k), 3) for k, _ in TABLE_COLUMNS] + [_num(r.get("params"))]
+                         for r in rows]))
+        dev = next((r["device"] for r in rows if "device" in r), None)
+        if dev:
+            page.add(f'<p class="note">device row: {_e(dev.get("board"))} firmware on QEMU {_e(dev.get("qemu_machine"))}, '
+                     f'{_num(dev.get("inputs"))} inputs over the UART; {_num(dev.get("output_bytes_differing_from_tflm"))} of '
+                     f'{_num(dev.get("output_bytes_compared"))} output bytes differ from TFLite Micro, '
+                     f'{_num(dev.get("scores_differing_from_host"))} of {_num(dev.get("scores_compared"))} uncertainty '
+                     f'scores from the host</p>')
+        else:
+            page.lack("the int8 and device rows of the evaluation table", f"qute eval {run_dir} --stages float,int8,device")
         ood = metrics.get("ood") or {}
         if ood:
             page.add(f"<p>OOD set: {_e(ood.get('name'))} ({_num(ood.get('samples'))} images); ECE with "
@@ -266,12 +277,7 @@ def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | No
     page.add("<h3>Latency</h3>")
     transcript = transcript or find_transcript(build)
     if transcript is None:
-        elf = b.elf(True)
-        machine = m.get("qemu_machine") or "MACHINE"
-        cmd = (f"qute monitor {build}" if m.get("calibration") else
-               f"qemu-system-arm -M {machine} -nographic -monitor none -semihosting -icount shift=0 -kernel {elf} "
-               f"> {build / 'transcript.txt'}")
-        page.lack("latency: no saved firmware transcript (transcript.txt) for this build", cmd)
+        page.lack("latency: no saved firmware transcript (transcript.txt) for this build", f"qute run {build}")
         return
     from qute.transcript import TranscriptError, parse
 

@@ -41,6 +41,11 @@ ignored::
     :mod:`qute.monitor`) and ``alarm`` (1 while that mean is below rho). Their ``start`` line adds
     ``abstain_score``, ``abstain_threshold`` and ``monitor_rho`` (float32 bits) and
     ``monitor_window``. Format 1 lines (no such fields) still parse.
+``ready``
+    (builds with ``--inputs uart`` only) ``QUTE ready inputs=uart input_bytes=N``: the console is
+    up and listening. A host sends its inputs after this line, since a UART may drop bytes that
+    arrive before its receiver is on (QEMU's STM32 USART does); the ``start`` line follows once
+    the input count has arrived.
 ``done``
     the end, and deterministic so a Renode robot test can wait for it as a whole line: the number
     of samples run, how many predictions equal their label (only with labels), and the CRC-32
@@ -87,6 +92,7 @@ class Sample:
 
 @dataclass
 class Transcript:
+    ready: dict | None = None
     start: dict | None = None
     samples: list[Sample] = field(default_factory=list)
     done: dict | None = None
@@ -186,7 +192,9 @@ def parse(text: str) -> Transcript:
             continue
         f = _fields(line)
         kind = f.pop("_kind")
-        if kind == "start":
+        if kind == "ready":
+            t.ready = f
+        elif kind == "start":
             t.start = f
         elif kind == "done":
             t.done = f

@@ -120,8 +120,8 @@ int main(void)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc")
-@pytest.mark.parametrize("k", [1, 3, 5])
-def test_uncertainty_c_port_equals_python_bit_for_bit(tmp_path, k):
+@pytest.mark.parametrize("k, c", [(1, 10), (3, 10), (5, 10), (4, 3)])
+def test_uncertainty_c_port_equals_python_bit_for_bit(tmp_path, k, c):
     from qute.uncertainty import summarize
 
     src = ROOT / "firmware" / "uncertainty"
@@ -129,15 +129,15 @@ def test_uncertainty_c_port_equals_python_bit_for_bit(tmp_path, k):
     exe = tmp_path / "h"
     subprocess.run(["gcc", "-std=c99", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", f"-I{src}",
                     str(tmp_path / "h.c"), str(src / "qute_uncertainty.c"), "-o", str(exe)], check=True)
-    rng = np.random.default_rng(k)
-    c, n = 10, 400
+    rng = np.random.default_rng(k * 100 + c)
+    n = 100 + 10_000  # 100 edge cases, then 10,000 random head outputs
     probs = rng.dirichlet(np.full(c, 0.3), size=(k, n)).astype(np.float32)
     probs[:, :50] = (np.round(probs[:, :50] * 256) / 256).astype(np.float32)  # what int8 softmax heads give
     probs[:, 50:60] = 0.0
-    probs[:, 50:60, 3] = 1.0  # certain
+    probs[:, 50:60, c // 2] = 1.0  # certain
     probs[:, 60:70] = np.float32(0.1)  # ties everywhere
     probs[:, 70:80, :2] = np.float32(1e-40)  # subnormal terms
-    probs[:, 80:90, 5] = -0.0
+    probs[:, 80:90, c - 1] = -0.0
     probs[:, 90:100] = np.float32(0.5)  # ties for the top: margin 0
     payload = struct.pack("<3i", k, c, n) + np.ascontiguousarray(probs.transpose(1, 0, 2)).tobytes()
     out = subprocess.run([str(exe)], input=payload, capture_output=True, check=True).stdout

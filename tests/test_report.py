@@ -48,11 +48,13 @@ def test_bad_paths_exit_2_with_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    """Tiny QUTE run (K=3, digits) -> qute quantize -> qute calibrate (window 20) -> qute eval (~1 min)."""
+    """Tiny QUTE run (K=3, digits) -> qute quantize -> qute calibrate (window 20) -> qute eval of the
+    float, int8 and device stages (~1 min)."""
     run_dir, _, _ = tiny_qute_run(tmp_path_factory.mktemp("runs"), K)
     for args in (("quantize", run_dir, "--samples", "200"),
                  ("calibrate", run_dir, "--window", WINDOW),
-                 ("eval", run_dir, "--corruptions", "gaussian_noise", "--window", "50")):
+                 ("eval", run_dir, "--corruptions", "gaussian_noise", "--window", "50", "--ood", "noise",
+                  "--stages", "float,int8,device", "--board", "mps2-an500")):
         p = qute(*args)
         assert p.returncode == 0, p.stderr + p.stdout
     return run_dir
@@ -74,6 +76,9 @@ def test_report_is_one_self_contained_page(pipeline, tmp_path):
         assert f"<th>{header}</th>" in page or f"<td>{header}</td>" in page, header
     for stage in ("float", "int8_tflm", "c"):
         assert f"<td>{stage}</td>" in page, stage
+    for row in ("qute", "qute (int8)", "qute (device)"):  # the evaluation table, one row per stage
+        assert f"<td>{row}</td>" in page, row
+    assert "device row: mps2-an500 firmware on QEMU mps2-an500" in page and "0 of " in page
     assert "rho" in page and "3f" in page  # the calibration's float32 bit patterns
     # no build yet: listed as missing, with the command that makes it
     assert "qute build --board" in page and "qute monitor" in page

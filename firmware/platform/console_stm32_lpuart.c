@@ -17,11 +17,15 @@
 #define LPUART_CR1 (QUTE_CONSOLE_BASE + 0x00u)
 #define LPUART_BRR (QUTE_CONSOLE_BASE + 0x0Cu)
 #define LPUART_ISR (QUTE_CONSOLE_BASE + 0x1Cu)
+#define LPUART_ICR (QUTE_CONSOLE_BASE + 0x20u)
+#define LPUART_RDR (QUTE_CONSOLE_BASE + 0x24u)
 #define LPUART_TDR (QUTE_CONSOLE_BASE + 0x28u)
 #define CR1_UE (1u << 0)
 #define CR1_RE (1u << 2)
 #define CR1_TE (1u << 3)
 #define ISR_TXE (1u << 7)
+#define ISR_RXNE (1u << 5)
+#define ISR_ORE (1u << 3)
 #define LPUART1_SEL_SHIFT 10u
 #define LPUART1EN (1u << 0) /* RCC_APB1ENR2 */
 
@@ -51,4 +55,15 @@ void qute_console_putc(char c)
     while (!(QUTE_REG32(LPUART_ISR) & ISR_TXE)) {
     }
     QUTE_REG32(LPUART_TDR) = (uint8_t)c;
+}
+
+int qute_console_getc(void)
+{
+    uint32_t isr;
+    while (!((isr = QUTE_REG32(LPUART_ISR)) & ISR_RXNE)) {
+        if (isr & ISR_ORE) { /* reception stops until the overrun is acknowledged */
+            QUTE_REG32(LPUART_ICR) = ISR_ORE;
+        }
+    }
+    return (int)(QUTE_REG32(LPUART_RDR) & 0xffu);
 }

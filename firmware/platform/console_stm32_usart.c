@@ -1,7 +1,8 @@
 /* Console on an STM32 USART, register level. Two register layouts:
- *   F4 (RM0090): SR +0x00 (TXE bit 7), DR +0x04, BRR +0x08, CR1 +0x0C (UE bit 13, TE bit 3, RE bit 2)
+ *   F4 (RM0090): SR +0x00 (TXE bit 7, RXNE bit 5, ORE bit 3), DR +0x04, BRR +0x08, CR1 +0x0C (UE
+ *   bit 13, TE bit 3, RE bit 2); ORE clears on reading SR then DR
  *   F7/L4 (RM0385, RM0394): CR1 +0x00 (UE bit 0, RE bit 2, TE bit 3), BRR +0x0C, ISR +0x1C (TXE
- *   bit 7), TDR +0x28; the kernel clock is selectable (DCKCFGR2 on F7, CCIPR on L4; 2 bits per
+ *   bit 7, RXNE bit 5, ORE bit 3), ICR +0x20 (ORECF bit 3), RDR +0x24, TDR +0x28; the kernel clock is selectable (DCKCFGR2 on F7, CCIPR on L4; 2 bits per
  *   instance, 0b10 = HSI16), which QUTE_CONSOLE_CLOCK_HSI uses so the baud rate does not depend
  *   on the PLL.
  * Under QEMU (netduinoplus2) the USART works as on silicon while RCC and GPIO read 0 and ignore
@@ -55,6 +56,7 @@
 #if defined(QUTE_STM32F4)
 #define USART_STATUS (QUTE_CONSOLE_BASE + 0x00u)
 #define USART_TX_DATA (QUTE_CONSOLE_BASE + 0x04u)
+#define USART_RX_DATA (QUTE_CONSOLE_BASE + 0x04u)
 #define USART_BRR (QUTE_CONSOLE_BASE + 0x08u)
 #define USART_CR1 (QUTE_CONSOLE_BASE + 0x0Cu)
 #define CR1_UE (1u << 13)
@@ -62,12 +64,16 @@
 #define USART_CR1 (QUTE_CONSOLE_BASE + 0x00u)
 #define USART_BRR (QUTE_CONSOLE_BASE + 0x0Cu)
 #define USART_STATUS (QUTE_CONSOLE_BASE + 0x1Cu)
+#define USART_ICR (QUTE_CONSOLE_BASE + 0x20u)
+#define USART_RX_DATA (QUTE_CONSOLE_BASE + 0x24u)
 #define USART_TX_DATA (QUTE_CONSOLE_BASE + 0x28u)
 #define CR1_UE (1u << 0)
 #endif
 #define CR1_RE (1u << 2)
 #define CR1_TE (1u << 3)
 #define STATUS_TXE (1u << 7)
+#define STATUS_RXNE (1u << 5)
+#define STATUS_ORE (1u << 3)
 
 #if defined(QUTE_CONSOLE_CLOCK_HSI) && defined(QUTE_STM32F4)
 #error "STM32F4 USARTs run on their APB clock only (console clock = \"pclk\")"
@@ -99,4 +105,17 @@ void qute_console_putc(char c)
     while (!(QUTE_REG32(USART_STATUS) & STATUS_TXE)) {
     }
     QUTE_REG32(USART_TX_DATA) = (uint8_t)c;
+}
+
+int qute_console_getc(void)
+{
+    uint32_t status;
+    while (!((status = QUTE_REG32(USART_STATUS)) & STATUS_RXNE)) {
+#if !defined(QUTE_STM32F4)
+        if (status & STATUS_ORE) { /* F7/L4 stop receiving until the overrun is acknowledged */
+            QUTE_REG32(USART_ICR) = STATUS_ORE;
+        }
+#endif
+    }
+    return (int)(QUTE_REG32(USART_RX_DATA) & 0xffu); /* on F4, SR then DR also clears ORE */
 }

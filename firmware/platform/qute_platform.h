@@ -27,6 +27,12 @@ void qute_platform_init(void);
 void qute_console_putc(char c);
 void qute_console_puts(const char *s);
 
+/* Blocking read of one byte (0..255) from the console UART: how inputs reach a build made with
+ * `qute build --inputs uart`. An overrun (a byte arriving while the previous one was unread) is
+ * cleared and the late byte dropped; the host avoids it by sending the next input only once the
+ * previous one has been answered. */
+int qute_console_getc(void);
+
 /* Decimal numbers without printf (newlib's printf costs ~20 KB of flash). */
 void qute_console_put_int(int32_t v);
 void qute_console_put_uint(uint32_t v);

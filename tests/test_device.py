@@ -1,0 +1,218 @@
+"""Inputs over the UART (qute build --inputs uart) and the device stage of qute eval.
+
+The firmware reads "QUTI", a count and framed inputs from its console UART under QEMU; its
+output bytes are checked against TFLite Micro, and a run's evaluation on the device must equal
+the int8 stage's to the last bit.
+"""
+
+import json
+import shutil
+import struct
+
+import numpy as np
+import pytest
+from cliutil import assert_user_error, qute
+from tiny import tiny_qute_run
+
+from qute import oracle, transcript
+from qute.emulate import READY_LINE, qemu_command, run_process, uart_payload
+
+have_tools = all(shutil.which(t) for t in ("arm-none-eabi-gcc", "make", "qemu-system-arm"))
+needs_qemu = pytest.mark.skipif(not have_tools, reason="qemu-system-arm or arm-none-eabi-gcc not installed")
+K = 3
+
+
+def test_uart_payload_frames_labels_and_values():
+    x = np.array([[1, -2, 127], [-128, 0, 5]], dtype=np.int8)
+    p = uart_payload(x, np.array([7, -1]))
+    assert p[:4] == b"QUTI" and struct.unpack("<I", p[4:8]) == (2,)
+    frame = 2 + 3
+    assert len(p) == 8 + 2 * frame
+    assert struct.unpack("<h3b", p[8:8 + frame]) == (7, 1, -2, 127)
+    assert struct.unpack("<h3b", p[8 + frame:]) == (-1, -128, 0, 5)
+    assert uart_payload(x)[8:10] == b"\xff\xff"  # no labels: -1 each
+    assert uart_payload(np.zeros((0, 4), np.int8)) == b"QUTI\0\0\0\0"
+    with pytest.raises(ValueError):
+        uart_payload(x, np.array([1]))
+    with pytest.raises(ValueError):
+        uart_payload(x, np.array([1, 40000]))
+
+
+# --------------------------------------------------------------------------- the default model, three consoles
+
+
+@pytest.fixture(scope="module")
+def uart_builds(tmp_path_factory):
+    """The embedded default model with inputs over the UART, for three consoles and both score paths."""
+    if not have_tools:
+        pytest.skip("qemu-system-arm or arm-none-eabi-gcc not installed")
+    cwd = tmp_path_factory.mktemp("uart")
+    out = {}
+    for board in ("mps2-an500", "netduinoplus2", "mps2-an385"):  # CMSDK UART, STM32F4 USART, integer-only path
+        p = qute("build", "--board", board, "--emulator", "--inputs", "uart", "-o", board, cwd=cwd)
+        assert p.returncode == 0, p.stderr
+        assert "inputs read from the console UART" in p.stdout
+        out[board] = cwd / board
+    return out
+
+
+@needs_qemu
+@pytest.mark.parametrize("board", ["mps2-an500", "netduinoplus2", "mps2-an385"])
+def test_uart_build_runs_bit_exact_and_saves_its_transcript(uart_builds, board):
+    out = uart_builds[board]
+    m = json.loads((out / "build.json").read_text())
+    assert m["inputs"]["over"] == "uart"
+    main_c = (out / "src" / "main.c").read_text()
+    assert "qute_inputs[" not in main_c and "qute_console_getc" in main_c
+    r = qute("run", "--board", board, out)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "0 of 1,500 differ from the host reference (TFLite Micro), 50 inputs" in r.stdout
+    assert "bit-exact: yes" in r.stdout
+    saved = out / "transcript.txt"
+    assert f"transcript:          {saved}" in r.stdout
+    t = transcript.parse(saved.read_text())
+    assert len(t.samples) == 50 and t.start["samples"] == "50"
+    assert "QUTE done " + " ".join(f"{k}={v}" for k, v in t.done.items()) == m["expected_done_line"]
+
+
+@needs_qemu
+def test_uart_inputs_are_framed_resynchronised_and_any_number(uart_builds):
+    """Bytes before "QUTI" are skipped; unlabelled inputs drop correct=; N need not be the build's."""
+    out = uart_builds["mps2-an500"]
+    tflite = (out / "model.int8.tflite").read_bytes()
+    x = np.random.default_rng(5).integers(-128, 128, size=(7, 8, 8, 1), dtype=np.int8)
+    noise = b"\x00QUT\x01QUQ\xffQUTQ"  # partial magics, an escape byte and a stray Q
+    cmd = qemu_command("qemu-system-arm", "mps2-an500", out / "firmware.elf", uart_inputs=True)
+    rc, text, err = run_process(cmd, 60, stdin=noise + uart_payload(x), send_after=READY_LINE)
+    assert rc == 0, err
+    t = transcript.parse(text)
+    assert t.start["samples"] == "7" and [s.label for s in t.samples] == [-1] * 7
+    assert "correct" not in t.done
+    ref, engine = oracle.reference(tflite, [x])
+    m = json.loads((out / "build.json").read_text())
+    for s in t.samples:
+        for head, o in zip(s.heads, m["outputs"]):
+            assert np.array_equal(head, ref[o["flatbuffer_index"]][s.index].reshape(-1))
+    assert int(t.done["crc32"], 16) == transcript.outputs_crc32([s.heads for s in t.samples])
+
+
+@needs_qemu
+def test_uart_build_holds_no_inputs_in_flash(uart_builds, tmp_path):
+    for args in (["--samples", "300", "-o", "emb"], ["--samples", "300", "--inputs", "uart", "-o", "uart300"]):
+        p = qute("build", "--board", "mps2-an500", "--emulator", *args, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+    flash = {name: json.loads((d / "memory.json").read_text())["flash"]["used"]
+             for name, d in (("uart", uart_builds["mps2-an500"]), ("uart300", tmp_path / "uart300"),
+                             ("embedded", tmp_path / "emb"))}
+    assert flash["uart300"] == flash["uart"]  # --samples only fills inputs.npz
+    assert flash["embedded"] - flash["uart"] > 300 * 64  # at least the images (the UART reader is ~130 B of code)
+
+
+def test_bad_inputs_mode_is_a_user_error(tmp_path):
+    assert_user_error(qute("build", "--board", "mps2-an500", "--inputs", "usb", cwd=tmp_path), "--inputs")
+
+
+# --------------------------------------------------------------------------- qute eval --stages ...,device
+
+
+@pytest.fixture(scope="module")
+def quantized_run(tmp_path_factory):
+    if not have_tools:
+        pytest.skip("qemu-system-arm or arm-none-eabi-gcc not installed")
+    run_dir = tiny_qute_run(tmp_path_factory.mktemp("runs"), K)[0]
+    p = qute("quantize", run_dir, "--samples", "200")
+    assert p.returncode == 0, p.stderr
+    return run_dir
+
+
+@pytest.mark.slow
+@needs_qemu
+def test_eval_device_stage_equals_int8_to_the_last_bit(quantized_run):
+    r = qute("eval", quantized_run, "--stages", "int8,device", "--board", "mps2-an500", "--ood", "noise",
+             "--corruptions", "contrast,gaussian_noise", "--window", "50")
+    assert r.returncode == 0, r.stderr + r.stdout
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("qute (")]
+    assert len(rows) == 2 and rows[0].split()[2:] == rows[1].split()[2:], rows
+    assert "int8 and device rows: identical" in r.stdout
+    assert "0 of " in r.stdout and " output bytes differ from TFLite Micro, 0 of " in r.stdout
+    stages = json.loads((quantized_run / "metrics.json").read_text())["stages"]
+    assert stages["device"]["summary"] == stages["int8"]["summary"]
+    dev = stages["device"]["device"]
+    n_test = stages["int8"]["ood"]["samples"]  # synthetic OOD: as many images as the test set
+    assert dev["inputs"] == n_test * 4  # ID, OOD, two corruption streams
+    assert dev["output_bytes_compared"] == dev["inputs"] * K * 10 and dev["output_bytes_differing_from_tflm"] == 0
+    assert dev["scores_compared"] == dev["inputs"] * 4 and dev["scores_differing_from_host"] == 0
+    assert dev["counter"] == "instructions" and dev["per_inference_mean"] > 1000
+
+
+@pytest.mark.slow
+@needs_qemu
+def test_device_stage_counts_a_wrong_byte(quantized_run, monkeypatch):
+    """The comparison can fail: one flipped output byte from the firmware is counted and reported."""
+    import qute.emulate
+    from qute.device import DeviceStage
+    from qute.run import load_run
+
+    real = qute.emulate.execute
+
+    def one_byte_off(*args, **kwargs):
+        text, t = real(*args, **kwargs)
+        t.samples[1].heads[2] = t.samples[1].heads[2].copy()
+        t.samples[1].heads[2][3] ^= 1
+        return text, t
+
+    monkeypatch.setattr(qute.emulate, "execute", one_byte_off)
+    x = np.random.default_rng(1).random((5, 8, 8, 1)).astype(np.float32)
+    with DeviceStage(load_run(quantized_run), "mps2-an500") as dev:
+        probs = dev(x)
+    assert probs.shape == (K, 5, 10)
+    assert dev.stats.bytes_compared == 5 * K * 10 and dev.stats.bytes_differing == 1
+    assert not dev.stats.exact and "1 of 150 output bytes differ" in dev.stats.summary()
+
+
+def test_eval_stage_errors_are_user_errors(tmp_path):
+    run_dir = tmp_path / "nothing"
+    assert_user_error(qute("eval", run_dir, "--stages", "float,gpu"), "unknown stage 'gpu'", "device")
+    assert_user_error(qute("eval", run_dir, "--board", "mps2-an500"), "--board is for the device stage")
+    assert_user_error(qute("eval", run_dir, "--stages", "int8,int8"), "twice")
+
+
+@pytest.mark.slow
+@needs_qemu
+def test_device_stage_needs_an_int8_model_and_a_known_board(quantized_run, tmp_path):
+    assert_user_error(qute("eval", quantized_run, "--stages", "device", "--board", "nucleo-f999"), "nucleo-f999")
+    bare = tmp_path / "bare"
+    shutil.copytree(quantized_run, bare)
+    (bare / "model.int8.tflite").unlink()
+    assert_user_error(qute("eval", bare, "--stages", "device"), "no model.int8.tflite", "qute quantize")
+
+
+@needs_qemu
+def test_qemu_console_passes_every_byte_value(uart_builds):
+    """All 256 byte values reach the firmware unchanged (no Ctrl-A escapes, no CR/LF translation)."""
+    out = uart_builds["mps2-an500"]
+    x = (np.arange(4 * 64) % 256).astype(np.uint8).view(np.int8).reshape(4, 8, 8, 1)
+    cmd = qemu_command("qemu-system-arm", "mps2-an500", out / "firmware.elf", uart_inputs=True)
+    rc, text, err = run_process(cmd, 60, stdin=uart_payload(x, np.arange(4)), send_after=READY_LINE)
+    assert rc == 0, err
+    t = transcript.parse(text)
+    assert t.ready == {"inputs": "uart", "input_bytes": "64"}
+    ref, _ = oracle.reference((out / "model.int8.tflite").read_bytes(), [x])
+    m = json.loads((out / "build.json").read_text())
+    assert [s.label for s in t.samples] == [0, 1, 2, 3]
+    for s in t.samples:
+        for head, o in zip(s.heads, m["outputs"]):
+            assert np.array_equal(head, ref[o["flatbuffer_index"]][s.index].reshape(-1))
+
+
+@pytest.mark.slow
+@needs_qemu
+def test_qute_run_saves_the_transcript_the_report_reads(quantized_run):
+    build = quantized_run / "build-an500"
+    assert qute("build", "--board", "mps2-an500", quantized_run, "--emulator", "--samples", "20", "-o", build).returncode == 0
+    r = qute("run", build)
+    assert r.returncode == 0, r.stderr + r.stdout
+    p = qute("report", quantized_run, "--no-eval", "-o", quantized_run / "r.html")
+    assert p.returncode == 0, p.stderr + p.stdout
+    page = (quantized_run / "r.html").read_text()
+    assert "instructions per inference" in page and f"from {build / 'transcript.txt'}" in page
