@@ -366,8 +366,8 @@ def format_calibration(c: dict, path) -> str:
 def _format_int(c: dict) -> list[str]:
     a, m, v = c["abstain"], c["monitor"], c["validation"]
     if a.get("threshold_int") is None:
-        return ["integer-only boards (no FPU): no integer constants (scores not from the int8 model); "
-                "their builds get no abstain flag and no monitor"]
+        return ["integer-only boards (no FPU): no integer constants (the scores are not the int8 model's, or the file "
+                "predates them); their builds get no abstain flag and no monitor"]
     q = int(a["threshold_int_format"][1:])
     return [
         f"integer-only boards (no FPU): accept when {a['score']} ({a['threshold_int_format']}) {a['accept_when']} "

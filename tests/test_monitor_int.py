@@ -367,9 +367,11 @@ def test_m3_abstain_flags_and_alarms_match_the_host(calibrated, tmp_path):
     off = check(load_build(out), parse(text.replace(line, line.replace(f"window_sum={s} ", f"window_sum={s + 1} "))), board)
     assert not off.bit_exact and off.monitor["mean_differing"] == 1 and off.monitor["alarm_differing"] == 0
 
-    # qute monitor on the build: the timeline, device against simulate_int
-    p = qute("monitor", out, "-o", tmp_path / "mon")
+    # qute monitor from the run, as a user starts it: build, QEMU, timeline, device against simulate_int
+    p = qute("monitor", run_dir, "--board", BOARD, "--stream", "id,corrupt:contrast:5", "--samples", PART,
+             "-o", tmp_path / "mon")
     assert p.returncode == 0, p.stderr + p.stdout
+    assert "monitor (integer-only): window m=10, alarm when the sum of the window's Q16 confidences" in p.stdout
     assert f"first alarm: device sample {first}, host (qute.monitor.simulate_int) sample {first}: match" in p.stdout
     tl = json.loads((tmp_path / "mon" / "monitor.json").read_text())
     assert tl["arithmetic"] == "int" and tl["rho_sum"] == rho_sum and tl["match"]
