@@ -10,7 +10,8 @@ What goes in
     (``qute build`` then needs no TensorFlow, no data and no training; ``make default-model``
     retrains and replaces it). A ``qute.toml`` may name the model under ``[build] model = ...``.
     A run's ``calibration.json`` (``qute calibrate``) is compiled in: the abstain threshold and the
-    accuracy-drop monitor's window and rho. ``stream="id,corrupt:NAME:SEVERITY"`` (``--stream``)
+    accuracy-drop monitor's window and rho (on boards with no FPU their integer versions,
+    ``threshold_int`` and ``rho_sum``). ``stream="id,corrupt:NAME:SEVERITY"`` (``--stream``)
     embeds N test images per part, corrupted as the part says.
     ``inputs="uart"`` (``--inputs uart``) embeds none: the firmware reads its inputs from the
     console UART (framing in ``firmware/main.c.j2``), so one ELF runs any number of them
@@ -367,16 +368,27 @@ def int_path_for(board, facts: ModelFacts) -> dict | None:
     """
     if board.fpu != "none" or not facts.ensemble:
         return None
-    quant = {(o["scale"], o["zero_point"]) for o in facts.outputs}
+    try:
+        return int_head_quant((o["scale"], o["zero_point"]) for o in facts.outputs)
+    except QuteError as e:
+        raise QuteError(f"{board.name} has no FPU, and {e}") from None
+
+
+def int_head_quant(scales_zero_points) -> dict:
+    """The integer-only path's head quantization from each head's (scale, zero point): see int_path_for.
+
+    Also what qute calibrate scores the validation split with, so its integer thresholds are the device's.
+    """
+    quant = {(float(np.float32(scale)), int(zp)) for scale, zp in scales_zero_points}
     if len(quant) != 1:
-        raise QuteError(f"{board.name} has no FPU, and the integer-only uncertainty path needs every head with the same "
+        raise QuteError(f"the integer-only uncertainty path needs every head with the same "
                         f"int8 scale and zero point; this model's heads have {sorted(quant)}")
     scale, zp = quant.pop()
     q24 = int(round(scale * (1 << 24)))
     if not 1 <= q24 <= 1 << 24:
-        raise QuteError(f"{board.name} has no FPU, and the integer-only uncertainty path needs a head scale in "
+        raise QuteError(f"the integer-only uncertainty path needs a head scale in "
                         f"[2^-24, 1]; this model's is {scale}")
-    return {"kind": "int", "scale_q24": q24, "zero_point": int(zp), "exact_scale": q24 == scale * (1 << 24)}
+    return {"kind": "int", "scale_q24": q24, "zero_point": zp, "exact_scale": q24 == scale * (1 << 24)}
 
 
 def device_scores(facts, heads: list[np.ndarray], int_path: dict | None = None):
@@ -404,8 +416,14 @@ def expected_done_line(facts: ModelFacts, source: ModelSource, heads: list[np.nd
     return done_line(n, crc, correct)
 
 
-def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str) -> tuple[dict | None, str]:
-    """The calibration compiled in (from the run's calibration.json), or None and why not."""
+def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str, int_path: dict | None = None,
+                      board: str = "") -> tuple[dict | None, str]:
+    """The calibration compiled in (from the run's calibration.json), or None and why not.
+
+    On the integer-only path (`int_path`: no FPU) that is the calibration's integer constants: the
+    threshold on the integer score and rho_sum on the monitor's exact window sum (version 2 files
+    made from the int8 model have them; without them the build has no abstain flag and no monitor).
+    """
     from qute.calibrate import CALIBRATION_FILE, SCORES, f32_hex, load_calibration
 
     if source.run_dir is None:
@@ -422,18 +440,43 @@ def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str)
         raise QuteError(f"{path} was made for another int8 model (sha256 {sha[:12]}, the run's is {model_sha256[:12]}); "
                         f"re-run qute calibrate {source.run_dir}")
     field, higher = SCORES[c.score]
+    from qute.uncertainty import INT_FRAC_BITS
     from qute.uncertainty import SCORES as FIELDS
 
-    return {
+    common = {
         "from": str(path),
         "scores_from": c.data.get("scores_from"),
         "score": c.score,
         "score_field": field,
         "score_index": FIELDS.index(field),
         "accept_when": ">=" if higher else "<=",
+        "window": c.window,
+    }
+    if int_path:
+        if not c.has_int:
+            return None, (f"{board} has no FPU and {path} has no integer constants (made by an older qute, or from the "
+                          f"float model): no abstain flag, no accuracy-drop monitor; re-run qute calibrate {source.run_dir}")
+        made_with = c.data.get("integer_path") or {}
+        if (made_with.get("scale_q24"), made_with.get("zero_point")) != (int_path["scale_q24"], int_path["zero_point"]):
+            raise QuteError(f"{path}'s integer constants were made for head scale_q24/zero point "
+                            f"{made_with.get('scale_q24')}/{made_with.get('zero_point')}, this build's are "
+                            f"{int_path['scale_q24']}/{int_path['zero_point']}; re-run qute calibrate {source.run_dir}")
+        frac = INT_FRAC_BITS[field]
+        return {
+            **common,
+            "arithmetic": "int",
+            "score_field_int": f"{field}_q{frac}",
+            "threshold_int": c.threshold_int,
+            "threshold_format": f"Q{frac}",
+            "threshold": c.threshold_int / (1 << frac),  # its real value, for people
+            "rho_sum": c.rho_sum,
+            "rho": c.rho_sum / (c.window << 16),  # the mean confidence it stands for, for people
+        }, f"compiled in from {path} (integer constants: {board} has no FPU)"
+    return {
+        **common,
+        "arithmetic": "float",
         "threshold": float(c.threshold),
         "threshold_f32": f32_hex(c.threshold),
-        "window": c.window,
         "rho": float(c.rho),
         "rho_f32": f32_hex(c.rho),
     }, f"compiled in from {path}"
@@ -464,11 +507,12 @@ def render_main(facts: ModelFacts, source: ModelSource, board: str, emulator_tar
         ensemble=facts.ensemble,
         classes=max(facts.classes, 1),
         int_path=int_path,
-        monitor=None if monitor is None else {
+        monitor=None if monitor is None or monitor["arithmetic"] == "int" else {
             **monitor,
             "threshold_c": c_float(monitor["threshold_f32"]),
             "rho_c": c_float(monitor["rho_f32"]),
         },
+        imonitor=monitor if monitor is not None and monitor["arithmetic"] == "int" else None,
     )
 
 
@@ -912,11 +956,7 @@ def build(
     if facts.ensemble:
         common.append("uncertainty/qute_uncertainty_int.c" if int_path else "uncertainty/qute_uncertainty.c")
     model_id = hashlib.sha256(source.tflite).hexdigest()
-    monitor, monitor_note = monitor_constants(facts, source, model_id)
-    if monitor and int_path:
-        # The thresholds are float32 and the monitor's mean is float: not on a core with no FPU yet.
-        monitor, monitor_note = None, (f"{board.name} has no FPU: the abstain flag and the accuracy-drop monitor are "
-                                       f"float-only for now, so this build has neither (the integer scores are printed)")
+    monitor, monitor_note = monitor_constants(facts, source, model_id, int_path, board.name)
     progress(f"calibration: {monitor_note}")
     if monitor:
         common.append("uncertainty/qute_monitor.c")

@@ -387,7 +387,11 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
         click.echo(f"{b.name} build, and its emulator variant in {r.out / 'emulator'} "
                    f"(QEMU {b.qemu_machine}{', linked for ' + emu.name if emu is not b else ''}; same compiler flags)")
     mon = m.get("calibration")
-    if mon:
+    if mon and mon.get("arithmetic") == "int":
+        click.echo(f"calibration ({mon['from']}), integer-only: abstain when {mon['score']} ({mon['threshold_format']}) "
+                   f"{'<' if mon['accept_when'] == '>=' else '>'} {mon['threshold_int']}; monitor alarm when the sum of the "
+                   f"last {mon['window']} Q16 confidences < {mon['rho_sum']} (mean < {mon['rho']:.9g})")
+    elif mon:
         click.echo(f"calibration ({mon['from']}): abstain when {mon['score']} {'<' if mon['accept_when'] == '>=' else '>'} "
                    f"{mon['threshold']:.9g}; monitor alarm when the mean of the last {mon['window']} confidences < {mon['rho']:.9g}")
     else:
@@ -484,7 +488,8 @@ def monitor(path, board, stream, samples, out, timeout, data_dir):
     PATH is a calibrated run (qute calibrate): it is built (emulator variant) with --stream
     embedded, into OUT/build; or an existing stream build (qute build --stream). Prints the alarm
     timeline: where the ID part ends, window accuracy, window mean confidence, rho, and the first
-    alarm on the device and in the host simulation (qute.monitor.simulate); exit 1 if they differ.
+    alarm on the device and in the host simulation (qute.monitor.simulate; simulate_int on boards
+    with no FPU); exit 1 if they differ.
     Writes OUT/monitor.json (the timeline), OUT/monitor.png and OUT/transcript.txt.
 
     \b

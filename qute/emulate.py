@@ -10,7 +10,9 @@ with the host int8 reference (:func:`qute.oracle.reference`: TFLite Micro's refe
 on the same embedded inputs (the build's inputs.npz), and the device's float32 ensemble scores
 with :func:`qute.uncertainty.summarize` of its heads. Calibrated builds (``qute calibrate``): the device's abstain
 flags, window means and alarms against :func:`qute.monitor.simulate` on the host's scores, with the
-first alarm on both sides. Under ``-icount shift=0`` the counter gives
+first alarm on both sides; on integer-only builds (no FPU) the integer scores, abstain flags, exact
+window sums and alarms against :func:`qute.monitor.simulate_int` on
+:func:`qute.uncertainty.summarize_int`. Under ``-icount shift=0`` the counter gives
 executed instructions, deterministic run after run; they are not the board's cycles.
 
 Renode: ``renode-test BUILD_DIR/<board>.robot`` when Renode is installed (it runs the board's own
@@ -117,11 +119,14 @@ class RunResult:
             def at(i):
                 return "none" if i is None else f"sample {i}"
             lines.append(f"abstain ({mon['score']}):   device abstained on {mon['abstained_device']}/{self.samples}; "
-                         f"{mon['abstain_differing']} flag(s) and {mon['score_differing']} score value(s) differ from the host")
-            lines.append(f"monitor (m={mon['window']}, rho={mon['rho']:.6g}): first alarm device {at(mon['first_alarm_device'])}, "
+                         f"{mon['abstain_differing']} flag(s) and {mon['score_differing']} "
+                         f"{'integer ' if mon.get('arithmetic') == 'int' else ''}score value(s) differ from the host")
+            integer = mon.get("arithmetic") == "int"
+            rule = (f"rho_sum={mon['rho_sum']}, i.e. mean < {mon['rho']:.6g}" if integer else f"rho={mon['rho']:.6g}")
+            lines.append(f"monitor (m={mon['window']}, {rule}): first alarm device {at(mon['first_alarm_device'])}, "
                          f"host {at(mon['first_alarm_host'])}; alarms on {mon['alarms_device']} sample(s); "
-                         f"{mon['mean_differing']} window mean(s) and {mon['alarm_differing']} alarm state(s) differ "
-                         f"from qute.monitor.simulate")
+                         f"{mon['mean_differing']} window {'sum' if integer else 'mean'}(s) and {mon['alarm_differing']} "
+                         f"alarm state(s) differ from qute.monitor.simulate{'_int' if integer else ''}")
         elif self.monitor_note:
             lines.append(f"monitor:             none ({self.monitor_note})")
         for p in self.problems:
@@ -325,12 +330,32 @@ def _check_monitor(m: dict, got: dict, present: np.ndarray, host, n: int) -> dic
     cal = m.get("calibration")
     if not cal or host is None:
         return {}
-    from qute.calibrate import accepted, f32_from_hex
-    from qute.monitor import first_alarm, simulate
+    from qute.calibrate import accepted, accepted_int, f32_from_hex
+    from qute.monitor import first_alarm, simulate, simulate_int
 
-    values = np.asarray(getattr(host, cal["score_field"]), dtype=np.float32)
-    abstain_host = ~accepted(values, cal["score"], f32_from_hex(cal["threshold_f32"]))
-    means_host, alarms_host = simulate(host.confidence, cal["window"], f32_from_hex(cal["rho_f32"]))
+    integer = cal.get("arithmetic") == "int"
+    if integer:  # no FPU: integer score against the integer threshold, exact window sums (host: IntScores)
+        values = np.asarray(host.raw(cal["score_field"]), dtype=np.int64)
+        abstain_host = ~accepted_int(values, cal["score"], cal["threshold_int"])
+        window_host, alarms_host = simulate_int(host.confidence_q16, cal["window"], cal["rho_sum"])
+        full_host = window_host >= 0
+
+        def device(s):
+            return s.iscore, s.window_sum
+
+        def same(dev, want):
+            return int(dev) == int(want)
+    else:
+        values = np.asarray(getattr(host, cal["score_field"]), dtype=np.float32)
+        abstain_host = ~accepted(values, cal["score"], f32_from_hex(cal["threshold_f32"]))
+        window_host, alarms_host = simulate(host.confidence, cal["window"], f32_from_hex(cal["rho_f32"]))
+        full_host = ~np.isnan(window_host)
+
+        def device(s):
+            return s.score, s.window_mean
+
+        def same(dev, want):  # bit for bit
+            return np.float32(dev).view(np.uint32) == np.float32(want).view(np.uint32)
     a_diff = mean_diff = alarm_diff = score_diff = 0
     alarms_dev = np.zeros(n, dtype=bool)
     abstain_dev = np.zeros(n, dtype=bool)
@@ -342,18 +367,22 @@ def _check_monitor(m: dict, got: dict, present: np.ndarray, host, n: int) -> dic
             alarm_diff += 1
             continue
         abstain_dev[i], alarms_dev[i] = s.abstain, s.alarm
-        score_diff += int(s.score is None or np.float32(s.score).view(np.uint32) != values[i].view(np.uint32))
+        score, window = device(s)
+        score_diff += int(score is None or not same(score, values[i]))
         a_diff += int(s.abstain != bool(abstain_host[i]))
         alarm_diff += int(s.alarm != bool(alarms_host[i]))
-        if np.isnan(means_host[i]):
-            mean_diff += int(s.window_mean is not None)
+        if not full_host[i]:
+            mean_diff += int(window is not None)
         else:
-            mean_diff += int(s.window_mean is None or np.float32(s.window_mean).view(np.uint32) != means_host[i].view(np.uint32))
+            mean_diff += int(window is None or not same(window, window_host[i]))
     return {
+        "arithmetic": "int" if integer else "float",
         "score": cal["score"], "threshold": cal["threshold"], "window": cal["window"], "rho": cal["rho"],
+        **({"threshold_int": cal["threshold_int"], "rho_sum": cal["rho_sum"]} if integer else {}),
         "abstained_device": int(abstain_dev.sum()), "abstained_host": int(abstain_host.sum()),
         "alarms_device": int(alarms_dev.sum()), "alarms_host": int(alarms_host.sum()),
         "first_alarm_device": first_alarm(alarms_dev), "first_alarm_host": first_alarm(alarms_host),
+        # mean_differing: the window statistic, float32 means or (integer builds) exact sums
         "abstain_differing": a_diff, "mean_differing": mean_diff, "alarm_differing": alarm_diff,
         "score_differing": score_diff,
         "differing": a_diff + mean_diff + alarm_diff + score_diff,

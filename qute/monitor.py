@@ -14,6 +14,12 @@ and no rounding accumulates over a long stream. Per sample, all steps exact or f
 
 :func:`simulate` reproduces this bit for bit, so the index of the device's first alarm is the
 host's.
+
+Cores with no FPU (integer-only builds) run the monitor's integer variant, mirrored by
+:func:`simulate_int`: the Q16 confidence is the integer path's own ``confidence_q16``
+(:func:`qute.uncertainty.summarize_int`; values above 2**16 clamped to 2**16), step 2 is the
+same, and the alarm is ``sum < rho_sum`` on the exact uint32 sum, once the window is full: no
+division, no float, nothing rounded.
 """
 
 from __future__ import annotations
@@ -53,16 +59,51 @@ def simulate(confidences, window: int, rho) -> tuple[np.ndarray, np.ndarray]:
     """
     window = check_window(window)
     rho = np.float32(rho)
-    q = q16(confidences).astype(np.int64)
-    n = q.shape[0]
-    means = np.full(n, np.nan, dtype=np.float32)
-    if n >= window:
-        sums = np.convolve(q, np.ones(window, dtype=np.int64), mode="valid")  # exact integer sums
-        assert sums.max(initial=0) < 2**32
-        means[window - 1:] = (sums.astype(np.uint32).astype(np.float32) / np.float32(window)) * np.float32(1.0 / Q16)
+    sums = window_sums(q16(confidences), window)
+    means = np.full(sums.shape[0], np.nan, dtype=np.float32)
+    full = sums >= 0
+    means[full] = (sums[full].astype(np.uint32).astype(np.float32) / np.float32(window)) * np.float32(1.0 / Q16)
     with np.errstate(invalid="ignore"):
         alarms = means < rho  # NaN compares False
     return means, alarms
+
+
+def window_sums(q, window: int) -> np.ndarray:
+    """Step 2 for a whole stream of Q16 values: per sample, the exact sum of the last `window`
+    values (int64), -1 where the window is not yet full."""
+    q = np.asarray(q, dtype=np.int64).reshape(-1)
+    out = np.full(q.shape[0], -1, dtype=np.int64)
+    if q.shape[0] >= window:
+        out[window - 1:] = np.convolve(q, np.ones(window, dtype=np.int64), mode="valid")
+    assert out.max(initial=0) < 2**32  # the device's uint32 sum is exact
+    return out
+
+
+def q16_int(confidence_q16) -> np.ndarray:
+    """The integer variant's step 1: uint32 Q16 confidences, clamped to 2**16."""
+    c = np.asarray(confidence_q16).reshape(-1)
+    if c.size and (not np.issubdtype(c.dtype, np.integer) or c.min() < 0 or c.max() >= 2**32):
+        raise QuteError("Q16 confidences must be integers in [0, 2**32)")
+    return np.minimum(c.astype(np.int64), Q16)
+
+
+def simulate_int(confidence_q16, window: int, rho_sum) -> tuple[np.ndarray, np.ndarray]:
+    """(window sums, alarms) per sample of the stream, as the integer-only firmware computes them.
+
+    ``window_sums`` is int64 with -1 where the window is not yet full (the first ``window - 1``
+    samples), else the exact sum of the last ``window`` Q16 confidences; ``alarms`` is
+    ``sum < rho_sum`` there, False before.
+    """
+    window = check_window(window)
+    rho_sum = check_rho_sum(rho_sum)
+    sums = window_sums(q16_int(confidence_q16), window)
+    return sums, (sums >= 0) & (sums < rho_sum)
+
+
+def check_rho_sum(rho_sum) -> int:
+    if isinstance(rho_sum, bool) or not isinstance(rho_sum, (int, np.integer)) or not 0 <= int(rho_sum) < 2**32:
+        raise QuteError(f"rho_sum must be an integer in [0, 2**32), got {rho_sum!r}")
+    return int(rho_sum)
 
 
 def first_alarm(alarms) -> int | None:
@@ -98,19 +139,21 @@ def window_accuracy(correct, window: int) -> np.ndarray:
     return out
 
 
-def _host_confidences(build) -> np.ndarray:
-    """The ensemble confidence per embedded input from the host reference (TFLite Micro), not the device."""
+def _host_scores(build):
+    """The ensemble scores per embedded input from the host reference (TFLite Micro), not the device:
+    summarize's float32 scores, or summarize_int's integers on an integer-only build."""
     from types import SimpleNamespace
 
     from qute import oracle
-    from qute.build import ensemble_scores
+    from qute.build import device_scores
 
     m = build.manifest
     x, _ = build.inputs()
     outs, _ = oracle.reference(build.tflite(), [x])
     ref = [np.asarray(outs[o["flatbuffer_index"]]).reshape(len(x), -1) for o in m["outputs"]]
-    s = ensemble_scores(SimpleNamespace(outputs=m["outputs"], ensemble=m["ensemble"], classes=m["classes"]), ref)
-    return np.asarray(s.confidence, dtype=np.float32)
+    up = m.get("uncertainty_path") or {}
+    return device_scores(SimpleNamespace(outputs=m["outputs"], ensemble=m["ensemble"], classes=m["classes"]), ref,
+                         up if up.get("kind") == "int" else None)
 
 
 def play_stream(path, board_name: str | None = None, stream: str | None = None, samples: int | None = None,
@@ -185,17 +228,30 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
     x, y = b.inputs()
     n = len(x)
     got = {s.index: s for s in t.samples}
-    window, rho = int(cal["window"]), f32_from_hex(cal["rho_f32"])
-    dev_conf = np.array([np.float32(got[i].scores[0]) if i in got and got[i].scores is not None else np.nan
-                         for i in range(n)], dtype=np.float32)
-    dev_mean = np.array([np.nan if i not in got or got[i].window_mean is None else float(got[i].window_mean)
-                         for i in range(n)], dtype=np.float64)
+    window = int(cal["window"])
+    integer = cal.get("arithmetic") == "int"
+    host = _host_scores(b)
+    if integer:  # no FPU: Q16 confidences and exact window sums; as reals only for the plot and table
+        per_sum = 1.0 / (window * Q16)
+        dev_conf = np.array([got[i].iscores[0] / Q16 if i in got and got[i].iscores is not None else np.nan
+                             for i in range(n)], dtype=np.float64)
+        dev_sum = [got[i].window_sum if i in got else None for i in range(n)]
+        dev_mean = np.array([np.nan if v is None else v * per_sum for v in dev_sum], dtype=np.float64)
+        host_conf = host.confidence
+        host_sum, host_alarm = simulate_int(host.confidence_q16, window, cal["rho_sum"])
+        host_mean = np.where(host_sum >= 0, host_sum * per_sum, np.nan)
+    else:
+        rho = f32_from_hex(cal["rho_f32"])
+        dev_conf = np.array([np.float32(got[i].scores[0]) if i in got and got[i].scores is not None else np.nan
+                             for i in range(n)], dtype=np.float32)
+        dev_mean = np.array([np.nan if i not in got or got[i].window_mean is None else float(got[i].window_mean)
+                             for i in range(n)], dtype=np.float64)
+        host_conf = np.asarray(host.confidence, dtype=np.float32)
+        host_mean, host_alarm = simulate(host_conf, window, rho)
     dev_alarm = np.array([bool(i in got and got[i].alarm) for i in range(n)])
     preds = np.array([got[i].pred if i in got else -1 for i in range(n)])
     labelled = bool(m["inputs"].get("labelled"))
     correct = (preds == y) if labelled else None
-    host_conf = _host_confidences(b)
-    host_mean, host_alarm = simulate(host_conf, window, rho)
     first_dev, first_host = first_alarm(dev_alarm), first_alarm(host_alarm)
     parts = stream_parts(m["inputs"].get("from", ""), n)
     id_end = parts[0]["end"] if parts[0]["what"] == "ID" else None
@@ -214,8 +270,10 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
         "parts": parts,
         "id_end": id_end,
         "window": window,
-        "rho": float(rho),
-        "rho_f32": cal["rho_f32"],
+        "arithmetic": "int" if integer else "float",
+        "rho": float(cal["rho"]),  # integer builds: the mean rho_sum stands for
+        "rho_f32": cal.get("rho_f32"),
+        "rho_sum": cal.get("rho_sum"),
         "first_alarm_device": first_dev,
         "first_alarm_host": first_host,
         "match": first_dev == first_host and not result.monitor.get("differing", 0),
@@ -239,6 +297,8 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
             "window_mean_host": nan_list(host_mean),
             "alarm_device": [bool(v) for v in dev_alarm],
             "alarm_host": [bool(v) for v in host_alarm],
+            **({"window_sum_device": dev_sum,
+                "window_sum_host": [None if v < 0 else int(v) for v in host_sum]} if integer else {}),
         },
     }
     import json
@@ -295,7 +355,11 @@ def format_timeline(tl: dict) -> str:
         lines.append(f"  samples {p['start']}..{p['end']}: {p['what']}")
     if tl["id_end"] is not None:
         lines.append(f"ID part ends at sample {tl['id_end']}")
-    lines.append(f"monitor: window m={tl['window']}, alarm when the window mean confidence < rho = {tl['rho']:.9g}")
+    if tl.get("arithmetic") == "int":
+        lines.append(f"monitor (integer-only): window m={tl['window']}, alarm when the sum of the window's Q16 confidences "
+                     f"< rho_sum = {tl['rho_sum']} (mean < {tl['rho']:.9g})")
+    else:
+        lines.append(f"monitor: window m={tl['window']}, alarm when the window mean confidence < rho = {tl['rho']:.9g}")
     ps = tl["per_sample"]
     step = max(1, tl["window"] // 2)
     head = f"{'sample':>7}  {'part':<24} {'win acc':>8} {'win conf':>9} {'alarm':>5}"
@@ -316,6 +380,7 @@ def format_timeline(tl: dict) -> str:
                                                            f" ({tl['first_alarm_after_id'] - tl['id_end']} sample(s) into the shift)"))
     lines.append(f"alarms: device {tl['alarms_device']}, host {tl['alarms_host']}; "
                  f"{tl['differing_from_host']} decision(s)/value(s) differ from the host")
-    lines.append(f"first alarm: device {at(tl['first_alarm_device'])}, host (qute.monitor.simulate) "
+    lines.append(f"first alarm: device {at(tl['first_alarm_device'])}, "
+                 f"host (qute.monitor.simulate{'_int' if tl.get('arithmetic') == 'int' else ''}) "
                  f"{at(tl['first_alarm_host'])}: {'match' if tl['match'] else 'MISMATCH'}")
     return "\n".join(lines)

@@ -95,6 +95,7 @@ __all__ = [
     "head_names",
     "input_params",
     "int8_head_probs",
+    "int8_heads",
     "op_counts",
     "output_heads",
     "output_params",
@@ -351,8 +352,16 @@ def run_tflm(tflite_bytes: bytes, x_int8: np.ndarray) -> list[np.ndarray]:
 
 def int8_head_probs(tflite_bytes: bytes, x: np.ndarray, num_heads: int | None = None) -> np.ndarray:
     """Float model inputs -> (K, N, C) float32 dequantized head outputs of the int8 model on TFLM."""
+    heads, params = int8_heads(tflite_bytes, x, num_heads)
+    return np.stack([dequantize(h, p) for h, p in zip(heads, params)]).astype(np.float32)
+
+
+def int8_heads(tflite_bytes: bytes, x: np.ndarray, num_heads: int | None = None) -> tuple[np.ndarray, list[QuantParams]]:
+    """Float model inputs -> the raw (K, N, C) int8 head outputs of the int8 model on TFLM, and each
+    head's scale and zero point (what the integer-only uncertainty path takes)."""
     outs = run_tflm(tflite_bytes, quantize(x, input_params(tflite_bytes)))
-    return _head_probs(outs, output_heads(tflite_bytes, num_heads), output_params(tflite_bytes, num_heads))
+    order = output_heads(tflite_bytes, num_heads)
+    return np.stack([np.asarray(outs[i], dtype=np.int8) for i in order]), output_params(tflite_bytes, num_heads)
 
 
 def _head_probs(outs: list[np.ndarray], order: list[int], params: list[QuantParams]) -> np.ndarray:

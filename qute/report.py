@@ -214,7 +214,11 @@ def _calibration(page: _Page, run_dir: Path) -> None:
                      f"(float32 {_e(m.get('rho_f32'))})")],
         ["validation alarms", (f"{_num(m.get('validation_alarms'))} of {_num(m.get('validation_windows'))} windows "
                                f"(false-alarm rate {_num(m.get('false_alarm'))})")],
-    ]))
+    ] + ([["integer-only boards (no FPU)", (
+        f"accept when {_e(a.get('score'))} ({_e(a.get('threshold_int_format'))}) {_e(a.get('accept_when'))} "
+        f"{_num(a.get('threshold_int'))} (TPR {_num(a.get('validation_tpr_int'))}); alarm when the sum of the last "
+        f"{_num(m.get('window'))} Q16 confidences &lt; {_num(m.get('rho_sum'))} "
+        f"({_num(m.get('validation_alarms_int'))} validation alarms)")]] if a.get("threshold_int") is not None else [])))
 
 
 def _monitor(page: _Page, run_dir: Path) -> None:

@@ -41,6 +41,13 @@ ignored::
     :mod:`qute.monitor`) and ``alarm`` (1 while that mean is below rho). Their ``start`` line adds
     ``abstain_score``, ``abstain_threshold`` and ``monitor_rho`` (float32 bits) and
     ``monitor_window``. Format 1 lines (no such fields) still parse.
+    Calibrated builds for boards with no FPU decide with integers only and print, in the same
+    place: ``iscore`` (the decimal integer score the abstain threshold is on, as in ``iscores``:
+    Q16 or Q20), ``abstain``, ``window_sum`` (the exact decimal sum of the monitor's last m Q16
+    confidences, ``-`` until m samples have been seen; :func:`qute.monitor.simulate_int`) and
+    ``alarm`` (1 while that sum is below ``rho_sum``); their ``start`` line adds
+    ``abstain_score``, ``abstain_threshold_int``, ``monitor_window`` and ``monitor_rho_sum``
+    (decimal integers).
 ``ready``
     (builds with ``--inputs uart`` only) ``QUTE ready inputs=uart input_bytes=N``: the console is
     up and listening. A host sends its inputs after this line, since a UART may drop bytes that
@@ -88,6 +95,8 @@ class Sample:
     alarm: bool | None = None
     ucycles: int | None = None  # the uncertainty module's count (same counter as cycles)
     iscores: np.ndarray | None = None  # int64 (4,): confidence_q16, margin_q16, entropy_q20, mutual_information_q20
+    iscore: int | None = None  # integer-only calibrated builds: the abstain score's integer value
+    window_sum: int | None = None  # integer-only calibrated builds; None while the monitor's window is not full
 
 
 @dataclass
@@ -134,6 +143,15 @@ def _f32(text: str, key: str, line: str) -> np.float32:
     return np.array([int(text, 16)], dtype=np.uint32).view(np.float32)[0]
 
 
+def _window_sum(f: dict, line: str) -> int | None:
+    """uint32 decimal; "-" (window not full yet) and absence read as None."""
+    if f.get("window_sum", "-") == "-":
+        return None
+    if not re.fullmatch(r"[0-9]{1,10}", f["window_sum"]) or int(f["window_sum"]) >= 2**32:
+        raise TranscriptError(f"bad window_sum= in line: {line}")
+    return int(f["window_sum"])
+
+
 def _flag(f: dict, key: str, line: str) -> bool | None:
     if key not in f:
         return None
@@ -178,6 +196,8 @@ def parse_sample(line: str) -> Sample:
         alarm=_flag(f, "alarm", line),
         ucycles=_int(f, "ucycles", line) if "ucycles" in f else None,
         iscores=iscores,
+        iscore=_int(f, "iscore", line) if "iscore" in f else None,
+        window_sum=_window_sum(f, line),
     )
 
 

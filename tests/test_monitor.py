@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cliutil import assert_user_error, qute
-from tiny import tiny_qute_run
+from tiny import tiny_calibrated_run
 
 from qute import monitor
 from qute.calibrate import abstain_threshold, accepted, choose_monitor_rho, f32_from_hex, f32_hex
@@ -169,14 +169,8 @@ def test_c_monitor_equals_simulate_on_random_streams(tmp_path):
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     """A tiny QUTE run (K=3, digits), quantized, calibrated with a window of 20 (~30 s)."""
-    from qute.quantize import quantize_run, write_result
-    from qute.run import load_run
-
-    run_dir, data, model = tiny_qute_run(tmp_path_factory.mktemp("runs"), K)
-    write_result(run_dir, quantize_run(load_run(run_dir), model=model, dataset=data))
-    p = qute("calibrate", run_dir, "--window", WINDOW, "--score", "confidence", "--target-tpr", "0.95")
-    assert p.returncode == 0, p.stderr + p.stdout
-    assert "int8 model on TFLite Micro" in p.stdout and "calibration.json" in p.stdout
+    run_dir, data, stdout = tiny_calibrated_run(tmp_path_factory.mktemp("runs"), K, WINDOW)
+    assert "int8 model on TFLite Micro" in stdout and "calibration.json" in stdout
     return run_dir, data
 
 

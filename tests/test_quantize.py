@@ -355,4 +355,4 @@ def test_eval_puts_the_int8_stage_beside_the_float_one(trained, quantized):
 
 
 def test_eval_rejects_an_unknown_stage(tmp_path):
-    assert_user_error(qute("eval", tmp_path, "--stages", "float,device"), "device", "float, int8")
+    assert_user_error(qute("eval", tmp_path, "--stages", "float,tpu"), "tpu", "float, int8, device")

@@ -23,3 +23,20 @@ def tiny_qute_run(parent: Path, k: int):
     path.mkdir()
     save_run(path, result.config, result.spec, data, result.model, result.history)
     return path, data, result.model
+
+
+def tiny_calibrated_run(parent: Path, k: int, window: int):
+    """tiny_qute_run, quantized, then `qute calibrate --window WINDOW` (confidence, TPR 0.95) as a user runs it.
+
+    Returns (run directory, dataset, what qute calibrate printed).
+    """
+    from cliutil import qute
+
+    from qute.quantize import quantize_run, write_result
+    from qute.run import load_run
+
+    run_dir, data, model = tiny_qute_run(parent, k)
+    write_result(run_dir, quantize_run(load_run(run_dir), model=model, dataset=data))
+    p = qute("calibrate", run_dir, "--window", window, "--score", "confidence", "--target-tpr", "0.95")
+    assert p.returncode == 0, p.stderr + p.stdout
+    return run_dir, data, p.stdout
