@@ -27,7 +27,8 @@ from qute.evaluate import TABLE_COLUMNS, evaluate  # noqa: E402
 from qute.run import Run  # noqa: E402
 from qute.train import train  # noqa: E402
 
-# (label, method, untied)
+# label -> (method, untied); "+T": with the validation-fitted temperature folded into the heads
+# (qute.temperature, the default of qute train), the others without it
 VARIANTS = {
     "base": ("base", False),
     "mc-dropout": ("mc-dropout", False),
@@ -36,6 +37,7 @@ VARIANTS = {
     "qute": ("qute", False),
     "qute-untied": ("qute", True),
 }
+VARIANTS.update({f"{label}+T": v for label, v in list(VARIANTS.items())})
 
 # Reported numbers for MNIST (F1, NLL, Brier, ECE, OOD AUROC vs Fashion-MNIST, accuracy-drop AUPRC).
 REFERENCE = [
@@ -49,7 +51,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--arch", default="mnist-cnn")
-    ap.add_argument("--methods", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
+    ap.add_argument("--methods", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS)
+                    + " (the table shows every method measured so far with these settings)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("-K", dest="k", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=20)
@@ -75,14 +78,14 @@ def main(argv=None) -> int:
     for seed in seeds:
         for label in methods:
             key = f"{label}/seed{seed}"
-            settings = {"epochs": args.epochs, "batch_size": args.batch_size, "k": args.k, "limit": args.limit,
-                        "arch": args.arch, "dataset": args.dataset, "corruptions": args.corruptions}
+            settings = settings_of(args)
             if key in raw and raw[key].get("settings") == settings:
                 print(f"{key}: kept from {raw_path}", flush=True)
                 continue
             method, untied = VARIANTS[label]
             cfg = TrainConfig(dataset=args.dataset, arch=args.arch, method=method, k=args.k, epochs=args.epochs,
-                              batch_size=args.batch_size, untied=untied, seed=seed, limit=args.limit, data_dir=args.data_dir)
+                              batch_size=args.batch_size, untied=untied, seed=seed, limit=args.limit, data_dir=args.data_dir,
+                              temperature=label.endswith("+T"))
             if seed not in datasets:
                 datasets[seed] = load_dataset(args.dataset, args.data_dir, seed=seed, val_fraction=cfg.val_fraction, limit=args.limit)
             data = datasets[seed]
@@ -93,6 +96,7 @@ def main(argv=None) -> int:
             ev = evaluate(run, EvalConfig(ood=args.ood, corruptions=args.corruptions, seed=seed),
                           data_dir=args.data_dir, model=result.model, dataset=data)
             raw[key] = {"settings": settings, "summary": ev.summary, "params": ev.params, "ood": ev.details["ood"],
+                        "temperature": result.temperature,
                         "train_seconds": round(t1 - t0, 1), "eval_seconds": round(time.time() - t1, 1)}
             raw_path.write_text(json.dumps(raw, indent=2) + "\n")
             s = ev.summary
@@ -106,6 +110,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def settings_of(args) -> dict:
+    return {"epochs": args.epochs, "batch_size": args.batch_size, "k": args.k, "limit": args.limit,
+            "arch": args.arch, "dataset": args.dataset, "corruptions": args.corruptions}
+
+
 def render(raw, methods, seeds, args) -> str:
     cols = [("accuracy", "Acc")] + list(TABLE_COLUMNS)
     lines = [
@@ -116,8 +125,9 @@ def render(raw, methods, seeds, args) -> str:
         "| method | " + " | ".join(c for _, c in cols) + " | params |",
         "|---|" + "---|" * (len(cols) + 1),
     ]
-    for label in methods:
-        runs = [raw[f"{label}/seed{s}"] for s in seeds if f"{label}/seed{s}" in raw]
+    for label in VARIANTS:
+        runs = [raw[f"{label}/seed{s}"] for s in seeds
+                if f"{label}/seed{s}" in raw and raw[f"{label}/seed{s}"]["settings"] == settings_of(args)]
         if not runs:
             continue
         cells = []

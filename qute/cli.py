@@ -60,6 +60,8 @@ def cli():
 @click.option("--lr", type=float, help="Adam learning rate (decayed by --lr-decay every epoch).")
 @click.option("--lr-decay", type=float)
 @click.option("--untied", is_flag=True, default=None, help="qute: give every output block its own depthwise kernel.")
+@click.option("--temperature/--no-temperature", default=None,
+              help="Fit one temperature on the validation split and fold it into the heads (default: on).")
 @click.option("--seed", type=int)
 @click.option("--limit", type=int, help="Train on at most this many samples (quick runs).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (else $QUTE_DATA, else ../shared/data).")
@@ -105,8 +107,14 @@ def train(config_path, out, force, **flags):
                 bar.update(1)
 
             result = run_training(cfg, data, on_epoch=on_epoch)
-        save_run(folder, cfg, result.spec, data, result.model, result.history)
+        save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature)
     h = result.history[-1]
+    t = result.temperature
+    if t:
+        b, a = t["before"], t["after"]
+        click.echo(f"temperature {t['value']:.3f} fitted on the {t['fitted_on']} and folded into the heads: "
+                   f"val NLL {b['nll']:.3f} -> {a['nll']:.3f}, ECE {b['ece']:.3f} -> {a['ece']:.3f}")
+        h = {**h, "val_accuracy": a["accuracy"], "val_nll": a["nll"]}
     click.echo(
         f"wrote {out}: {result.spec.num_heads} head(s), {result.model.count_params():,} parameters, "
         f"val accuracy {h['val_accuracy']:.3f}, val NLL {h['val_nll']:.3f}"

@@ -45,6 +45,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     limit: int | None = None
     data_dir: str | None = None
+    # Fit one temperature on the validation split after training and fold it into the heads
+    # (qute.temperature): the averaged heads are under-confident otherwise.
+    temperature: bool = True
 
     def __post_init__(self):
         positive = {"k": self.k, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}

@@ -97,7 +97,8 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_run(folder: Path, cfg: TrainConfig, spec: NetSpec, data, model, history: list) -> None:
+def save_run(folder: Path, cfg: TrainConfig, spec: NetSpec, data, model, history: list,
+             temperature: dict | None = None) -> None:
     """Writes a run's files into `folder` (normally a `staging` folder)."""
     model.save(folder / MODEL_FILE)
     dataset = {
@@ -118,6 +119,7 @@ def save_run(folder: Path, cfg: TrainConfig, spec: NetSpec, data, model, history
             "dataset": dataset,
             "heads": [f"head_{i}" for i in range(spec.num_heads)],
             "params": int(model.count_params()),
+            "temperature": temperature,
         },
     )
     write_json(folder / "normalisation.json", data.normalisation.to_dict())

@@ -28,6 +28,7 @@ class TrainResult:
     train_model: keras.Model
     history: list[dict] = field(default_factory=list)
     config: TrainConfig | None = None  # the settings used, defaults filled in
+    temperature: dict | None = None  # the fitted temperature and its effect on validation (qute.temperature)
 
 
 def spec_for(cfg: TrainConfig, data: Dataset) -> NetSpec:
@@ -105,7 +106,34 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
         history.append(record)
         if on_epoch:
             on_epoch(record, model)
-    return TrainResult(spec, models.export_inference(spec, model), model, history, cfg)
+    inference = models.export_inference(spec, model)
+    temperature = scale_temperature(inference, spec, cfg, data) if cfg.temperature else None
+    return TrainResult(spec, inference, model, history, cfg, temperature)
+
+
+def scale_temperature(model: keras.Model, spec: NetSpec, cfg: TrainConfig, data: Dataset) -> dict:
+    """Fits the ensemble's temperature on the validation split and folds it into `model`."""
+    from qute import metrics
+    from qute.temperature import fit_temperature, fold_temperature, tempered
+
+    def val_heads():
+        if spec.method != "mc-dropout":
+            return predict_heads(model, data.x_val)
+        keras.utils.set_random_seed(cfg.seed)  # the same K dropout samples before and after folding
+        return np.concatenate([predict_heads(model, data.x_val, training=True) for _ in range(spec.k)])
+
+    before = val_heads()
+    t = fit_temperature(before, data.y_val)
+    fold_temperature(model, t, spec.num_heads)
+    after = val_heads()
+    y = data.y_val
+
+    def summary(heads):
+        mean = heads.mean(axis=0)
+        return {"nll": metrics.nll(y, mean), "ece": metrics.ece(y, mean, n_bins=15), "accuracy": metrics.accuracy(y, mean)}
+
+    return {"value": t, "fitted_on": f"validation split ({len(y)} images)", "before": summary(before),
+            "after": summary(after), "expected_after": summary(tempered(before, t).astype(np.float32))}
 
 
 def predict_heads(model: keras.Model, x: np.ndarray, names=None, batch_size: int = 1024, training=False) -> np.ndarray:

@@ -21,7 +21,7 @@ def tiny_qute_run(parent: Path, k: int):
     result = train(cfg, data)
     path = Path(parent) / "digits"
     path.mkdir()
-    save_run(path, result.config, result.spec, data, result.model, result.history)
+    save_run(path, result.config, result.spec, data, result.model, result.history, result.temperature)
     return path, data, result.model
 
 
