@@ -420,7 +420,10 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
 @click.option("--emulator", type=click.Choice(["qemu", "renode"]), default="qemu", show_default=True)
 @click.option("--timeout", type=float, default=300, show_default=True, help="Seconds before the emulator run counts as hung.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file (without BUILD_DIR).")
-def run_(build_dir, board, emulator, timeout, config_path):
+@click.option("--port", metavar="TTY", help="Read the flashed board over this serial port instead of emulating "
+              "(e.g. /dev/ttyACM0): reset the board when asked; --inputs uart builds are fed their inputs.")
+@click.option("--baud", type=int, help="Baud rate of --port (default: the board's console rate).")
+def run_(build_dir, board, emulator, timeout, config_path, port, baud):
     """Run a build's firmware under an emulator and check every output byte against the host.
 
     Runs the build's emulator variant under QEMU (-icount shift=0, with a time-out), parses its
@@ -435,12 +438,14 @@ def run_(build_dir, board, emulator, timeout, config_path):
     Example:
       qute run --board nucleo-f746 runs/digits/build-f746
       qute run --board mps2-an500
+      qute run runs/digits/build-f746 --port /dev/ttyACM0      (after qute flash)
     """
     from qute.emulate import run as run_emulator
     from qute.errors import RunFailure
 
     try:
-        r = run_emulator(board, build_dir, emulator, timeout, progress=lambda s: click.echo(s, err=True), config_path=config_path)
+        r = run_emulator(board, build_dir, emulator, timeout, progress=lambda s: click.echo(s, err=True),
+                         config_path=config_path, port=port, baud=baud)
     except RunFailure as e:
         _failure(e)
     if emulator == "renode":
@@ -463,8 +468,8 @@ def flash(build_dir, board, probe, gdb_server, timeout):
     openocd: `program firmware.elf verify reset exit`; pyocd: `pyocd flash -t TARGET`; stlink:
     `st-flash --reset write firmware.bin` at the flash base; gdb: load, compare-sections, then
     start at the reset vector. auto tries openocd, pyocd and stlink (and gdb with --gdb-server)
-    and reports what it tried when none works. Then watch the serial port (115200 8N1) for the
-    QUTE lines.
+    and reports what it tried when none works. Then `qute run BUILD_DIR --port TTY` reads the QUTE
+    lines from the board's serial port and checks them against the host.
 
     \b
     Example:
@@ -479,6 +484,7 @@ def flash(build_dir, board, probe, gdb_server, timeout):
     except RunFailure as e:
         _failure(e)
     click.echo(f"flashed {r.elf} with {r.probe}: written, verified and started")
+    click.echo(f"next: qute run {build_dir} --port /dev/ttyACM0   (the board's serial port; reset it when asked)")
 
 
 @cli.command()

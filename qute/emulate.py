@@ -65,6 +65,7 @@ class RunResult:
     ucycles: np.ndarray | None = None  # the uncertainty module's count per sample (None: older firmware)
     scores_kind: str = "float32"  # "int": integer-only path (Q16/Q20 values against summarize_int)
     transcript: Path | None = None  # where qute run saved the console text
+    port: str | None = None  # read from a board over this serial port, not from QEMU
 
     @property
     def overhead(self) -> dict | None:
@@ -81,7 +82,8 @@ class RunResult:
                 and self.done_line_ok and not self.problems and not self.monitor.get("differing", 0))
 
     def summary(self) -> str:
-        lines = [f"{self.note}", f"firmware: {self.elf} on QEMU {self.machine} (-icount shift=0)"]
+        lines = ([f"firmware: {self.elf} on {self.board}, read over {self.port}"] if self.port else
+                 [f"{self.note}", f"firmware: {self.elf} on QEMU {self.machine} (-icount shift=0)"])
         if self.accuracy is not None:
             lines.append(f"accuracy:            {self.accuracy:.4f} ({self.correct}/{self.samples} ensemble predictions right)")
         u = self.uncertainty
@@ -403,11 +405,14 @@ def run(
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], None] = lambda s: None,
     config_path=None,
+    port: str | None = None,
+    baud: int | None = None,
 ) -> RunResult | int:
     """Runs a build under `emulator`; a RunResult for QEMU, renode-test's exit status for Renode.
 
     With no `build_dir`, builds qute.toml's model, else the embedded default, for emulation in a
-    temporary folder first.
+    temporary folder first. With `port`, the firmware already flashed on the board is read (and fed)
+    over that serial port instead (qute.serialport), and checked the same way.
     """
     from qute import tools
     from qute.boards import load_board
@@ -432,6 +437,13 @@ def run(
     if b is not None and b.board != board.name:
         raise QuteError(f"{build_dir} was built for {b.board}, not {board.name}; "
                         f"run it with --board {b.board} or build for {board.name}")
+
+    if port is not None:
+        if b is None:
+            raise QuteError("--port needs the BUILD_DIR whose firmware is on the board (qute build, qute flash)")
+        if emulator != "qemu":
+            raise QuteError("--port runs on the board itself: leave out --emulator")
+        return _run_on_port(b, board, port, baud or board.console.baud, timeout, progress)
 
     if emulator == "renode":
         renode = tools.find("renode-test")
@@ -468,6 +480,30 @@ def run(
 
 
 TRANSCRIPT_FILE = "transcript.txt"
+
+
+def _run_on_port(b, board, port: str, baud: int, timeout: float, progress) -> RunResult:
+    from qute.run import write_atomic
+    from qute.serialport import talk
+    from qute.transcript import TranscriptError, parse
+
+    frames = None
+    if uart_inputs(b):
+        x, y = b.inputs()
+        payload = uart_payload(x, y)
+        size = (len(payload) - 8) // max(len(x), 1)
+        frames = (payload[:8], [payload[8 + i * size: 8 + (i + 1) * size] for i in range(len(x))])
+    text = talk(port, baud, frames, timeout, progress)
+    try:
+        transcript = parse(text)
+    except TranscriptError as e:
+        raise RunFailure(f"the firmware printed a malformed line: {e}") from None
+    result = check(b, transcript, board)
+    result.elf = b.elf(False) or b.elf(True)
+    result.port = port
+    write_atomic({b.path / TRANSCRIPT_FILE: text.encode()})
+    result.transcript = b.path / TRANSCRIPT_FILE
+    return result
 
 
 def uart_inputs(build) -> bool:

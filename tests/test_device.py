@@ -8,6 +8,7 @@ the int8 stage's to the last bit.
 import json
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,114 @@ def test_qute_run_saves_the_transcript_the_report_reads(quantized_run):
     assert p.returncode == 0, p.stderr + p.stdout
     page = (quantized_run / "r.html").read_text()
     assert "instructions per inference" in page and f"from {build / 'transcript.txt'}" in page
+
+
+# --------------------------------------------------------------------------- qute run --port (QEMU behind a null modem stands in for the board)
+
+
+def _null_modem():
+    """Two pseudo-terminals joined back to back, like `socat pty,raw pty,raw`: (path a, path b, stop)."""
+    import os
+    import select
+    import threading
+    import tty
+
+    ma, sa = os.openpty()
+    mb, sb = os.openpty()
+    for fd in (sa, sb):
+        tty.setraw(fd)
+    stop = threading.Event()
+
+    def pump():
+        while not stop.is_set():
+            ready, _, _ = select.select([ma, mb], [], [], 0.1)
+            for src in ready:
+                try:
+                    data = os.read(src, 4096)
+                except OSError:
+                    continue
+                os.write(mb if src == ma else ma, data)
+        for fd in (ma, mb, sa, sb):
+            os.close(fd)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return os.ttyname(sa), os.ttyname(sb), stop
+
+
+def _qemu_on_a_serial_line(elf: Path, paused: bool = False):
+    """QEMU with its console on one end of a null modem: (process, the other end's path, monitor socket, stop)."""
+    import subprocess
+    import tempfile
+
+    qemu_end, our_end, stop = _null_modem()
+    mon = Path(tempfile.mkdtemp()) / "mon.sock"
+    cmd = ["qemu-system-arm", "-M", "mps2-an500", "-nographic", "-chardev", f"serial,id=line,path={qemu_end}",
+           "-serial", "chardev:line", "-semihosting", "-icount", "shift=0", "-monitor", f"unix:{mon},server=on,wait=off",
+           *(["-S"] if paused else []), "-kernel", str(elf)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, our_end, mon, stop
+
+
+def _monitor_command(sock: Path, command: str) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(sock))
+        got = b""
+        while b"(qemu)" not in got:  # the monitor ignores input sent before its first prompt
+            got += s.recv(4096)
+        s.sendall(command.encode() + b"\n")
+        got = b""
+        while b"(qemu)" not in got:  # and a command is done when the next prompt comes
+            got += s.recv(4096)
+
+
+@needs_qemu
+def test_run_over_a_serial_port_feeds_a_uart_build_one_frame_at_a_time(uart_builds):
+    out = uart_builds["mps2-an500"]
+    proc, pty, _mon, stop = _qemu_on_a_serial_line(out / "firmware.elf")
+    try:
+        r = qute("run", out, "--port", pty, timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+        stop.set()
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert f"on mps2-an500, read over {pty}" in r.stdout
+    assert "0 of 1,500 differ from the host reference (TFLite Micro), 50 inputs" in r.stdout and "bit-exact: yes" in r.stdout
+
+
+@needs_qemu
+def test_run_over_a_serial_port_waits_for_the_reset_of_an_embedded_build(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    p = qute("build", "--board", "mps2-an500", "--emulator", "--samples", "8", "-o", "emb", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    proc, pty, mon, stop = _qemu_on_a_serial_line(tmp_path / "emb" / "firmware.elf", paused=True)
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "qute", "run", str(tmp_path / "emb"), "--port", pty, "--timeout", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        asked = run.stderr.readline()  # qute run has opened the port and asks for a reset
+        time.sleep(0.5)
+        _monitor_command(mon, "cont")  # "press reset": the paused firmware starts
+        stdout, stderr = run.communicate(timeout=120)
+        stderr = asked + stderr
+    finally:
+        proc.kill()
+        proc.wait()
+        stop.set()
+    assert run.returncode == 0, stderr + stdout
+    assert "reset the board" in stderr and "bit-exact: yes" in stdout
+    assert (tmp_path / "emb" / "transcript.txt").is_file()
+
+
+def test_run_port_errors_are_one_line(tmp_path, uart_builds):
+    out = uart_builds["mps2-an500"]
+    assert_user_error(qute("run", out, "--port", tmp_path / "ttyNONE"), "cannot open", "ttyNONE")
+    (tmp_path / "plain").write_text("")
+    assert_user_error(qute("run", out, "--port", tmp_path / "plain"), "is not a serial port")
+    assert_user_error(qute("run", "--board", "mps2-an500", "--port", "/dev/null"), "--port needs the BUILD_DIR")
+    assert_user_error(qute("run", out, "--port", "/dev/null", "--baud", "12345"), "--baud 12345")
