@@ -50,10 +50,6 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
     heads, learning rate, whether the backbone was frozen) and the training graph.
     """
     cfg = cfg.for_dataset(len(data.x_train))
-    # Seeds alone give the same model within one process only: multi-threaded kernels sum in a
-    # varying order, so a run repeated in a new process drifted (same seed, different weights).
-    # Deterministic kernels make `qute train` a function of its settings, for ~10% more time.
-    tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.seed)
     spec = spec_for(cfg, data)
     model = models.build(spec, training=True)
