@@ -164,11 +164,12 @@ class DeviceStage:
 
 def _scores_differing(samples, host, integer: bool) -> int:
     """How many of the device's four scores per sample differ from the host's, bit for bit."""
+    from qute.emulate import host_score_rows
+
+    want = host_score_rows(host, integer)
     if integer:
-        want = np.stack([host.confidence_q16, host.margin_q16, host.entropy_q20, host.mutual_information_q20], axis=1)
         got = [s.iscores for s in samples]
         return sum(4 if g is None else int(np.sum(np.asarray(g, dtype=np.int64) != w)) for g, w in zip(got, want))
-    want = np.stack([host.confidence, host.margin, host.entropy, host.mutual_information], axis=1).astype(np.float32)
     got = [s.scores for s in samples]
     return sum(4 if g is None else int(np.sum(np.asarray(g, dtype=np.float32).view(np.uint32) != w.view(np.uint32)))
                for g, w in zip(got, want))

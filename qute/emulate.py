@@ -265,11 +265,7 @@ def check(build, transcript, board) -> RunResult:
     int_path = up if up.get("kind") == "int" else None
     host = device_scores(_facts_from_manifest(m), device, int_path) if m["ensemble"] else None
     if host is not None:
-        if int_path:
-            want = np.stack([host.confidence_q16, host.margin_q16, host.entropy_q20, host.mutual_information_q20],
-                            axis=1).astype(np.int64)
-        else:
-            want = np.stack([host.confidence, host.margin, host.entropy, host.mutual_information], axis=1).astype(np.float32)
+        want = host_score_rows(host, bool(int_path))
         for i in range(n):
             s = got.get(i)
             if s is None or not present[i]:
@@ -325,6 +321,15 @@ def check(build, transcript, board) -> RunResult:
         uncertainty=uncertainty, problems=problems, monitor=monitor, monitor_note=m.get("calibration_note") or "",
         ucycles=ucycles, scores_kind="int" if int_path else "float32",
     )
+
+
+def host_score_rows(host, integer: bool) -> np.ndarray:
+    """(N, 4) of what the device prints per sample: iscores= as int64 (integer-only builds) or
+    scores= as float32 (confidence, margin, entropy, mutual information)."""
+    if integer:
+        return np.stack([host.confidence_q16, host.margin_q16, host.entropy_q20, host.mutual_information_q20],
+                        axis=1).astype(np.int64)
+    return np.stack([host.confidence, host.margin, host.entropy, host.mutual_information], axis=1).astype(np.float32)
 
 
 def _check_monitor(m: dict, got: dict, present: np.ndarray, host, n: int) -> dict:

@@ -328,3 +328,24 @@ def test_run_port_errors_are_one_line(tmp_path, uart_builds):
     assert_user_error(qute("run", out, "--port", tmp_path / "plain"), "is not a serial port")
     assert_user_error(qute("run", "--board", "mps2-an500", "--port", "/dev/null"), "--port needs the BUILD_DIR")
     assert_user_error(qute("run", out, "--port", "/dev/null", "--baud", "12345"), "--baud 12345")
+
+
+def test_device_scores_are_compared_bit_for_bit_on_both_paths():
+    from types import SimpleNamespace
+
+    from qute.device import _scores_differing
+    from qute.emulate import host_score_rows
+    from qute.uncertainty import summarize, summarize_int
+
+    heads = np.random.default_rng(4).integers(-128, 128, size=(3, 6, 10)).astype(np.int8)
+    for integer, host in ((True, summarize_int(heads)), (False, summarize((heads.astype(np.float32) + 128) / 256))):
+        rows = host_score_rows(host, integer)
+        field = "iscores" if integer else "scores"
+        samples = [SimpleNamespace(**{field: r.copy()}) for r in rows]
+        assert _scores_differing(samples, host, integer) == 0
+        if integer:
+            samples[2].iscores[1] += 1
+        else:
+            samples[2].scores[1] = np.nextafter(samples[2].scores[1], np.float32(2))  # one ulp off
+        setattr(samples[4], field, None)  # a line without scores counts all four
+        assert _scores_differing(samples, host, integer) == 1 + 4
