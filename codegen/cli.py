@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import signal
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
+from codegen import outdir
 from codegen.ir import CodegenError
+from codegen.outdir import Kind, OutputError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,11 +25,22 @@ def cli():
     """
 
 
+def _older_generate(folder: Path) -> bool:
+    """A folder of a qute-codegen from before markers: exactly report.json and one PREFIX.h/.c pair."""
+    names = sorted(p.name for p in folder.iterdir())
+    return (len(names) == 3 and "report.json" in names and all((folder / n).is_file() for n in names)
+            and {Path(n).suffix for n in names} == {".c", ".h", ".json"} and len({Path(n).stem for n in names}) == 2)
+
+
+GENERATED = Kind("qute-codegen generate", ".qute-codegen", _older_generate)
+
+
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Folder to write qute_model.h/.c into.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(), help="Folder to write qute_model.h/.c into.")
 @click.option("--prefix", default="qute_model", show_default=True, help="Name of the generated files and C symbols.")
-def generate(model, out, prefix):
+@click.option("--force", is_flag=True, help="Replace an existing output folder (only one qute-codegen generate made).")
+def generate(model, out, prefix, force):
     """Write PREFIX.h, PREFIX.c and report.json for MODEL.
 
     \b
@@ -43,22 +54,15 @@ def generate(model, out, prefix):
 
     if not prefix.isidentifier():
         raise CodegenError(f"--prefix {prefix!r} is not a C identifier")
+    outdir.check(out, GENERATED, force)
     graph = fold(read_file(model))
     gen = gen_c(graph, prefix)
     report = build_report(graph, Path(model).read_bytes(), gen)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with outdir.staging(out, GENERATED, force) as tmp:
         (tmp / f"{prefix}.h").write_text(gen.header)
         (tmp / f"{prefix}.c").write_text(gen.source)
         (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    out = Path(out)
     click.echo(report.format())
     click.echo(f"wrote {out / (prefix + '.h')}, {out / (prefix + '.c')}, {out / 'report.json'}")
 
@@ -80,21 +84,49 @@ def report(model, as_json):
     click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.format())
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so staging folders are cleaned up as on Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def run_cli(group: click.Group, prog: str, argv=None, user_errors: tuple = (CodegenError,)) -> int:
-    """Runs a click group: a user's mistake is one line on stderr and exit status 2, never a traceback."""
+    """Runs a click group: a user's mistake is one line on stderr and exit status 2, never a traceback.
+
+    Ctrl-C exits 130 and SIGTERM 143 (128 + the signal, as a shell reports a process the signal
+    killed), each with one line, after the cleanup of whatever was being written.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: signals stay the caller's business
+        previous = _terminate
     try:
         group.main(args=argv, prog_name=prog, standalone_mode=False)
-    except user_errors as e:
+    except (OutputError, *user_errors) as e:
         click.echo(f"{prog}: error: {e}", err=True)
         return 2
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click turns Ctrl-C (and end of input) into Abort
+        if isinstance(e.__context__, KeyboardInterrupt):
+            click.echo(f"{prog}: interrupted", err=True)
+            return 130
         click.echo("aborted", err=True)
         return 1
+    except KeyboardInterrupt:
+        click.echo(f"{prog}: interrupted", err=True)
+        return 130
+    except Terminated:
+        click.echo(f"{prog}: terminated", err=True)
+        return 143
     except click.ClickException as e:  # usage errors included
         click.echo(f"{prog}: error: {e.format_message()}", err=True)
         return 2
+    finally:
+        if previous is not _terminate:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

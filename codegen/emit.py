@@ -5,6 +5,7 @@ The output is a function of the model bytes alone: same model in, same C out.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +42,12 @@ class Array:
     def initializer(self, per_line: int = 16) -> str:
         flat = self.values.reshape(-1)
         if self.ctype == "float":
+            if not np.all(np.isfinite(flat)):
+                raise CodegenError(f"{self.name} ({self.comment}) holds nan or infinity, which C99 cannot write as a constant")
             items = [f"{float(v)!r}f" for v in flat]
         else:
-            items = [str(int(v)) for v in flat]
+            # C has no negative literals: -9223372036854775808 is minus a constant too big for any type
+            items = [str(int(v)) if int(v) != -(2**63) else "(-9223372036854775807 - 1)" for v in flat]
         lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
         return ",\n    ".join(lines)
 
@@ -93,6 +97,10 @@ class Context:
         return arr.name
 
     def struct(self, op: Op, ctype: str, **fields) -> str:
+        for k, v in fields.items():
+            # every field of the kernels' parameter structs is at most an int32_t
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and not -(2**31) <= int(v) < 2**31:
+                raise CodegenError(f"{op.describe()}: parameter {k} = {int(v)} does not fit the kernel's int32_t")
         s = Struct(f"op{op.index}_params", ctype, fields)
         self.structs.append(s)
         return s.name
@@ -107,6 +115,19 @@ class Generated:
     params_bytes: int
     output_order: list[int]
     headers: list[str]
+    shape_notes: list[str] = field(default_factory=list)  # stored shapes that disagree with the inferred ones
+    reference: str = "tflm"  # whose reference kernels the C equals: "tflm" or "litert-ref" (Graph.reference)
+
+
+@contextlib.contextmanager
+def _about(op: Op):
+    """Names the op in an error raised by code that does not know it (quant.py's helpers)."""
+    try:
+        yield
+    except CodegenError as e:
+        if str(e).startswith(f"op {op.index} "):
+            raise
+        raise CodegenError(f"{op.describe()}: {e}") from None
 
 
 def output_order(graph: Graph) -> list[int]:
@@ -118,10 +139,13 @@ def output_order(graph: Graph) -> list[int]:
 
 
 def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
-    graph = fold(graph)  # static shape arithmetic and constant ops become constants
+    graph = fold(graph)  # inferred shapes; static shape arithmetic and constant ops become constants
     lowerings = {op.index: op_registry.lowering_for(op) for op in graph.ops}
     for op in graph.ops:
-        lowerings[op.index].check(op, graph)
+        with _about(op):
+            lowerings[op.index].check(op, graph)
+    if not graph.inputs:
+        raise CodegenError("the model has no inputs; the generated API takes at least one")
     for t in graph.inputs + graph.outputs:
         if graph.tensor(t).dtype != "int8":
             raise CodegenError(
@@ -138,7 +162,8 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
         low = lowerings[op.index]
         if header := getattr(low, "header", None):
             ctx.headers.add(header)
-        lines = low.emit(op, graph, ctx)
+        with _about(op):
+            lines = low.emit(op, graph, ctx)
         if lines:
             calls.append((f"{op.index}: {op.opcode}", lines))
     copies = [(k, ctx.ptr(t), graph.tensor(t).nbytes) for t, k in p.copies]
@@ -150,6 +175,8 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
                 "shape": list(x.shape), "scale": repr(float(np.float32(scale))) + "f", "zero_point": zp}
 
     env = {
+        "reference": graph.reference,
+        "shape_notes": [n.replace("*/", "* /") for n in graph.shape_notes],  # tensor names inside a C comment
         "prefix": prefix,
         "guard": prefix.upper(),
         "arena_size": p.arena_size,
@@ -172,6 +199,8 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
         params_bytes=params_bytes,
         output_order=order,
         headers=sorted(ctx.headers),
+        shape_notes=list(graph.shape_notes),
+        reference=graph.reference,
     )
 
 

@@ -1,13 +1,15 @@
-"""Compile-time evaluation of ops whose result is known before the model runs.
+"""Compile-time evaluation of ops whose result is known before the model runs, and shape inference.
 
 Every shape is static, so shape arithmetic (Keras' Flatten emits SHAPE -> STRIDED_SLICE -> PACK
 feeding RESHAPE's shape input) and ops on constant tensors are evaluated here with numpy, following
 TFLite's semantics. Their outputs become constant tensors and the ops disappear; ops that still
 touch run-time data (a RESHAPE of an activation, whose shape input became constant) stay.
 
-Before that, stored shapes the converter got wrong are repaired: for a dilated Keras convolution with
-an unknown batch (SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND) it stores batch 1 for the
-SPACE_TO_BATCH_ND output and the convolution output, where the block multiplies the batch.
+The same walk, in op order, gives every op's outputs the shapes codegen.shapes infers from the
+graph inputs, before the op is evaluated: a SHAPE op reports the inferred shape, and a RESHAPE's
+target may come from a chain folded just before it. The stored shapes that disagree are listed in
+``Graph.shape_notes`` (the converter stores wrong ones for dilated convolutions with an unknown
+batch); everything downstream uses the inferred shapes.
 """
 
 from __future__ import annotations
@@ -16,15 +18,29 @@ import dataclasses
 
 import numpy as np
 
+from codegen import shapes
 from codegen.ir import CodegenError, Graph, Op, Tensor
+from codegen.validate import validate
 
 
 def fold(graph: Graph) -> Graph:
-    """A folded copy of `graph` (the argument is left untouched); ops are renumbered 0..n-1."""
-    tensors = _repair_shapes(graph)
+    """A folded copy of `graph` (the argument is left untouched) with inferred shapes; ops are
+    renumbered 0..n-1. Folding a folded graph changes nothing and keeps its shape notes."""
+    validate(graph)  # every entry point folds first: nothing below sees a malformed graph
+    tensors = list(graph.tensors)
+    for t in graph.inputs:
+        shapes.check_input_shape(tensors[t])
+    notes = list(graph.shape_notes)
     kept: list[Op] = []
     protected = set(graph.outputs) | set(graph.inputs)
     for op in graph.ops:
+        inferred = shapes.output_shapes(op, tensors)
+        for t, shape in zip(op.outputs, inferred or ()):
+            if t < 0 or t in graph.inputs or tensors[t].is_const:
+                continue
+            if tensors[t].shape != shape:
+                notes.append(shapes.note(op, tensors[t], shape))
+                tensors[t] = dataclasses.replace(tensors[t], shape=shape)
         value = None
         if not any(t in protected for t in op.outputs) and len(op.outputs) == 1:
             value = _evaluate(op, tensors)
@@ -34,10 +50,11 @@ def fold(graph: Graph) -> Graph:
         out = tensors[op.outputs[0]]
         value = np.asarray(value)
         if value.size != out.size:
-            raise CodegenError(f"{op.describe()}: folds to shape {list(value.shape)}, the model says {list(out.shape)}")
+            raise CodegenError(f"{op.describe()}: folds to shape {list(value.shape)}, inferred {list(out.shape)}")
         tensors[out.index] = dataclasses.replace(out, data=value.astype(out.dtype).reshape(out.shape))
     ops = [dataclasses.replace(op, index=i, inputs=list(op.inputs), outputs=list(op.outputs)) for i, op in enumerate(kept)]
-    return dataclasses.replace(graph, tensors=tensors, ops=ops, inputs=list(graph.inputs), outputs=list(graph.outputs))
+    return dataclasses.replace(graph, tensors=tensors, ops=ops, inputs=list(graph.inputs), outputs=list(graph.outputs),
+                               shape_notes=notes)
 
 
 def _evaluate(op: Op, tensors: list[Tensor]) -> np.ndarray | None:
@@ -77,38 +94,13 @@ def _concat(op: Op, data: list[np.ndarray], out: Tensor) -> np.ndarray | None:
     return np.concatenate(data, axis=axis + data[0].ndim if axis < 0 else axis)
 
 
-def strided_slice(x: np.ndarray, begin, end, strides, begin_mask=0, end_mask=0, ellipsis_mask=0,
-                  new_axis_mask=0, shrink_axis_mask=0) -> np.ndarray:
-    """TensorFlow's strided slice (the dense specification, as numpy indexing expresses it)."""
-    begin, end, strides = (np.asarray(v).reshape(-1).tolist() for v in (begin, end, strides))
-    if ellipsis_mask.bit_count() > 1:
-        raise CodegenError("STRIDED_SLICE: more than one ellipsis")
-    index: list = []
-    for i, (b, e, s) in enumerate(zip(begin, end, strides)):
-        bit = 1 << i
-        if s == 0:
-            raise CodegenError("STRIDED_SLICE: a stride of 0")
-        if ellipsis_mask & bit:
-            index.append(Ellipsis)
-        elif new_axis_mask & bit:
-            index.append(None)
-        elif shrink_axis_mask & bit:
-            index.append(0 if begin_mask & bit else int(b))
-        else:
-            index.append(slice(None if begin_mask & bit else int(b), None if end_mask & bit else int(e), int(s)))
-    try:
-        return np.asarray(x[tuple(index)])
-    except IndexError as err:
-        raise CodegenError(f"STRIDED_SLICE: {err}") from None
-
-
 def _strided_slice(op: Op, data: list[np.ndarray], out: Tensor) -> np.ndarray | None:
     o = op.options
     if o.get("Offset", False):
         # the converter never sets it, and neither TFLM nor LiteRT ran the models tried with it:
         # left unfolded, the op is reported as unsupported
         return None
-    return strided_slice(data[0], data[1], data[2], data[3] if len(data) > 3 else np.ones(len(data[1]), np.int64),
+    return shapes.strided_slice(data[0], data[1], data[2], data[3] if len(data) > 3 else np.ones(len(data[1]), np.int64),
                          o.get("BeginMask", 0), o.get("EndMask", 0), o.get("EllipsisMask", 0),
                          o.get("NewAxisMask", 0), o.get("ShrinkAxisMask", 0))
 
@@ -121,47 +113,3 @@ _FOLDERS = {
     "CONCATENATION": _concat,
     "STRIDED_SLICE": _strided_slice,
 }
-
-
-# Ops whose output batch is their first input's batch (what can sit between the two space/batch ops).
-_BATCH_PRESERVING = {"CONV_2D", "DEPTHWISE_CONV_2D", "RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH",
-                     "QUANTIZE", "DEQUANTIZE"}
-
-
-def _repair_shapes(graph: Graph) -> list[Tensor]:
-    tensors = list(graph.tensors)
-
-    def ints(t: int) -> np.ndarray | None:
-        x = tensors[t] if 0 <= t < len(tensors) else None
-        return x.data.astype(np.int64) if x is not None and x.is_const and x.dtype == "int32" else None
-
-    def set_shape(t: int, shape: tuple[int, ...]) -> None:
-        if tensors[t].shape != shape:
-            tensors[t] = dataclasses.replace(tensors[t], shape=shape)
-
-    for op in graph.ops:
-        if len(op.inputs) < 1 or len(op.outputs) != 1 or op.inputs[0] < 0:
-            continue
-        src, dst = tensors[op.inputs[0]].shape, tensors[op.outputs[0]].shape
-        if op.opcode in ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND") and len(op.inputs) >= 3:
-            block, pads = ints(op.inputs[1]), ints(op.inputs[2])
-            if block is None or pads is None or len(src) != 2 + block.size or len(dst) != len(src) \
-                    or pads.size != 2 * block.size or np.any(block < 1):
-                continue
-            pads = pads.reshape(block.size, 2)
-            spatial = src[1 : 1 + block.size]
-            nb = int(block.prod())
-            if op.opcode == "SPACE_TO_BATCH_ND":
-                padded = [int(d + p.sum()) for d, p in zip(spatial, pads)]
-                if any(p % int(b) for p, b in zip(padded, block)):
-                    continue
-                want = (src[0] * nb, *(p // int(b) for p, b in zip(padded, block)), *src[1 + block.size :])
-            else:
-                if src[0] % nb:
-                    continue
-                want = (src[0] // nb, *(int(d * b - p.sum()) for d, b, p in zip(spatial, block, pads)),
-                        *src[1 + block.size :])
-            set_shape(op.outputs[0], tuple(int(v) for v in want))
-        elif op.opcode in _BATCH_PRESERVING and src and dst and len(src) == len(dst) and src[0] != dst[0]:
-            set_shape(op.outputs[0], (src[0], *dst[1:]))
-    return tensors

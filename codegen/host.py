@@ -7,6 +7,7 @@ library loaded with ctypes) can carry AddressSanitizer and UBSan, which the test
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from codegen.emit import Generated, generate
+from codegen.fold import fold
 from codegen.ir import CodegenError, Graph
 
 WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wstrict-prototypes"]
@@ -69,6 +71,29 @@ int main(int argc, char **argv)
 """
 
 
+class HostRunError(CodegenError):
+    """The compiled model failed while running: a crash, or a sanitizer's report (its first line
+    in `sanitizer`). Generated code that does this is the generator's bug, not the model's."""
+
+    def __init__(self, message: str, sanitizer: str | None = None):
+        super().__init__(message)
+        self.sanitizer = sanitizer
+
+
+class HostCompileError(CodegenError):
+    """The generated C did not compile with the project's flags: the generator's bug."""
+
+
+_SANITIZER_LINE = re.compile(r"(ERROR: (Address|Leak|Memory|Thread)Sanitizer.*|.*runtime error: .*)")
+
+
+def _run_failure(proc) -> HostRunError:
+    text = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else proc.stderr
+    found = _SANITIZER_LINE.search(text)
+    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    return HostRunError(f"generated model crashed ({how}): {text[-2000:]}", found.group(0).strip() if found else None)
+
+
 def kernels_dir() -> Path:
     from qute.resources import firmware_dir  # no TensorFlow behind it
 
@@ -97,7 +122,7 @@ class HostModel:
         payload = struct.pack("<I", 1) + b"".join(np.ascontiguousarray(x[0], dtype=np.int8).tobytes() for x in inputs)
         proc = subprocess.run([str(self.exe), str(repeats)], input=payload, capture_output=True, timeout=600)
         if proc.returncode != 0:
-            raise CodegenError(f"generated model crashed (exit {proc.returncode})")
+            raise _run_failure(proc)
         return float(proc.stdout.decode().split()[0]) * 1e-9
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -113,7 +138,7 @@ class HostModel:
                 payload += x[s].tobytes()
         proc = subprocess.run([str(self.exe)], input=bytes(payload), capture_output=True, timeout=600)
         if proc.returncode != 0:
-            raise CodegenError(f"generated model crashed (exit {proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
+            raise _run_failure(proc)
         out = np.frombuffer(proc.stdout, np.int8).reshape(n, sum(self.output_sizes))
         result, start = [], 0
         for size, shape in zip(self.output_sizes, self.output_shapes):
@@ -128,6 +153,7 @@ def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False,
     """Generates C for `graph`, compiles it with the kernels and the harness, returns a runner."""
     if shutil.which(cc) is None:
         raise CodegenError(f"C compiler {cc!r} not found; install gcc (Debian: apt-get install gcc)")
+    graph = fold(graph)  # the sizes below are the inferred ones, as in the generated code
     gen = generate(graph, prefix)
     folder = Path(folder or tempfile.mkdtemp(prefix="qute-host-"))
     write_sources(gen, folder, prefix)
@@ -142,7 +168,7 @@ def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False,
            str(folder / f"{prefix}.c"), str(folder / "harness.c"), *map(str, kernels), "-o", str(exe), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise CodegenError(f"the generated C does not compile:\n{proc.stderr[-4000:]}")
+        raise HostCompileError(f"the generated C does not compile:\n{proc.stderr[-4000:]}")
     return HostModel(
         exe=exe,
         input_sizes=in_sizes,

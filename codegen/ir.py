@@ -1,7 +1,8 @@
 """The graph the code generator works on: tensors with their quantization, ops with their options.
 
 Everything is static: shapes are known, constant tensors carry their data, and no field refers back
-to the flatbuffer, so later passes (folding, planning, emitting) can be run and tested alone.
+to the flatbuffer, so later passes (folding, planning, emitting) can be run and tested alone. The
+reader gives the shapes stored in the file; codegen.fold replaces them by inferred ones.
 """
 
 from __future__ import annotations
@@ -71,6 +72,32 @@ class Graph:
     # SignatureDef names (e.g. "head_0") -> tensor index, when the model has a signature
     input_names: dict[str, int] = field(default_factory=dict)
     output_names: dict[str, int] = field(default_factory=dict)
+    # set by codegen.fold: each stored shape that disagrees with the inferred one, as a sentence
+    shape_notes: list[str] = field(default_factory=list)
+
+    @property
+    def reference(self) -> str:
+        """Whose reference kernels the generated code must equal, byte for byte (folded graphs only).
+
+        "tflm": TFLite Micro's. "litert-ref": LiteRT's, when stored shapes are wrong. TFLM runs
+        every op on the stored shapes, so on such a model it has no defined output to match (it
+        reads memory it never wrote); LiteRT re-infers shapes as the generator does, and where the
+        two kernel sets differ its behaviour is the one to follow: RELU6 requantizes, RELU takes
+        a float32 quotient of the scales, FULLY_CONNECTED rounds once, LOGISTIC reads a table
+        LiteRT fills in float32 (TFLM's fixed point differs on ~1 byte in 1,800: mostly by 1, by
+        up to 4 next to the zero point at input scales 4-5, by 128 at the zero point from scale
+        16, where TFLM saturates every input). ADD, MUL, MEAN, AVERAGE_POOL_2D, MAX_POOL_2D,
+        SOFTMAX, QUANTIZE, DEQUANTIZE, CONCATENATION, PAD, CONV_2D and DEPTHWISE_CONV_2D gave the
+        same bytes on both over hundreds of random quantizations each (int8 SOFTMAX is the same integer kernel with
+        the same parameters in both; the byte in ~600 that differed on classifiers came from the
+        FULLY_CONNECTED feeding it). Not yet: models LiteRT refuses have no reference in this
+        mode (CONCATENATION of differently quantized inputs, which LiteRT requantizes and the
+        generator refuses as TFLM does; CONV_2D without a bias and DEPTHWISE_CONV_2D with an
+        omitted bias slot, which LiteRT's Prepare rejects and the generator builds as TFLM would;
+        LOGISTIC with an output scale other than 1/256, refused here). The same rule picks the
+        oracle in qute.oracle.reference.
+        """
+        return "litert-ref" if self.shape_notes else "tflm"
 
     def tensor(self, i: int) -> Tensor:
         return self.tensors[i]

@@ -24,6 +24,8 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     As in TFLM's default (double-rounding) build: shifts above 30 stay (softmax can need 31); only
     the TFLITE_SINGLE_ROUNDING build clamps them.
     """
+    if not (math.isfinite(real) and real >= 0.0):
+        raise CodegenError(f"a requantization factor is {real!r}; it must be finite and not negative")
     if real == 0.0:
         return 0, 0
     q, shift = math.frexp(real)
@@ -33,6 +35,10 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
         shift += 1
     if shift < -31:
         return 0, 0
+    if shift > 31:
+        # the kernels (and TFLM's) shift an int32 left by it: 32 and more is undefined behaviour
+        raise CodegenError(f"a requantization factor is {real:g} (2^{shift}); at most 2^31 is supported "
+                           "(a scale of the model is far too small or too large)")
     return q_fixed, shift
 
 

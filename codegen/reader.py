@@ -74,6 +74,8 @@ def _read(data: bytes) -> Graph:
     ops = []
     for i in range(sg.OperatorsLength()):
         o = sg.Operators(i)
+        if not 0 <= o.OpcodeIndex() < len(opcodes):
+            raise CodegenError(f"op {i} has operator code index {o.OpcodeIndex()}; the model has {len(opcodes)} operator code(s)")
         name, version = opcodes[o.OpcodeIndex()]
         ops.append(
             Op(
@@ -108,9 +110,13 @@ def _tensor(model, t, index: int) -> Tensor:
     qdim = 0
     if q is not None and q.ScaleLength():
         scale = q.ScaleAsNumpy().astype(np.float32)
-        zero_point = q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(len(scale), np.int64)
+        # none at all is kept as none (validate refuses it: TFLM aborts on it), not read as zeros
+        zero_point = q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(0, np.int64)
         qdim = q.QuantizedDimension()
     data = None
+    if t.Buffer() >= model.BuffersLength():
+        raise CodegenError(f"tensor {index} ({(t.Name() or b'').decode(errors='replace')}) refers to buffer {t.Buffer()}; "
+                           f"the model has {model.BuffersLength()} buffers")
     buf = model.Buffers(t.Buffer())
     if buf is not None:
         raw = None

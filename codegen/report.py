@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from codegen.emit import Generated, generate
 from codegen.fold import fold
-from codegen.ir import Graph, Op
+from codegen.ir import CodegenError, Graph, Op
 
 
 @dataclass
@@ -33,9 +31,13 @@ class Report:
     io_bytes: int  # the caller's input and output buffers (RAM, not in the arena)
     macs: int
     tflm: dict = field(default_factory=dict)  # TFLM's arena: total/head/tail bytes, when measurable
+    shape_notes: list[str] = field(default_factory=list)  # stored shapes that disagree with the inferred ones
+    reference: str = "tflm"  # whose reference kernels the C equals (codegen.ir.Graph.reference)
 
     def to_dict(self) -> dict:
         return {
+            "reference": self.reference,
+            "shape_notes": list(self.shape_notes),
             "ops": [r.__dict__ for r in self.ops],
             "weights_bytes": self.weights_bytes,
             "params_bytes": self.params_bytes,
@@ -54,8 +56,19 @@ class Report:
                      f"arena {self.arena_bytes:,} B + input/output buffers {self.io_bytes:,} B (RAM); {self.macs:,} MACs")
         if self.tflm:
             lines.append(f"TFLite Micro for the same model: arena {self.tflm['total']:,} B "
-                         f"(activations and I/O {self.tflm['head']:,} B, interpreter state {self.tflm['tail']:,} B)")
+                         f"(activations and I/O {self.tflm['head']:,} B, interpreter state {self.tflm['tail']:,} B)"
+                         + (", planned on the wrong stored shapes" if self.shape_notes else ""))
+        lines += shape_lines(self.shape_notes)
         return "\n".join(lines)
+
+
+def shape_lines(notes: list[str]) -> list[str]:
+    """What `qute-codegen report` and `qute verify` print about stored shapes that are wrong."""
+    if not notes:
+        return []
+    return [f"stored shapes: {len(notes)} disagree with the ones inferred from the input, which are used;",
+            "  TFLite Micro runs on the stored ones and cannot run this model, so the C follows LiteRT's reference kernels",
+            *(f"  {n}" for n in notes)]
 
 
 def op_macs(op: Op, g: Graph) -> int:
@@ -88,25 +101,35 @@ def build_report(graph: Graph, tflite: bytes | None = None, gen: Generated | Non
         ))
     io = sum(graph.tensor(t).nbytes for t in graph.inputs + graph.outputs)
     return Report(rows, gen.weights_bytes, gen.params_bytes, gen.arena_size, io, sum(r.macs for r in rows),
-                  tflm_arena(tflite) if tflite is not None else {})
+                  tflm_arena(tflite) if tflite is not None else {}, list(graph.shape_notes), graph.reference)
 
 
 def tflm_arena(tflite: bytes) -> dict:
-    """TFLite Micro's arena use for a model, read from its recording allocator (empty if unavailable)."""
-    try:
-        from tflite_micro.python.tflite_micro import runtime
-    except ImportError:
+    """TFLite Micro's arena use for a model, read from its recording allocator.
+
+    Empty if unavailable: no tflite-micro, or TFLM refuses the model (an op it lacks, a check of
+    its Prepare). The model is validated first, and TFLM runs in a child process (codegen.tflm):
+    if it crashes there, TFLMCrash says so.
+    """
+    import importlib.util
+
+    from codegen import tflm
+    from codegen.reader import read_model
+    from codegen.validate import validate
+
+    if importlib.util.find_spec("tflite_micro") is None:
         return {}
-    ip = runtime.Interpreter.from_bytes(tflite)
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        try:
-            os.dup2(tmp.fileno(), 2)
-            ip.print_allocations()  # C++ output: capture the file descriptor, not sys.stderr
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
+    graph = read_model(bytes(tflite))
+    validate(graph)
+    try:
+        validate(graph, for_tflm=True)
+    except CodegenError:  # well-formed, but TFLM would crash on it: nothing to measure
+        return {}
+    try:
+        text = tflm.run(tflm.print_allocations, bytes(tflite), doing="measuring its arena", timeout=120)
+    except tflm.TFLMCrash:
+        raise
+    except Exception:  # TFLM refused the model: it has no arena to report
+        return {}
     found = {k: int(v) for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
     return found if len(found) == 3 else {}

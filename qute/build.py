@@ -53,15 +53,14 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from codegen import outdir
 from qute.errors import QuteError, RunFailure
-from qute.run import replace_dir
 
 DEFAULT_SAMPLES = 50
 MANIFEST = "build.json"
@@ -151,14 +150,20 @@ def parse_stream(spec: str) -> list[tuple[str, int] | None]:
     return parts
 
 
+def check_stream(spec: str, samples: int, test_images: int | None) -> list[tuple[str, int] | None]:
+    """The parts of a --stream, once `samples` images per part are known to fit the test split."""
+    parts = parse_stream(spec)
+    if test_images is not None and samples * len(parts) > test_images:
+        raise QuteError(f"--stream needs {samples} test images per part, {samples * len(parts)} in all; "
+                        f"the test split has {test_images}: give fewer --samples")
+    return parts
+
+
 def _stream_inputs(x: np.ndarray, y: np.ndarray, spec: str, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """`samples` consecutive test images per part of the stream, corrupted where the part says."""
     from qute.data import corrupt
 
-    parts = parse_stream(spec)
-    if samples * len(parts) > len(x):
-        raise QuteError(f"--stream needs {samples} test images per part, {samples * len(parts)} in all; "
-                        f"the test split has {len(x)}: give fewer --samples")
+    parts = check_stream(spec, samples, len(x))
     xs, ys, about = [], [], []
     for i, part in enumerate(parts):
         xi, yi = x[i * samples:(i + 1) * samples], y[i * samples:(i + 1) * samples]
@@ -175,6 +180,8 @@ def _from_run(path: Path, samples: int, data_dir, progress, stream: str | None =
     from qute.run import load_run
 
     run = load_run(path)
+    if stream:  # before quantizing, which takes a while
+        check_stream(stream, samples, run.dataset.get("test_samples"))
     tfl = path / TFLITE_FILE
     if not tfl.is_file():
         progress(f"{path} has no {TFLITE_FILE}: quantizing it first (qute quantize {path})")
@@ -329,8 +336,9 @@ def model_facts(tflite: bytes) -> ModelFacts:
     sizes = {o["size"] for o in outputs}
 
     def probabilities(o):  # the int8 range of the output maps into [0, 1]
-        lo = np.float32(-128 - o["zero_point"]) * np.float32(o["scale"])
-        hi = np.float32(127 - o["zero_point"]) * np.float32(o["scale"])
+        with np.errstate(over="ignore"):  # a huge scale is simply not a probability
+            lo = np.float32(-128 - o["zero_point"]) * np.float32(o["scale"])
+            hi = np.float32(127 - o["zero_point"]) * np.float32(o["scale"])
         return lo >= 0 and hi <= 1
 
     ensemble = len(sizes) == 1 and min(sizes) >= 2 and all(probabilities(o) for o in outputs)
@@ -555,7 +563,11 @@ def check_fit_before_link(board, facts: ModelFacts, source: ModelSource, uart_in
         problems.append(("RAM", ram, board.ram_region.length,
                          f"arena {kb(gen.arena_size)} KB + stack {kb(board.stack_size)} KB + outputs, before code and data"))
     if flash > board.flash_region.length:
-        hint = "; try fewer --samples" if weights <= board.flash_region.length else ""
+        # Fewer embedded inputs help only when the weights leave room for at least one of them.
+        each = inputs // len(source.inputs) if inputs else 0
+        room = (board.flash_region.length - weights) // each if each and weights < board.flash_region.length else 0
+        hint = (f"; try fewer --samples (room for at most {room} beside the weights, before code)"
+                if 0 < room < len(source.inputs) else "")
         problems.append(("flash", flash, board.flash_region.length,
                          f"weights {kb(weights)} KB + {len(source.inputs)} embedded input(s) {kb(inputs)} KB, before code{hint}"))
     if problems:
@@ -866,11 +878,15 @@ def default_output(board, model: str | None, emulator: bool) -> Path:
     return Path(name)
 
 
-def _check_output(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise QuteError(f"{out} exists and is not a directory; choose another -o")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise QuteError(f"{out} exists and is not a qute build; choose another -o (qute build only replaces its own builds)")
+def _older_build(folder: Path) -> bool:
+    """A build from before builds carried a marker: its manifest says so."""
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("kind") == BUILD_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+BUILD = outdir.Kind("qute build", ".qute-build", _older_build)
 
 
 def _make(folder: Path, targets: list[str], tools: dict) -> subprocess.CompletedProcess:
@@ -892,6 +908,7 @@ def build(
     progress: Callable[[str], None] = lambda s: None,
     stream: str | None = None,
     inputs: str = "embedded",
+    force: bool = False,
 ) -> BuildResult:
     """Builds the firmware project for `board_name` into `out` (see the module docstring).
 
@@ -912,6 +929,8 @@ def build(
         raise QuteError(f"--samples must be a positive integer, got {samples!r}")
     if inputs not in INPUT_MODES:
         raise QuteError(f"unknown --inputs {inputs!r}; choose one of: {', '.join(INPUT_MODES)}")
+    if stream is not None:
+        parse_stream(stream)
     uart_inputs = inputs == "uart"
     project = read_project(config_path)
     model = str(model) if model is not None else None
@@ -927,7 +946,7 @@ def build(
     found = toolbox.require(*TOOLS)
     toolbox.require_newlib(found["arm-none-eabi-gcc"])
     out = Path(out) if out is not None else default_output(board, model, emulator)
-    _check_output(out)
+    outdir.check(out, BUILD, force)
 
     source = resolve_model(model, samples, data_dir, project, progress, stream)
     facts = model_facts(source.tflite)
@@ -961,10 +980,7 @@ def build(
     if monitor:
         common.append("uncertainty/qute_monitor.c")
 
-    created_parent = not out.parent.exists()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with outdir.staging(out, BUILD, force) as tmp:
         (tmp / "src").mkdir()
         (tmp / "src" / "main.c").write_text(render_main(facts, source, board.name, emu_board.name, monitor, int_path,
                                                                  uart_inputs))
@@ -1043,15 +1059,6 @@ def build(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(tmp / "obj", ignore_errors=True)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent:
-            try:
-                out.parent.rmdir()
-            except OSError:
-                pass
-        raise
     return BuildResult(out, board, emulator, memory, manifest, source)
 
 
@@ -1094,7 +1101,8 @@ class Build:
 def load_build(path: str | Path) -> Build:
     path = Path(path)
     if not path.is_dir():
-        raise QuteError(f"build directory {path} does not exist; make one with: qute build --board BOARD -o {path}")
+        raise QuteError(f"build directory {path} {outdir.missing(path)}"
+                        + ("" if path.exists() else f"; make one with: qute build --board BOARD -o {path}"))
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:

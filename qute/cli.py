@@ -37,6 +37,13 @@ def _import_tensorflow():
         os.close(saved)
 
 
+def _seconds(ctx, param, value):
+    """--timeout: checked when the command line is read, not after the build it would bound."""
+    if value is not None and not 0 < value < math.inf:
+        raise click.BadParameter(f"must be a positive number of seconds, got {value}")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="qute")
 def cli():
@@ -66,7 +73,7 @@ def cli():
 @click.option("--limit", type=int, help="Train on at most this many samples (quick runs).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (else $QUTE_DATA, else ../shared/data).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="Run directory to create.")
-@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--force", is_flag=True, help="Replace an existing run directory (only one qute train made).")
 def train(config_path, out, force, **flags):
     """Train a model and write its run directory.
 
@@ -74,16 +81,19 @@ def train(config_path, out, force, **flags):
     Example:
       qute train --dataset mnist --method qute -K 3 --epochs 20 -o runs/mnist-qute
     """
+    from codegen import outdir
     from qute.config import make_config, read_project
+    from qute.run import RUN
 
     cfg = make_config("train", read_project(config_path), flags)
+    outdir.check(out, RUN, force)
     from qute.data import load_dataset
 
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit)
     cfg = cfg.for_dataset(len(data.x_train))
     _import_tensorflow()
-    from qute.run import save_run, staging
-    with staging(out, force=force) as folder:
+    from qute.run import save_run
+    with outdir.staging(out, RUN, force) as folder:
         from qute.train import train as run_training
 
         click.echo(
@@ -283,9 +293,18 @@ def verify(model, samples, seed, sanitize, data_dir):
 
     read_model(tflite, str(path))  # a damaged file fails here, with its name
     inputs = model_inputs(tflite, samples, seed, data)
-    results = [verify_model(tflite, inputs)]
-    if sanitize:
-        results.append(verify_model(tflite, inputs, sanitize=True))
+    from qute.verify import shape_notes
+
+    for line in shape_notes(tflite):
+        click.echo(line)
+    from qute.errors import RunFailure
+
+    try:
+        results = [verify_model(tflite, inputs)]
+        if sanitize:
+            results.append(verify_model(tflite, inputs, sanitize=True))
+    except RunFailure as e:
+        _failure(e)
     for r in results:
         click.echo(f"{path}: {'ASan+UBSan build' if r.sanitized else 'gcc -O2 build'}, "
                    f"{len(inputs[0])} inputs ({samples} random{f', {len(data)} test images' if data is not None else ''})")
@@ -345,7 +364,7 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
 @cli.command()
 @click.argument("model", required=False, type=click.Path())
 @click.option("--board", help="Board to build for (qute boards lists them).")
-@click.option("-o", "--output", "out", type=click.Path(file_okay=False), help="Project folder to write (default: build-BOARD, or build-BOARD-emulator; inside RUN_DIR for a run).")
+@click.option("-o", "--output", "out", type=click.Path(), help="Project folder to write (default: build-BOARD, or build-BOARD-emulator; inside RUN_DIR for a run).")
 @click.option("--samples", type=int, help="Test inputs to embed in the firmware (default 50).")
 @click.option("--emulator", is_flag=True, help="Only the emulator build (QUTE_EMULATOR, linked for the board's QEMU machine).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file ([build] model, board, samples).")
@@ -355,7 +374,8 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
 @click.option("--inputs", "inputs", type=click.Choice(["embedded", "uart"]), default="embedded", show_default=True,
               help="embedded: --samples inputs compiled into flash; uart: the firmware reads any number of inputs "
                    "from its console UART (qute run sends them).")
-def build(model, board, out, samples, emulator, config_path, data_dir, stream, inputs):
+@click.option("--force", is_flag=True, help="Replace an existing build folder (only one qute build made).")
+def build(model, board, out, samples, emulator, config_path, data_dir, stream, inputs, force):
     """Build firmware that runs MODEL on a board and prints its predictions and uncertainty.
 
     MODEL is a run directory (quantized first if it has no model.int8.tflite; its first test
@@ -377,7 +397,7 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
 
     try:
         r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
-                       progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs)
+                       progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs, force=force)
     except RunFailure as e:
         _failure(e)
     m = r.manifest
@@ -418,7 +438,7 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
 @click.argument("build_dir", required=False, type=click.Path())
 @click.option("--board", help="Board the build is for (default: the build's).")
 @click.option("--emulator", type=click.Choice(["qemu", "renode"]), default="qemu", show_default=True)
-@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds before the emulator run counts as hung.")
+@click.option("--timeout", type=float, default=300, show_default=True, callback=_seconds, help="Seconds before the emulator run counts as hung.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file (without BUILD_DIR).")
 @click.option("--port", metavar="TTY", help="Read the flashed board over this serial port instead of emulating "
               "(e.g. /dev/ttyACM0): reset the board when asked; --inputs uart builds are fed their inputs.")
@@ -461,7 +481,7 @@ def run_(build_dir, board, emulator, timeout, config_path, port, baud):
 @click.option("--board", help="Board to flash (default: the build's).")
 @click.option("--probe", type=click.Choice(["auto", "openocd", "pyocd", "stlink", "gdb"]), default="auto", show_default=True)
 @click.option("--gdb-server", metavar="HOST:PORT", help="GDB server to load through (--probe gdb): OpenOCD :3333, st-util :4242, pyOCD :3333, QEMU -gdb.")
-@click.option("--timeout", type=float, default=300, show_default=True)
+@click.option("--timeout", type=float, default=300, show_default=True, callback=_seconds)
 def flash(build_dir, board, probe, gdb_server, timeout):
     """Flash a build's firmware onto the board, verify it and start it.
 
@@ -492,11 +512,12 @@ def flash(build_dir, board, probe, gdb_server, timeout):
 @click.option("--board", help="Board to build for (the emulator variant runs under QEMU); not needed for a BUILD_DIR.")
 @click.option("--stream", help="With a RUN_DIR: the stream to embed, e.g. id,corrupt:contrast:5 (--samples images per part).")
 @click.option("--samples", type=int, help="Test images per part of the stream (default 50).")
-@click.option("-o", "--output", "out", type=click.Path(file_okay=False),
+@click.option("-o", "--output", "out", type=click.Path(),
               help="Folder for the build, monitor.json, monitor.png and transcript.txt (default RUN_DIR/monitor-BOARD, or BUILD_DIR/monitor).")
-@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds before the emulator run counts as hung.")
+@click.option("--timeout", type=float, default=300, show_default=True, callback=_seconds, help="Seconds before the emulator run counts as hung.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
-def monitor(path, board, stream, samples, out, timeout, data_dir):
+@click.option("--force", is_flag=True, help="Replace an existing output folder (only one qute monitor made).")
+def monitor(path, board, stream, samples, out, timeout, data_dir, force):
     """Play an ID-then-shifted stream through the firmware's accuracy-drop monitor under QEMU.
 
     PATH is a calibrated run (qute calibrate): it is built (emulator variant) with --stream
@@ -514,13 +535,11 @@ def monitor(path, board, stream, samples, out, timeout, data_dir):
     from qute.errors import RunFailure
     from qute.monitor import PLOT_FILE, TIMELINE_FILE, format_timeline, play_stream
 
-    if timeout is None or timeout <= 0:
-        raise QuteError(f"--timeout must be positive, got {timeout}")
     if samples is not None and samples < 1:
         raise QuteError(f"--samples must be a positive integer, got {samples}")
     try:
         tl = play_stream(path, board, stream, samples, out, data_dir=data_dir, timeout=timeout,
-                         progress=lambda s: click.echo(s, err=True))
+                         progress=lambda s: click.echo(s, err=True), force=force)
     except RunFailure as e:
         _failure(e)
     click.echo(format_timeline(tl))

@@ -24,6 +24,7 @@ from qute.errors import QuteError
 
 ARCHS = ("mnist-cnn", "ds-cnn", "resnet8")
 METHODS = ("qute", "base", "ee-ensemble", "deep-ensemble", "mc-dropout")
+MAX_K = 16
 
 
 @dataclass
@@ -50,18 +51,25 @@ class TrainConfig:
     temperature: bool = True
 
     def __post_init__(self):
-        positive = {"k": self.k, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
-        for name, value in positive.items():
-            if value is not None and value <= 0:
+        # Everything a run's settings can get wrong is caught here, before any data is loaded or
+        # any epoch trained. The chained comparisons are False for NaN, so they reject it too.
+        check_choice("arch", self.arch, ARCHS)
+        check_choice("method", self.method, METHODS)
+        check_k(self.method, self.k)
+        for name in ("epochs", "batch_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise QuteError(f"{name} must be positive, got {value}")
+        if not 0 < self.lr <= 1:
+            raise QuteError(f"lr must be in (0, 1], got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise QuteError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if not 0 <= self.freeze_fraction < 1:
             raise QuteError(f"freeze_fraction must be in [0, 1), got {self.freeze_fraction}")
         if not 0 < self.val_fraction < 1:
             raise QuteError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.limit is not None and self.limit < 1:
-            raise QuteError(f"limit must be positive, got {self.limit}")
+        if not 0 <= self.dropout < 1:
+            raise QuteError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,8 +124,7 @@ class NetSpec:
     def __post_init__(self):
         check_choice("arch", self.arch, ARCHS)
         check_choice("method", self.method, METHODS)
-        if not 1 <= self.k <= 16:
-            raise QuteError(f"-K must be between 1 and 16 for method {self.method}, got {self.k}")
+        check_k(self.method, self.k)
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise QuteError(f"input shape must be (height, width, channels), got {self.input_shape}")
         if self.num_classes < 2:
@@ -140,6 +147,12 @@ class NetSpec:
         d = dict(d)
         d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
+
+
+def check_k(method: str, k: int) -> None:
+    """The ensemble sizes every method allows (heads, exits, members or dropout samples)."""
+    if not 1 <= k <= MAX_K:
+        raise QuteError(f"-K must be between 1 and {MAX_K} for method {method}, got {k}")
 
 
 def check_choice(what: str, value, allowed) -> None:

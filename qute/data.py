@@ -551,7 +551,9 @@ _NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 def _read_npz(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     if not path.is_file():
-        raise QuteError(f"npz file {path} not found (expected a NumPy .npz with {', '.join(_NPZ_REQUIRED)})")
+        from codegen.outdir import missing
+
+        raise QuteError(f"npz file {path} {missing(path, 'file')} (expected a NumPy .npz with {', '.join(_NPZ_REQUIRED)})")
     try:
         with np.load(path, allow_pickle=False) as z:
             files = set(z.files)

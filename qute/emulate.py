@@ -192,6 +192,13 @@ def run_process(cmd: list[str], timeout: float, cwd: Path | None = None, stdin: 
             except ProcessLookupError:
                 pass
             proc.wait()
+        except BaseException:  # Ctrl-C or SIGTERM: in its own session, the emulator would outlive qute
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            raise
         if feeder is not None:
             feeder.join()
         out.seek(0)

@@ -90,6 +90,11 @@ def command(probe: str, board, build, elf: Path, tool: str, gdb_server: str | No
     raise QuteError(f"unknown probe {probe!r}; choose one of: {', '.join(PROBES)}")
 
 
+# gdb's own reason when `target remote` fails: "localhost:3333: Connection timed out.",
+# "nohost:3333: cannot resolve name: Name or service not known", "Remote connection closed".
+_NO_SERVER = re.compile(r"(?m)^(?:\S+:\d+: )?(Connection .+?|cannot resolve name.+?|Remote (?:connection closed|communication error.+?))\.?\s*$")
+
+
 def _failed(probe: str, rc: int | None, out: str, timeout: float) -> str | None:
     """Why a probe's run failed (None when it succeeded)."""
     if rc is None:
@@ -98,7 +103,8 @@ def _failed(probe: str, rc: int | None, out: str, timeout: float) -> str | None:
         if "MIS-MATCHED" in out:
             return "compare-sections: the target's memory differs from the ELF after load (verify failed)"
         if not re.search(r"Start address|Transfer rate", out):
-            return "load failed: " + _last(out)
+            m = _NO_SERVER.search(out)
+            return f"no connection to the GDB server: {m.group(1)}" if m else "load failed: " + _last(out)
         if "matched" not in out:
             return "compare-sections did not verify the sections: " + _last(out)
         if rc != 0:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from codegen import outdir
 from qute.errors import QuteError
 
 MAX_WINDOW = 65535
@@ -119,6 +120,15 @@ TRANSCRIPT_FILE = "transcript.txt"
 BUILD_SUBDIR = "build"
 
 
+def _older_monitor(folder) -> bool:
+    """A monitor folder from before they carried a marker: the timeline and only monitor files."""
+    names = {p.name for p in folder.iterdir()}
+    return TIMELINE_FILE in names and names <= {TIMELINE_FILE, PLOT_FILE, TRANSCRIPT_FILE, BUILD_SUBDIR}
+
+
+MONITOR = outdir.Kind("qute monitor", ".qute-monitor", _older_monitor)
+
+
 def stream_parts(inputs_from: str, n: int) -> list[dict]:
     """The parts of a stream build from its manifest's description ("0..49: ID, 50..99: contrast severity 5")."""
     import re
@@ -157,26 +167,23 @@ def _host_scores(build):
 
 
 def play_stream(path, board_name: str | None = None, stream: str | None = None, samples: int | None = None,
-                out=None, data_dir=None, timeout: float = 300, progress=lambda s: None) -> dict:
+                out=None, data_dir=None, timeout: float = 300, progress=lambda s: None, force: bool = False) -> dict:
     """Builds (emulator variant) a calibrated run with an embedded stream, runs it under QEMU, and
     returns the alarm timeline (also written to OUT/monitor.json, OUT/monitor.png, OUT/transcript.txt).
 
     `path` is a run directory (then `stream` is required and the build goes to OUT/build) or an
     existing stream build (a folder with build.json; `stream` and `samples` must then be left out).
+    OUT follows codegen.outdir's rule: staged, and replaced only with `force` when qute monitor made it.
     """
     from pathlib import Path
 
-    from qute import tools
     from qute.boards import load_board
     from qute.build import MANIFEST, build, load_build, parse_stream
-    from qute.calibrate import CALIBRATION_FILE, f32_from_hex
-    from qute.emulate import check, qemu_command, run_process
-    from qute.errors import RunFailure
-    from qute.transcript import TranscriptError, parse
+    from qute.calibrate import CALIBRATION_FILE
 
     path = Path(path)
     if not path.is_dir():
-        raise QuteError(f"{path} does not exist; give a run directory (qute train) or a stream build (qute build --stream)")
+        raise QuteError(f"{path} {outdir.missing(path)}; give a run directory (qute train) or a stream build (qute build --stream)")
     if (path / MANIFEST).is_file():
         if stream is not None or samples is not None:
             raise QuteError(f"{path} is a build: its stream is already embedded; give a run directory to use --stream/--samples")
@@ -184,6 +191,9 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
         if board_name is not None and load_board(board_name).name != b.board:
             raise QuteError(f"{path} was built for {b.board}, not {board_name}")
         out = Path(out) if out is not None else path / "monitor"
+        outdir.check(out, MONITOR, force)
+        with outdir.staging(out, MONITOR, force) as folder:
+            return _play(b, folder, out, timeout, progress)
     else:
         from qute.run import load_run
 
@@ -197,18 +207,28 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
             raise QuteError("no board: give --board BOARD (qute boards lists them)")
         board = load_board(board_name)
         out = Path(out) if out is not None else path / f"monitor-{board.name}"
-        if out.exists() and not out.is_dir():
-            raise QuteError(f"{out} exists and is not a directory; choose another -o")
-        out.mkdir(parents=True, exist_ok=True)
-        progress(f"building {path} for {board.name} (emulator variant) with the stream {stream} into {out / BUILD_SUBDIR}")
-        build(board.name, str(path), out / BUILD_SUBDIR, samples=samples, emulator=True, data_dir=data_dir,
-              progress=progress, stream=stream)
-        b = load_build(out / BUILD_SUBDIR)
+        outdir.check(out, MONITOR, force)
+        with outdir.staging(out, MONITOR, force) as folder:
+            progress(f"building {path} for {board.name} (emulator variant) with the stream {stream} into {out / BUILD_SUBDIR}")
+            build(board.name, str(path), folder / BUILD_SUBDIR, samples=samples, emulator=True, data_dir=data_dir,
+                  progress=progress, stream=stream)
+            return _play(load_build(folder / BUILD_SUBDIR), folder, out, timeout, progress)
+
+
+def _play(b, folder, out, timeout: float, progress) -> dict:
+    """Runs the stream build `b` under QEMU and writes the timeline into `folder`, the staging
+    folder of `out` (where `b` is too when qute monitor built it)."""
+    from qute import tools
+    from qute.boards import load_board
+    from qute.calibrate import f32_from_hex
+    from qute.emulate import check, qemu_command, run_process
+    from qute.errors import RunFailure
+    from qute.transcript import TranscriptError, parse
+
     m = b.manifest
     cal = m.get("calibration")
     if not cal:
         raise QuteError(f"{b.path} has no accuracy-drop monitor ({m.get('calibration_note', 'not calibrated')})")
-    out.mkdir(parents=True, exist_ok=True)
     board = load_board(b.board)
     qemu = tools.require("qemu-system-arm")["qemu-system-arm"]
     machine = m.get("qemu_machine") or board.qemu_machine
@@ -216,7 +236,7 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
     rc, text, _err = run_process(qemu_command(qemu, machine, b.elf(True)), timeout)
     if rc is None:
         raise RunFailure(f"time-out: the firmware did not finish within {timeout:g} s")
-    (out / TRANSCRIPT_FILE).write_text(text)
+    (folder / TRANSCRIPT_FILE).write_text(text)
     try:
         t = parse(text)
     except TranscriptError as e:
@@ -261,7 +281,7 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
         return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=np.float64)]
 
     timeline = {
-        "build": str(b.path),
+        "build": str(out / BUILD_SUBDIR if b.path.parent == folder else b.path),
         "board": b.board,
         "machine": machine,
         "model_origin": m["model"]["origin"],
@@ -303,8 +323,8 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
     }
     import json
 
-    (out / TIMELINE_FILE).write_text(json.dumps(timeline, indent=1) + "\n")
-    plot_timeline(timeline, out / PLOT_FILE)
+    (folder / TIMELINE_FILE).write_text(json.dumps(timeline, indent=1) + "\n")
+    plot_timeline(timeline, folder / PLOT_FILE)
     timeline["out"] = str(out)
     return timeline
 

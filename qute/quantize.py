@@ -70,7 +70,7 @@ from typing import Callable
 import numpy as np
 
 from qute import __version__, metrics, uncertainty
-from qute.errors import QuteError
+from qute.errors import QuteError, RunFailure
 from qute.run import write_atomic
 
 TFLITE_FILE = "model.int8.tflite"
@@ -374,7 +374,7 @@ def _c_stage(tflite, x_q, tflm_outs, order, params, y, float_heads) -> dict:
 
     try:
         ours = run_c(tflite, [x_q])
-    except QuteError as e:
+    except (QuteError, RunFailure) as e:  # the report says what went wrong with the C; the rest stands
         return {"error": str(e).splitlines()[0]}
     report = stage_report(y, _head_probs(ours, order, params), reference=float_heads)
     report["bytes_differing_from_int8_tflm"] = int(sum(np.sum(a != b) for a, b in zip(ours, tflm_outs)))

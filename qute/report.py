@@ -24,6 +24,7 @@ import json
 import math
 from pathlib import Path
 
+from codegen import outdir
 from qute.errors import QuteError
 from qute.run import write_atomic
 
@@ -311,12 +312,14 @@ def write_report(run_dir, out=None, build=None, transcript=None, compute: bool =
     run = load_run(run_dir)
     build = Path(build) if build is not None else None
     if build is not None and not build.is_dir():
-        raise QuteError(f"--build {build} does not exist; make one with: qute build --board BOARD {run_dir} -o {build}")
+        raise QuteError(f"--build {build} {outdir.missing(build)}"
+                        + ("" if build.exists() else f"; make one with: qute build --board BOARD {run_dir} -o {build}"))
     if transcript is not None and not Path(transcript).is_file():
-        raise QuteError(f"--transcript {transcript} does not exist")
+        raise QuteError(f"--transcript {transcript} {outdir.missing(transcript, 'file')}")
     out = Path(out) if out is not None else run_dir / REPORT_FILE
     if out.is_dir():
-        raise QuteError(f"{out} is a directory; give -o a file name such as report.html")
+        raise QuteError(f"{out} is a folder, not a file; give -o a file name such as report.html")
+    outdir.writable(out)  # before the evaluation it may run
     page = _Page()
     title = f"qute report: {run_dir.name} ({run.spec.method}, {run.spec.arch}, K={run.spec.num_heads}, {run.train.dataset})"
     page.add(f"<h1>{_e(title)}</h1>")
@@ -334,6 +337,9 @@ def write_report(run_dir, out=None, build=None, transcript=None, compute: bool =
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
            + "\n".join(page.parts[:2]) + "\n" + summary + "\n" + "\n".join(page.parts[2:]) + "\n</body></html>\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic({out: doc.encode()})
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic({out: doc.encode()})
+    except OSError as e:
+        raise QuteError(f"cannot write {out} ({e.strerror})") from None
     return out, page.missing

@@ -6,8 +6,9 @@
       normalisation.json  raw input -> model input (later stages quantize exactly what the model saw)
       history.json        one record per epoch
 
-Runs are written into a temporary sibling folder and renamed into place, so an interrupted or
-failed `qute train` never leaves a half-written RUN_DIR behind.
+Runs are written into a staging folder beside RUN_DIR and renamed into place, so an interrupted or
+failed `qute train` never leaves a half-written RUN_DIR behind; the rules for replacing one are
+codegen.outdir's (a run carries its marker file, .qute-run).
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from codegen import outdir
 from qute import __version__
 from qute.config import NetSpec, TrainConfig
 from qute.data import Normalisation
@@ -48,32 +47,12 @@ class Run:
             raise QuteError(f"{self.path / MODEL_FILE} could not be loaded ({type(e).__name__}: {e}); re-run qute train") from None
 
 
-@contextmanager
-def staging(target: str | Path, force: bool = False):
-    """Yields a temporary folder that replaces `target` when the block succeeds."""
-    target = Path(target)
-    if target.exists() and not force and (not target.is_dir() or any(target.iterdir())):
-        raise QuteError(f"{target} already exists and is not empty; choose another -o or pass --force")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, target)
+def _older_run(folder: Path) -> bool:
+    """A run written before runs carried a marker: the two files only qute train writes together."""
+    return (folder / MODEL_FILE).is_file() and (folder / "config.json").is_file()
 
 
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Puts the finished folder `tmp` where `target` is, replacing any earlier one."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+RUN = outdir.Kind("qute train", ".qute-run", _older_run)
 
 
 def write_atomic(files: dict[Path, bytes]) -> None:
@@ -87,6 +66,8 @@ def write_atomic(files: dict[Path, bytes]) -> None:
                 f.write(data)
         for tmp, path in staged:
             os.replace(tmp, path)
+    except OSError as e:  # a read-only or full disk is the user's to fix, in one line
+        raise QuteError(f"cannot write {path} ({e.strerror})") from None
     finally:
         for tmp, _ in staged:
             if os.path.exists(tmp):
@@ -129,7 +110,8 @@ def save_run(folder: Path, cfg: TrainConfig, spec: NetSpec, data, model, history
 def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
-        raise QuteError(f"run directory {path} does not exist; create one with: qute train -o {path}")
+        raise QuteError(f"run directory {path} {outdir.missing(path)}"
+                        + ("" if path.exists() else f"; create one with: qute train -o {path}"))
     missing = [f for f in FILES if not (path / f).exists()]
     if missing:
         raise QuteError(f"{path} is not a complete qute run (missing {', '.join(missing)}); re-run qute train")

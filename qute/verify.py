@@ -15,11 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from qute import oracle
-from qute.errors import QuteError
+from qute.errors import QuteError, RunFailure
 
 REFERENCES = {
     "tflm": "TFLite Micro reference kernels (tflite-micro interpreter, run twice, identical)",
     "litert-ref": "LiteRT reference kernels (TFLite Micro is not trustworthy on this model)",
+}
+# why TFLite Micro was not trusted, when it was not
+_WHY = {
+    True: "LiteRT reference kernels (TFLite Micro runs on the model's stored shapes, which are wrong)",
+    False: "LiteRT reference kernels (two TFLite Micro runs gave different bytes)",
 }
 
 
@@ -32,35 +37,65 @@ class VerifyResult:
     per_output: list[dict] = field(default_factory=list)  # name, mismatches, bytes
     outputs: list[np.ndarray] = field(default_factory=list)  # ours, in flatbuffer output order
     sanitized: bool = False
+    shape_notes: list[str] = field(default_factory=list)  # stored shapes that disagree with the inferred ones
 
     @property
     def ok(self) -> bool:
         return self.mismatches == 0
 
     def summary(self) -> str:
-        return f"mismatching bytes: {self.mismatches:,} of {self.total:,} ({self.samples} inputs; reference: {REFERENCES[self.reference]})"
+        which = REFERENCES["tflm"] if self.reference == "tflm" else _WHY[bool(self.shape_notes)]
+        text = f"mismatching bytes: {self.mismatches:,} of {self.total:,} ({self.samples} inputs; reference: {which})"
+        if self.reference == "litert-ref" and not self.shape_notes:
+            # the C follows TFLM's kernels here (nothing tells the generator TFLM is unfit), and
+            # they differ from LiteRT's on RELU6 and some FULLY_CONNECTED rounding
+            text += "; the generated C follows TFLite Micro's kernels"
+        return text
+
+
+def shape_notes(tflite: bytes) -> list[str]:
+    """Lines for stored shapes that disagree with codegen's inferred ones (none when all agree)."""
+    from codegen.ir import CodegenError
+    from codegen.reader import read_model
+    from codegen.report import shape_lines
+    from codegen.fold import fold
+
+    try:
+        return shape_lines(fold(read_model(tflite)).shape_notes)
+    except CodegenError as e:
+        raise QuteError(str(e)) from None
 
 
 def compile_model(tflite: bytes, folder: Path | None = None, sanitize: bool = False):
     """The model's generated C compiled for the host (codegen errors become QuteError)."""
-    from codegen.host import build_host
+    from codegen.host import HostCompileError, build_host
     from codegen.ir import CodegenError
     from codegen.reader import read_model
 
     try:
         return build_host(read_model(tflite), folder, sanitize=sanitize)
+    except HostCompileError as e:
+        raise RunFailure(f"{e}\nThis is a bug in qute, not in the model; please report it with the model") from None
     except CodegenError as e:
         raise QuteError(str(e)) from None
 
 
 def run_c(tflite: bytes, inputs: list[np.ndarray], sanitize: bool = False, host=None) -> list[np.ndarray]:
     """Our outputs for `inputs` (one array per model input, N samples), in flatbuffer output order."""
+    from codegen.host import HostRunError
     from codegen.reader import read_model
 
     graph = read_model(tflite)
     with tempfile.TemporaryDirectory(prefix="qute-verify-") as tmp:
         host = host or compile_model(tflite, Path(tmp), sanitize)
-        ours = host.run(inputs)
+        try:
+            ours = host.run(inputs)
+        except HostRunError as e:
+            # the model passed every check and the C compiled: what fails now is qute's own code
+            what = (f"failed under AddressSanitizer/UBSan: {e.sanitizer}" if e.sanitizer
+                    else f"crashed: {str(e).splitlines()[0]}")
+            raise RunFailure(f"the generated C {what}. This is a bug in qute, not in the model; "
+                             "please report it with the model") from None
     by_tensor = dict(zip(host.output_tensors, ours))
     return [by_tensor[t] for t in graph.outputs]
 
@@ -78,6 +113,7 @@ def verify(tflite: bytes, inputs: list[np.ndarray], sanitize: bool = False) -> V
             raise QuteError(f"output {graph.output_label(t)}: our shape {a.shape} differs from the reference's {b.shape}")
         per_output.append({"name": graph.output_label(t), "mismatches": int(np.sum(a != b)), "bytes": int(a.size)})
     return VerifyResult(
+        shape_notes=oracle.tflm_shape_problems(tflite),
         samples=len(inputs[0]),
         reference=which,
         mismatches=sum(p["mismatches"] for p in per_output),
@@ -90,7 +126,10 @@ def verify(tflite: bytes, inputs: list[np.ndarray], sanitize: bool = False) -> V
 
 def model_inputs(tflite: bytes, random: int, seed: int = 0, data: np.ndarray | None = None) -> list[np.ndarray]:
     """`random` uniform int8 samples per model input, followed by `data` (int8, N x input) if given."""
-    xs = oracle.random_inputs(tflite, random, seed) if random else None
+    try:
+        xs = oracle.random_inputs(tflite, random, seed) if random else None
+    except ValueError as e:  # an input without a leading batch of 1 has no (N, ...) convention
+        raise QuteError(f"cannot draw random inputs for this model: {e}") from None
     if data is None:
         if xs is None:
             raise QuteError("no inputs to verify on: give --samples above 0")

@@ -299,6 +299,8 @@ def _randomise_weights(model, config: dict) -> None:
             if k == 0 and w.ndim >= 2:  # kernel
                 if kind == "DepthwiseConv2D":
                     fan_in, ch_shape = w.shape[0] * w.shape[1], w.shape[2:]
+                elif kind == "DepthwiseConv1D":
+                    fan_in, ch_shape = w.shape[0], w.shape[1:]
                 else:
                     fan_in, ch_shape = int(np.prod(w.shape[:-1])), w.shape[-1:]
                 lim = math.sqrt(3.0 / max(fan_in, 1)) * gain
@@ -444,6 +446,9 @@ _spec("depthwise_conv2d", {"DEPTHWISE_CONV_2D"})((lambda r: _sample_conv(r, dept
 _spec("depthwise_conv2d_dilated_same", {"SPACE_TO_BATCH_ND", "DEPTHWISE_CONV_2D", "BATCH_TO_SPACE_ND"},
       allowed=_STB_TAIL)(
     (lambda r: _sample_conv(r, dilated="same", depthwise=True), _build_conv))
+_spec("depthwise_conv2d_dilated_valid", {"SPACE_TO_BATCH_ND", "DEPTHWISE_CONV_2D", "BATCH_TO_SPACE_ND"},
+      allowed=_STB_TAIL)(
+    (lambda r: _sample_conv(r, dilated="valid", depthwise=True), _build_conv))
 
 
 def _sample_conv1d(r):
@@ -455,16 +460,40 @@ def _sample_conv1d(r):
     return c
 
 
+def _sample_conv1d_dilated(r):
+    c = _base(r)
+    n, dil, pad = _int(r, 5, 21), _pick(r, (2, 3)), _pick(r, ("same", "valid"))
+    k = _int(r, 2, 4)
+    if pad == "valid":
+        k = _fit_valid(r, n, k, dil)
+    c.update(input_shape=[n, _int(r, 1, 6)], kernel=k, strides=1, dilation=dil, padding=pad, activation=_act(r),
+             use_bias=bool(r.random() < 0.75), depthwise=bool(r.random() < 0.5), batch=None)
+    if c["depthwise"]:
+        c["depth_multiplier"] = _int(r, 1, 2)
+    else:
+        c["filters"] = _int(r, 1, 8)
+    return c
+
+
 def _build_conv1d(c, keras):
     (x,) = ins = _inputs(keras, c, c["input_shape"])
-    y = keras.layers.Conv1D(c["filters"], c["kernel"], strides=c["strides"], padding=c["padding"],
-                            activation=_keras_act(c["activation"]), use_bias=c["use_bias"], name="op")(x)
-    return keras.Model(ins, y, name="opmodel")
+    common = dict(strides=c["strides"], padding=c["padding"], dilation_rate=c.get("dilation", 1),
+                  activation=_keras_act(c["activation"]), use_bias=c["use_bias"], name="op")
+    if c.get("depthwise"):
+        layer = keras.layers.DepthwiseConv1D(c["kernel"], depth_multiplier=c["depth_multiplier"], **common)
+    else:
+        layer = keras.layers.Conv1D(c["filters"], c["kernel"], **common)
+    return keras.Model(ins, layer(x), name="opmodel")
 
 
 _spec("conv1d", {"EXPAND_DIMS", "CONV_2D", "RESHAPE"}, allowed={"ADD", "RELU", "RELU6"},
       note="Conv1D: EXPAND_DIMS, CONV_2D, RESHAPE (no SQUEEZE); sometimes the bias+act is a trailing ADD")(
     (_sample_conv1d, _build_conv1d))
+_spec("conv1d_dilated", {"SPACE_TO_BATCH_ND", "EXPAND_DIMS", "RESHAPE", "BATCH_TO_SPACE_ND"},
+      allowed={"CONV_2D", "DEPTHWISE_CONV_2D"} | _STB_TAIL,
+      note="Conv1D or DepthwiseConv1D(dilation 2-3), batch None: SPACE_TO_BATCH_ND and EXPAND_DIMS (either order), "
+           "the 2-D conv, RESHAPE and BATCH_TO_SPACE_ND (either order)")(
+    (_sample_conv1d_dilated, _build_conv1d))
 
 
 # --- FULLY_CONNECTED ------------------------------------------------------------------------
@@ -666,6 +695,30 @@ def _build_softmax(c, keras):
 
 
 _spec("softmax", {"SOFTMAX"}, allowed={"FULLY_CONNECTED"})((_sample_softmax, _build_softmax))
+
+
+def _sample_dilated_classifier(r):
+    c = _base(r)
+    c.update(input_shape=[_int(r, 6, 12), _int(r, 6, 12), _int(r, 1, 4)], filters=_int(r, 2, 8),
+             kernel=_pick(r, (2, 3)), dilation=_pick(r, (2, 3)), padding=_pick(r, ("same", "valid")),
+             activation=_pick(r, ("relu", "relu6")), units=_int(r, 2, 12),
+             head=_pick(r, ("softmax", "softmax", "sigmoid")), weight_gain=round(float(10 ** r.uniform(-0.3, 0.5)), 4), batch=None)
+    return c
+
+
+def _build_dilated_classifier(c, keras):
+    (x,) = ins = _inputs(keras, c, c["input_shape"])
+    y = keras.layers.Conv2D(c["filters"], c["kernel"], dilation_rate=c["dilation"], padding=c["padding"],
+                            activation=c["activation"], name="conv")(x)
+    y = keras.layers.Dense(c["units"], name="dense")(keras.layers.Flatten(name="flatten")(y))
+    return keras.Model(ins, keras.layers.Activation(c["head"], name="op")(y), name="opmodel")
+
+
+_spec("dilated_classifier", {"SPACE_TO_BATCH_ND", "CONV_2D", "BATCH_TO_SPACE_ND", "FULLY_CONNECTED"},
+      allowed=_STB_TAIL | {"SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE", "SOFTMAX", "LOGISTIC"},
+      note="Conv2D(dilation 2-3, relu/relu6), Flatten, Dense, softmax or sigmoid, batch None: a typical "
+           "classifier TFLM cannot run (wrong stored shapes)")(
+    (_sample_dilated_classifier, _build_dilated_classifier))
 
 
 # --- shape ops ------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert_user_error(qute("train", "--epochs", "1", "-o", out), "already exists", "--force")
+    assert_user_error(qute("train", "--epochs", "1", "-o", out, "--force"), "was not made by qute train")
     assert (out / "keep.txt").read_text() == "mine"
 
 

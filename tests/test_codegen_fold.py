@@ -1,5 +1,5 @@
-"""codegen.fold: compile-time shape arithmetic and constant ops, and the repair of the batch the
-converter stores for dilated convolutions."""
+"""codegen.fold: compile-time shape arithmetic and constant ops, and the inferred batch that replaces
+the one the converter stores for dilated convolutions (tests/test_dilated.py covers inference)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from fbmodels import ModelBuilder
 from hostcheck import check
 
-from codegen.fold import fold, strided_slice
+from codegen.fold import fold
+from codegen.shapes import strided_slice
 from codegen.ir import CodegenError
 from codegen.reader import read_model
 from qute import oracle

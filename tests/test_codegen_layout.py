@@ -239,15 +239,15 @@ needs_conv = pytest.mark.skipif("CONV_2D" not in op_registry.REGISTRY or "DEPTHW
 @pytest.mark.parametrize("builder", ["conv2d_dilated_same", "conv2d_dilated_valid", "depthwise_conv2d_dilated_same"])
 def test_dilated_convolutions(builder):
     """Keras lowers a dilated conv with an unknown batch to SPACE_TO_BATCH_ND, CONV_2D,
-    BATCH_TO_SPACE_ND; the converter stores batch 1 for the two inner tensors and fold() repairs it.
+    BATCH_TO_SPACE_ND; the converter stores batch 1 for the two inner tensors and fold()'s shape
+    inference gives them the block's batch.
 
     TFLM is not deterministic on these models (uninitialised SPACE_TO_BATCH_ND pad value, wrong stored
-    shapes), so the reference is LiteRT's. The activation is pinned to none/ReLU: a standalone RELU6
-    after BATCH_TO_SPACE_ND is where TFLM (ignores the output scale) and LiteRT (requantizes) disagree,
-    and the generated code follows TFLM.
+    shapes), so the reference is LiteRT's, and the generated code follows LiteRT's kernels too (a
+    standalone RELU6 requantizes, as LiteRT's does and TFLM's does not).
     """
     r = np.random.default_rng([17, len(builder)])
-    models = [opmodels.BUILDERS[builder](r, activation=str(r.choice(["none", "relu"]))) for _ in range(3)]
+    models = [opmodels.BUILDERS[builder](r, activation=str(r.choice(["none", "relu", "relu6"]))) for _ in range(3)]
     for m in models:
         g = fold(read_model(m.tflite))
         s2b = next(op for op in g.ops if op.opcode == "SPACE_TO_BATCH_ND")

@@ -467,7 +467,7 @@ def test_npz_bad_inputs(tmp_path, change, match):
 
 
 def test_npz_unreadable_or_missing(tmp_path):
-    with pytest.raises(QuteError, match="not found"):
+    with pytest.raises(QuteError, match="does not exist"):
         load_dataset(f"npz:{tmp_path / 'nope.npz'}")
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"this is not a zip archive")

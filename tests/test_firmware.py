@@ -474,7 +474,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, an500):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    assert_user_error(qute("build", "--board", "nucleo-f746", "-o", precious, cwd=tmp_path), "is not a qute build")
+    assert_user_error(qute("build", "--board", "nucleo-f746", "-o", precious, cwd=tmp_path), "was not made by qute build")
     assert _tree(precious) == ["notes.txt"]
     assert not out.exists()
 

@@ -21,7 +21,8 @@ SEED = 20261101
 
 # builders whose dilated conv the converter lowers to SPACE_TO_BATCH_ND/conv/BATCH_TO_SPACE_ND with
 # wrong stored shapes: TFLM cannot be the oracle there
-STB_BUILDERS = {"conv2d_dilated_same", "conv2d_dilated_valid", "depthwise_conv2d_dilated_same"}
+STB_BUILDERS = {"conv2d_dilated_same", "conv2d_dilated_valid", "depthwise_conv2d_dilated_same",
+                "depthwise_conv2d_dilated_valid", "conv1d_dilated", "dilated_classifier"}
 MLPERF = sorted(Path("/work/shared/models").glob("*.tflite"))
 
 

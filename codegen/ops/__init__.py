@@ -45,8 +45,7 @@ def check_dtypes(op: Op, graph: Graph, allowed=("int8",), inputs=None, outputs=T
         if t < 0:
             continue
         tensor = graph.tensor(t)
-        if tensor.is_const:
-            continue
+        # constants too: a constant int32 where the kernel reads int8 would be passed as one
         if tensor.dtype not in allowed:
             raise CodegenError(
                 f"{op.describe()}: tensor {t} ({tensor.name}) is {tensor.dtype}; supported: {', '.join(allowed)} "

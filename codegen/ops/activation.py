@@ -3,11 +3,15 @@
 Parameters follow TFLite Micro's Prepare functions exactly (ReluPrepare/CalculateReluOpData,
 Relu6Prepare, CalculateArithmeticOpDataLogistic, CalculateSoftmaxParams); where TFLM's integer
 kernels ignore a tensor parameter (RELU6's output quantization, LOGISTIC's output scale) so do we.
+On models TFLM cannot run (``Graph.reference == "litert-ref"``) RELU, RELU6 and LOGISTIC follow
+LiteRT's reference kernels instead; SOFTMAX needs no variant (LiteRT's is the same computation).
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from codegen.ir import CodegenError, Graph, Op, Tensor
 from codegen.ops import register
@@ -46,7 +50,12 @@ class Relu:
     def params(self, op: Op, g: Graph) -> dict:
         inp, out = _unary(op, g)
         (s_in, zp_in), (s_out, zp_out) = inp.qparams(), out.qparams()
-        m, sh = quantize_multiplier(float(f32(s_in)) / float(f32(s_out)))
+        if op.opcode == "RELU_N1_TO_1" or g.reference == "litert-ref":
+            # LiteRT's ReluPrepare divides the float32 scales in float32; TFLM's RELU in double.
+            # The multipliers differ in their low bits, and now and then so does an output byte.
+            m, sh = quantize_multiplier(float(f32(s_in) / f32(s_out)))
+        else:
+            m, sh = quantize_multiplier(float(f32(s_in)) / float(f32(s_out)))
         if sh > 30:
             raise CodegenError(f"{op.describe()}: input/output scale ratio too large")
         if op.opcode == "RELU":
@@ -78,10 +87,29 @@ class Relu6:
         six = min(127, max(-128, _roundf_div(6.0, scale) + zp))
         return {"size": inp.size, "lower": zp, "upper": six}
 
+    def requantizing_params(self, op: Op, g: Graph) -> dict:
+        """LiteRT's RELU6 (ReluPrepare + QuantizedReluX): requantize to the output, then clamp to
+        the output's 0 and 6. The multiplier comes from a float32 quotient of the scales."""
+        inp, out = _unary(op, g)
+        (s_in, zp_in), (s_out, zp_out) = inp.qparams(), out.qparams()
+        m, sh = quantize_multiplier(float(f32(s_in) / f32(s_out)))
+        if sh > 30:
+            raise CodegenError(f"{op.describe()}: input/output scale ratio too large")
+        return {"size": inp.size, "input_zero_point": zp_in, "output_zero_point": zp_out, "multiplier": m,
+                "shift": sh, "act_min": max(-128, zp_out + _roundf_div(0.0, s_out)),
+                "act_max": min(127, zp_out + _roundf_div(6.0, s_out))}
+
     def check(self, op: Op, g: Graph) -> None:
         self.params(op, g)
+        if g.reference == "litert-ref":
+            self.requantizing_params(op, g)
 
     def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        if g.reference == "litert-ref":
+            # TFLM cannot run this model (see Graph.reference); its RELU6, which clamps without
+            # requantizing, is not the behaviour to reproduce then
+            p = ctx.struct(op, "qute_relu_params", **self.requantizing_params(op, g))
+            return [f"qute_relu_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
         p = ctx.struct(op, "qute_relu6_params", **self.params(op, g))
         return [f"qute_relu6_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
 
@@ -118,12 +146,52 @@ class Logistic:
         return {"size": inp.size, "input_zero_point": zp, "input_range_radius": radius,
                 "input_multiplier": multiplier, "input_left_shift": left_shift}
 
+    def litert_table(self, op: Op, g: Graph) -> np.ndarray:
+        """LiteRT's int8 LOGISTIC (SigmoidPrepare + LUTPopulate, which its reference kernels use too):
+        for every input byte v, in float32, round(1 / (1 + exp(-scale_in * (v - zp_in))) / scale_out)
+        + zp_out, halves away from zero, clamped to int8. exp is correctly rounded to float32 here;
+        LiteRT's expf (glibc, under 0.502 ULP) gave the same table on 3,000 scales from 1e-5 to 30.
+        LiteRT refuses an output scale other than 1/256 (Prepare fails); it ignores the output zero
+        point's value, as the table does not."""
+        inp, out = _unary(op, g)
+        (s_in, zp_in), (s_out, zp_out) = inp.qparams(), out.qparams()
+        if f32(s_out) != f32(1.0 / 256.0):
+            raise CodegenError(f"{op.describe()}: output scale {s_out:.6g}; LiteRT, the reference for this model "
+                               "(see the stored-shape notes), needs 1/256")
+        values = np.arange(-128, 128, dtype=np.int64)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            x = f32(s_in) * (values - zp_in).astype(np.float32)  # float32 product, as in C
+            e = np.array([_expf(-float(v)) for v in x], np.float32)
+            y = np.float32(1.0) / (np.float32(1.0) + e)
+            rescaled = y * (np.float32(1.0) / f32(s_out))
+        if not np.all(np.isfinite(rescaled)):
+            raise CodegenError(f"{op.describe()}: input scale {s_in} gives a non-finite logistic table")
+        q = [round_away(float(v)) + zp_out for v in rescaled]
+        return np.clip(np.array(q, np.int64), -128, 127).astype(np.int8)
+
     def check(self, op: Op, g: Graph) -> None:
-        self.params(op, g)
+        if g.reference == "litert-ref":
+            self.litert_table(op, g)
+        else:
+            self.params(op, g)
 
     def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        if g.reference == "litert-ref":
+            # TFLM cannot run this model (see Graph.reference): LiteRT's float32 lookup table, which
+            # differs from TFLM's fixed-point logistic on ~1 byte in 1,800 (see Graph.reference)
+            table = ctx.array(op, "table", self.litert_table(op, g))
+            _, out = _unary(op, g)
+            p = ctx.struct(op, "qute_lookup_params", size=out.size, table=table)
+            return [f"qute_lookup_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
         p = ctx.struct(op, "qute_logistic_params", **self.params(op, g))
         return [f"qute_logistic_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
+
+
+def _expf(x: float) -> np.float32:
+    """exp(x) correctly rounded to float32 (x a float32 value); overflow is infinity, as in C."""
+    if x > 100.0:  # beyond float32's range (exp(88.73) overflows it)
+        return np.float32(np.inf)
+    return np.float32(math.exp(x))
 
 
 @register
@@ -156,6 +224,11 @@ class Softmax:
         self.params(op, g)
 
     def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        # One kernel for both references: LiteRT's SoftmaxPrepare for its reference kernels computes
+        # the same multiplier, left shift and diff_min (PreprocessSoftmaxScaling, CalculateInputRadius)
+        # and its reference_ops::Softmax the same exp, sum and reciprocal; both abort on a row whose
+        # exps sum to 512 or more. Measured: 0 differing bytes in 11 million (depth 1-400, input scale
+        # 1e-4 to 5, beta 0.03 to 30).
         p = ctx.struct(op, "qute_softmax_params", **self.params(op, g))
         return [f"qute_softmax_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
 

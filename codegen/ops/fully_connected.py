@@ -17,12 +17,35 @@ class FullyConnected:
         w = g.tensor(op.inputs[1])
         if not w.is_const or w.dtype != "int8" or len(w.shape) != 2:
             raise CodegenError(f"{op.describe()}: weights must be a constant 2-D int8 tensor")
-        if np.any(w.zero_point != 0):
+        if w.zero_point is not None and np.any(w.zero_point != 0):
             raise CodegenError(f"{op.describe()}: weights must be symmetric (zero point 0)")
         if op.options.get("WeightsFormat", 0) != 0:
             raise CodegenError(f"{op.describe()}: only the default weights format is supported")
-        if len(op.inputs) > 2 and op.inputs[2] >= 0 and g.tensor(op.inputs[2]).dtype != "int32":
-            raise CodegenError(f"{op.describe()}: bias must be int32")
+        inp, out = g.tensor(op.inputs[0]), g.tensor(op.outputs[0])
+        for t in (inp, out):
+            if t.scale is None or len(t.scale) != 1:
+                raise CodegenError(f"{op.describe()}: tensor {t.index} ({t.name}) must have one scale and zero point")
+        depth, units = w.shape[1], w.shape[0]
+        if depth < 1 or units < 1:
+            raise CodegenError(f"{op.describe()}: the weights' shape {list(w.shape)} has an empty dimension")
+        if w.scale is None or len(w.scale) not in (1, units):
+            raise CodegenError(f"{op.describe()}: the weights need 1 or {units} scales, "
+                               f"have {0 if w.scale is None else len(w.scale)}")
+        if len(w.scale) > 1 and w.quantized_dim != 0:
+            raise CodegenError(f"{op.describe()}: the weights are quantized along dimension {w.quantized_dim}; "
+                               "supported: per-channel along dimension 0 (output units)")
+        if inp.size % depth:
+            raise CodegenError(f"{op.describe()}: the input's {inp.size} values are not rows of {depth}")
+        # the kernel writes batches x units values: a smaller output would be written past its end
+        if out.size != inp.size // depth * units:
+            raise CodegenError(f"{op.describe()}: the output has {out.size} values; {inp.size // depth} rows of "
+                               f"{units} units make {inp.size // depth * units}")
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            b = g.tensor(op.inputs[2])
+            if not b.is_const or b.dtype != "int32" or b.size != units:
+                raise CodegenError(f"{op.describe()}: the bias must be a constant int32 tensor of {units} values "
+                                   f"(got {b.dtype} {list(b.shape)}{'' if b.is_const else ', not constant'})")
+        activation_range(op.options.get("FusedActivationFunction", "NONE"), out, op)
 
     def emit(self, op: Op, g: Graph, ctx) -> list[str]:
         inp, w, out = g.tensor(op.inputs[0]), g.tensor(op.inputs[1]), g.tensor(op.outputs[0])
@@ -32,6 +55,12 @@ class FullyConnected:
         in_scale = float(f32(inp.qparams()[0]))
         out_scale = float(f32(out.qparams()[0]))
         mults, shifts = zip(*(quantize_multiplier(in_scale * float(f32(s)) / out_scale) for s in w.scale))
+        # LiteRT's int8 FULLY_CONNECTED (through ruy) rounds once where TFLM rounds twice: followed
+        # only where LiteRT is the reference (codegen.ir.Graph.reference)
+        single = g.reference == "litert-ref"
+        if single and max(shifts) > 30:
+            raise CodegenError(f"{op.describe()}: a requantization factor of 2^{max(shifts)} or more; "
+                               "LiteRT's single-rounding FULLY_CONNECTED supports up to 2^30")
         lo, hi = activation_range(op.options.get("FusedActivationFunction", "NONE"), out, op)
         # bias + input_offset * sum(w), wrapped to int32 as the kernel's accumulator would be
         acc_init = -inp.qparams()[1] * w.data.astype(np.int64).sum(axis=1)
@@ -51,5 +80,6 @@ class FullyConnected:
             multiplier=ctx.array(op, "multiplier", np.array(mults, np.int32)),
             shift=ctx.array(op, "shift", np.array(shifts, np.int32)),
             per_channel=int(len(mults) > 1),
+            single_rounding=int(single),
         )
         return [f"qute_fully_connected_s8(&{params}, {ctx.ptr(op.inputs[0])}, {ctx.weights(op, 1)}, {ctx.ptr(op.outputs[0])});"]

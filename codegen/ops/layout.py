@@ -143,8 +143,9 @@ class SpaceBatch:
     and as the float model means. Upstream TFLM never initializes that pad value
     (SpaceToBatchParams.output_offset): a fresh interpreter pads with 0 (zeroed persistent memory),
     a reused arena with whatever it held. Byte identity with TFLM is therefore only defined for
-    unpadded SPACE_TO_BATCH_ND (or output zero point 0); padded ones follow LiteRT. The converter's
-    wrong stored batch for dilated convolutions is repaired by codegen.fold before this runs.
+    unpadded SPACE_TO_BATCH_ND (or output zero point 0); padded ones follow LiteRT. The shapes seen
+    here are inferred (codegen.shapes), not the wrong batch the converter stores for dilated
+    convolutions.
     """
 
     opcodes = {"SPACE_TO_BATCH_ND": VERSIONS, "BATCH_TO_SPACE_ND": VERSIONS}

@@ -2,10 +2,20 @@
 
 #include "qute_common.h"
 
+/* round(x * multiplier / 2^(31 - shift)), halves up, in one step; floor division written out so
+ * that no negative value is shifted right */
+static int32_t requantize_once(int32_t x, int32_t multiplier, int32_t shift)
+{
+    const int total = 31 - shift; /* 1..62: the generator keeps shift in -31..30 */
+    const int64_t v = (int64_t)x * multiplier + ((int64_t)1 << (total - 1));
+    return (int32_t)(v >= 0 ? v >> total : -((-(v + 1)) >> total) - 1);
+}
+
 static int8_t requant(const qute_fc_params *p, int32_t o, int32_t acc)
 {
     int32_t c = p->per_channel ? o : 0;
-    acc = qute_requantize(acc, p->multiplier[c], p->shift[c]) + p->output_offset;
+    acc = (p->single_rounding ? requantize_once(acc, p->multiplier[c], p->shift[c])
+                              : qute_requantize(acc, p->multiplier[c], p->shift[c])) + p->output_offset;
     return qute_clamp_s8(acc, p->act_min, p->act_max);
 }
 

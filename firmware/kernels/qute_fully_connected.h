@@ -19,6 +19,10 @@ typedef struct {
     const int32_t *multiplier;
     const int32_t *shift;
     int32_t per_channel;
+    /* 0: TFLite Micro's requantization (two roundings, qute_requantize). 1: LiteRT's, whose int8
+     * FULLY_CONNECTED rounds the 64-bit product once (shift <= 30); the generator asks for it only
+     * on models TFLite Micro cannot run, where LiteRT is the reference. */
+    int32_t single_rounding;
 } qute_fc_params;
 
 /* filter is [output_depth][accum_depth], symmetric (zero point 0). */

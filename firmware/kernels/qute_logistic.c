@@ -27,3 +27,10 @@ void qute_logistic_s8(const qute_logistic_params *p, const int8_t *input, int8_t
         output[i] = logistic_one(p, input[i]);
     }
 }
+
+void qute_lookup_s8(const qute_lookup_params *p, const int8_t *input, int8_t *output)
+{
+    for (int32_t i = 0; i < p->size; ++i) {
+        output[i] = p->table[(int32_t)input[i] + 128];
+    }
+}

@@ -16,4 +16,14 @@ typedef struct {
 
 void qute_logistic_s8(const qute_logistic_params *p, const int8_t *input, int8_t *output);
 
+/* int8 LOGISTIC as LiteRT's reference kernels compute it: a 256-entry table the generator fills
+ * with LiteRT's float32 formula (SigmoidPrepare's LUTPopulate), indexed by the input byte. The
+ * generator asks for it only on models TFLite Micro cannot run, where LiteRT is the reference. */
+typedef struct {
+    int32_t size;
+    const int8_t *table; /* table[x + 128] is the output for input x */
+} qute_lookup_params;
+
+void qute_lookup_s8(const qute_lookup_params *p, const int8_t *input, int8_t *output);
+
 #endif
