@@ -164,6 +164,7 @@ def bench_one(model: str, core: str, args, peer_x: np.ndarray | None, tmp: Path)
         row[f"{key}_differing"] = diff
         row["output_bytes"] = total
         row[f"qute_over_{key}"] = q["instructions"] / p["instructions"]
+        row[f"ram_over_{key}"] = row["qute_ram"] / p["arena_used"]
     return row
 
 
@@ -178,8 +179,9 @@ def _n(v, fmt="{:,.0f}") -> str:
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | core | qute | TFLM ref | TFLM + CMSIS-NN | qute / CMSIS-NN | qute / TFLM ref "
-        "| qute RAM (arena + I/O) | TFLM arena_used (ref / CMSIS-NN) | qute .text | output bytes differing (vs ref / CMSIS-NN) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| qute RAM (arena + I/O) | TFLM arena_used (ref / CMSIS-NN) | qute RAM / CMSIS-NN arena | qute .text "
+        "| output bytes differing (vs ref / CMSIS-NN) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         diffs = " / ".join(f"{r[k + '_differing']} of {r['output_bytes']:,}" if k + "_differing" in r else "—"
@@ -188,13 +190,16 @@ def table(rows: list[dict]) -> str:
             f"| {r['model']} | {r['core']} | {_n(r['qute'])} | {_n(r.get('ref'))} | {_n(r.get('cmsis'))} "
             f"| {_n(r.get('qute_over_cmsis'), '{:.2f}')} | {_n(r.get('qute_over_ref'), '{:.2f}')} "
             f"| {r['qute_ram']:,} ({r['qute_arena']:,} + {r['qute_io']:,}) "
-            f"| {_n(r.get('ref_arena'))} / {_n(r.get('cmsis_arena'))} | {r['qute_text']:,} | {diffs} |")
+            f"| {_n(r.get('ref_arena'))} / {_n(r.get('cmsis_arena'))} | {_n(r.get('ram_over_cmsis'), '{:.2f}')} "
+            f"| {r['qute_text']:,} | {diffs} |")
     cores = list(dict.fromkeys(r["core"] for r in rows))
     for core in cores + (["all"] if len(cores) > 1 else []):
         sel = [r for r in rows if core in ("all", r["core"])]
         gc = geomean([r["qute_over_cmsis"] for r in sel if "qute_over_cmsis" in r])
         gr = geomean([r["qute_over_ref"] for r in sel if "qute_over_ref" in r])
-        lines.append(f"| geometric mean | {core} | | | | {_n(gc, '{:.2f}')} | {_n(gr, '{:.2f}')} | | | | |")
+        gm = geomean([r["ram_over_cmsis"] for r in sel if "ram_over_cmsis" in r])
+        lines.append(f"| geometric mean | {core} | | | | {_n(gc, '{:.2f}')} | {_n(gr, '{:.2f}')} | | | "
+                     f"{_n(gm, '{:.2f}')} | | |")
     return "\n".join(lines)
 
 
