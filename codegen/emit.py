@@ -117,6 +117,7 @@ class Generated:
     headers: list[str]
     shape_notes: list[str] = field(default_factory=list)  # stored shapes that disagree with the inferred ones
     reference: str = "tflm"  # whose reference kernels the C equals: "tflm" or "litert-ref" (Graph.reference)
+    kernels: dict[int, str] = field(default_factory=dict)  # op index -> the kernel it calls; ops that run no code are absent
 
 
 @contextlib.contextmanager
@@ -158,6 +159,7 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
     p = plan(graph, order, aliases, inplace)
     ctx = Context(graph, p)
     calls = []
+    kernels = {}
     for op in graph.ops:
         low = lowerings[op.index]
         if header := getattr(low, "header", None):
@@ -165,7 +167,8 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
         with _about(op):
             lines = low.emit(op, graph, ctx)
         if lines:
-            calls.append((f"{op.index}: {op.opcode}", lines))
+            calls.append((op.index, f"{op.index}: {op.opcode}", lines))
+            kernels[op.index] = kernel_name(lines)
     copies = [(k, ctx.ptr(t), graph.tensor(t).nbytes) for t, k in p.copies]
 
     def io(t):
@@ -201,7 +204,17 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
         headers=sorted(ctx.headers),
         shape_notes=list(graph.shape_notes),
         reference=graph.reference,
+        kernels=kernels,
     )
+
+
+_KERNEL_CALL = re.compile(r"\b(qute_\w+)\s*\(")
+
+
+def kernel_name(lines: list[str]) -> str:
+    """The kernel an op's lines call: the first qute_ function called (the lines may declare a local first)."""
+    m = _KERNEL_CALL.search("\n".join(lines))
+    return m.group(1) if m else ""
 
 
 def field_value(v) -> str:

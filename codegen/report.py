@@ -20,6 +20,7 @@ class OpRow:
     output: tuple[int, ...]
     macs: int
     weight_bytes: int
+    kernel: str = ""  # the firmware kernel its C calls ("" for an op that runs no code, e.g. a reshape)
 
 
 @dataclass
@@ -48,9 +49,11 @@ class Report:
         }
 
     def format(self) -> str:
-        lines = [f"{'#':>3}  {'op':<20} {'output':<18} {'MACs':>12} {'weights':>10}"]
+        width = max([len("kernel")] + [len(r.kernel) for r in self.ops])
+        lines = [f"{'#':>3}  {'op':<20} {'kernel':<{width}} {'output':<18} {'MACs':>12} {'weights':>10}"]
         for r in self.ops:
-            lines.append(f"{r.index:>3}  {r.opcode:<20} {str(list(r.output)):<18} {r.macs:>12,} {r.weight_bytes:>10,}")
+            lines.append(f"{r.index:>3}  {r.opcode:<20} {r.kernel or '-':<{width}} {str(list(r.output)):<18} "
+                         f"{r.macs:>12,} {r.weight_bytes:>10,}")
         lines.append("")
         lines.append(f"weights {self.weights_bytes:,} B + parameters {self.params_bytes:,} B (flash); "
                      f"arena {self.arena_bytes:,} B + input/output buffers {self.io_bytes:,} B (RAM); {self.macs:,} MACs")
@@ -98,6 +101,7 @@ def build_report(graph: Graph, tflite: bytes | None = None, gen: Generated | Non
             output=graph.tensor(op.outputs[0]).shape if op.outputs else (),
             macs=op_macs(op, graph),
             weight_bytes=sum(graph.tensor(t).nbytes for t in consts),
+            kernel=gen.kernels.get(op.index, ""),
         ))
     io = sum(graph.tensor(t).nbytes for t in graph.inputs + graph.outputs)
     return Report(rows, gen.weights_bytes, gen.params_bytes, gen.arena_size, io, sum(r.macs for r in rows),

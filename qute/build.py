@@ -36,6 +36,11 @@ What comes out (OUT, written into a temporary sibling and renamed into place)::
 
 ``qute build --emulator`` builds only the emulator variant, at the top of OUT.
 
+``qute build --profile`` compiles every variant with ``-DQUTE_PROFILE``: the generated model (the
+same C as without it) then calls a hook after each op, and the firmware prints the counter's count
+per op for every input (``QUTE op`` lines, qute/transcript.py), which ``qute run`` turns into a
+per-op table. build.json records it under ``profile`` with the ops it times (opcode, kernel, MACs).
+
 The fit check
     Before compiling: the arena, the outputs and the stack against the board's RAM, and the
     weights, parameters and embedded inputs against its flash (lower bounds: code comes on top).
@@ -74,6 +79,7 @@ CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fd
 LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections"]
 TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-objcopy", "arm-none-eabi-size", "make")
 INPUT_MODES = ("embedded", "uart")
+PROFILE_DEFINE = "QUTE_PROFILE"
 
 
 @dataclass
@@ -344,6 +350,16 @@ def model_facts(tflite: bytes) -> ModelFacts:
     ensemble = len(sizes) == 1 and min(sizes) >= 2 and all(probabilities(o) for o in outputs)
     return ModelFacts(gen, graph, outputs, ensemble, outputs[0]["size"] if ensemble else 0,
                       int(graph.tensor(graph.inputs[0]).size))
+
+
+def profile_ops(facts: ModelFacts) -> dict:
+    """What `qute run` puts beside a profiled build's per-op counts: each op that runs code, with
+    its opcode, the kernel it calls and its MACs (codegen.report), in the order the model runs them."""
+    from codegen.report import build_report
+
+    rows = build_report(facts.graph, gen=facts.gen).ops
+    return {"define": PROFILE_DEFINE,
+            "ops": [{"index": r.index, "opcode": r.opcode, "kernel": r.kernel, "macs": r.macs} for r in rows if r.index in facts.gen.kernels]}
 
 
 def reference_outputs(tflite: bytes, facts: ModelFacts, inputs: np.ndarray) -> tuple[list[np.ndarray], str]:
@@ -909,6 +925,7 @@ def build(
     stream: str | None = None,
     inputs: str = "embedded",
     force: bool = False,
+    profile: bool = False,
 ) -> BuildResult:
     """Builds the firmware project for `board_name` into `out` (see the module docstring).
 
@@ -966,6 +983,9 @@ def build(
     if int_path:  # no FPU: the integer-only uncertainty path, in every variant (same compiler flags)
         for v in variants:
             v["defines"] = [*v["defines"], "-DQUTE_UNCERTAINTY_INT"]
+    if profile:  # same generated C either way: the define alone turns the per-op hooks on
+        for v in variants:
+            v["defines"] = [*v["defines"], f"-D{PROFILE_DEFINE}"]
     top = variants[0]
     kernels = _kernel_sources(facts.gen.headers)
     from codegen.host import kernels_dir
@@ -1056,6 +1076,7 @@ def build(
             "uncertainty_path": int_path or ({"kind": "float"} if facts.ensemble else None),
             "calibration": monitor,
             "calibration_note": monitor_note,
+            "profile": profile_ops(facts) if profile else None,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(tmp / "obj", ignore_errors=True)

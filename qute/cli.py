@@ -375,7 +375,9 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
               help="embedded: --samples inputs compiled into flash; uart: the firmware reads any number of inputs "
                    "from its console UART (qute run sends them).")
 @click.option("--force", is_flag=True, help="Replace an existing build folder (only one qute build made).")
-def build(model, board, out, samples, emulator, config_path, data_dir, stream, inputs, force):
+@click.option("--profile", is_flag=True, help="Time every op with the firmware's counter (-DQUTE_PROFILE); "
+              "qute run then prints a per-op table and writes profile.json.")
+def build(model, board, out, samples, emulator, config_path, data_dir, stream, inputs, force, profile):
     """Build firmware that runs MODEL on a board and prints its predictions and uncertainty.
 
     MODEL is a run directory (quantized first if it has no model.int8.tflite; its first test
@@ -391,13 +393,15 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
       qute build --board nucleo-f746 runs/digits -o runs/digits/build-f746
       qute build --board mps2-an500 model.int8.tflite --samples 100 --emulator
       qute build --board nucleo-f746 runs/digits --inputs uart
+      qute build --board mps2-an500 model.int8.tflite --samples 5 --emulator --profile
     """
     from qute.build import build as make_build, format_memory
     from qute.errors import RunFailure
 
     try:
         r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
-                       progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs, force=force)
+                       progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs, force=force,
+                       profile=profile)
     except RunFailure as e:
         _failure(e)
     m = r.manifest
@@ -424,6 +428,9 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
                    f"{mon['threshold']:.9g}; monitor alarm when the mean of the last {mon['window']} confidences < {mon['rho']:.9g}")
     else:
         click.echo(f"no calibration: {m.get('calibration_note', 'no abstain flag and no accuracy-drop monitor')}")
+    if profile:
+        click.echo(f"profiled (-DQUTE_PROFILE): the firmware times each of the {len(m['profile']['ops'])} ops "
+                   f"that run code on every input; qute run prints the table")
     click.echo(f"\nmemory on {b.name} ({r.memory['elf']}, linked for {r.memory['linked_for']}):")
     click.echo(format_memory(r.memory))
     renode = m["renode"]

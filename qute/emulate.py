@@ -66,6 +66,8 @@ class RunResult:
     scores_kind: str = "float32"  # "int": integer-only path (Q16/Q20 values against summarize_int)
     transcript: Path | None = None  # where qute run saved the console text
     port: str | None = None  # read from a board over this serial port, not from QEMU
+    profile: dict | None = None  # profiled builds (qute build --profile): the per-op table, see op_profile
+    profile_file: Path | None = None  # where qute run saved it
 
     @property
     def overhead(self) -> dict | None:
@@ -131,10 +133,14 @@ class RunResult:
                          f"alarm state(s) differ from qute.monitor.simulate{'_int' if integer else ''}")
         elif self.monitor_note:
             lines.append(f"monitor:             none ({self.monitor_note})")
+        if self.profile is not None:
+            lines += format_profile(self.profile)
         for p in self.problems:
             lines.append(f"problem: {p}")
         if self.transcript is not None:
             lines.append(f"transcript:          {self.transcript}")
+        if self.profile_file is not None:
+            lines.append(f"profile:             {self.profile_file}")
         lines.append(f"bit-exact: {'yes' if self.bit_exact else 'no'}")
         return "\n".join(lines)
 
@@ -317,6 +323,7 @@ def check(build, transcript, board) -> RunResult:
         if not done_ok:
             problems.append(f"summary line {line!r}, expected {m['expected_done_line']!r}")
     cycles = np.array([got[i].cycles for i in sorted(got)], dtype=np.int64)
+    profile = op_profile(m, transcript, got, start.get("counter", "?"), problems)
     ucycles = None
     if got and all(got[i].ucycles is not None for i in got):
         ucycles = np.array([got[i].ucycles for i in sorted(got)], dtype=np.int64)
@@ -326,8 +333,77 @@ def check(build, transcript, board) -> RunResult:
         per_output=per_output, scores_compared=scores_cmp, scores_differing=scores_diff,
         predictions_differing=pred_diff, done_line_ok=done_ok, reference=engine, accuracy=accuracy, correct=correct,
         uncertainty=uncertainty, problems=problems, monitor=monitor, monitor_note=m.get("calibration_note") or "",
-        ucycles=ucycles, scores_kind="int" if int_path else "float32",
+        ucycles=ucycles, scores_kind="int" if int_path else "float32", profile=profile,
     )
+
+
+def op_profile(m: dict, transcript, got: dict, counter: str, problems: list[str]) -> dict | None:
+    """A profiled build's per-op table: each op's count, mean over the inputs, against its MACs.
+
+    None for a build without --profile. An input whose ``op`` lines do not name the build's ops in
+    order is a problem (the firmware and its build.json disagree) and is left out of the means.
+    """
+    from qute.transcript import op_counts
+
+    prof = m.get("profile")
+    if not prof:
+        return None
+    ops = prof["ops"]
+    want = [o["index"] for o in ops]
+    by_sample = op_counts(transcript)
+    counts, whole = [], []
+    for i in sorted(got):
+        seen = by_sample.get(i, [])
+        if [o.index for o in seen] != want:
+            problems.append(f"sample {i}: op lines for ops {[o.index for o in seen]}, expected {want} (qute build --profile)")
+            continue
+        counts.append([o.cycles for o in seen])
+        whole.append(got[i].cycles)
+    c = np.array(counts, dtype=np.int64).reshape(len(counts), len(ops))
+    invoke = float(np.mean(whole)) if whole else 0.0
+    rows = []
+    for k, o in enumerate(ops):
+        mean = float(np.mean(c[:, k])) if len(c) else 0.0
+        rows.append({**o, "count": mean, "min": int(np.min(c[:, k])) if len(c) else 0,
+                     "max": int(np.max(c[:, k])) if len(c) else 0,
+                     "per_mac": mean / o["macs"] if o["macs"] else None,
+                     "share": 100.0 * mean / invoke if invoke else None})
+    ops_total = float(c.sum(axis=1).mean()) if len(c) else 0.0
+    macs = sum(o["macs"] for o in ops)
+    return {
+        "counter": counter,
+        "samples": len(c),
+        "ops": rows,
+        "invoke": invoke,  # mean of the sample lines' cycles= over the same inputs
+        "ops_total": ops_total,
+        "after_last_op": invoke - ops_total,  # copying the outputs out and returning: no op's
+        "macs": macs,
+        "per_mac": invoke / macs if macs else None,
+    }
+
+
+def format_profile(p: dict) -> list[str]:
+    unit = "instructions" if p["counter"] == "instructions" else p["counter"]
+    width = max([len("kernel")] + [len(o["kernel"]) for o in p["ops"]])
+
+    def ratio(v):
+        return f"{v:>9.2f}" if v is not None else f"{'-':>9}"
+
+    def share(v):
+        return f"{v:>6.1f}%" if v is not None else f"{'-':>7}"
+
+    lines = [f"per-op profile:      {unit}, mean over {p['samples']} input(s) (-DQUTE_PROFILE; each op's count "
+             f"includes one reading of the counter)",
+             f"  {'#':>3}  {'op':<20} {'kernel':<{width}} {'MACs':>12} {unit:>14} {'per MAC':>9} {'share':>7}"]
+    for o in p["ops"]:
+        lines.append(f"  {o['index']:>3}  {o['opcode']:<20} {o['kernel']:<{width}} {o['macs']:>12,} {o['count']:>14,.0f} "
+                     f"{ratio(o['per_mac'])} {share(o['share'])}")
+    rest = 100.0 * p["after_last_op"] / p["invoke"] if p["invoke"] else None
+    lines.append(f"  {'':>3}  {'after the last op (output copies, return)':<{21 + width}} {'':>12} "
+                 f"{p['after_last_op']:>14,.0f} {'':>9} {share(rest)}")
+    lines.append(f"  {'':>3}  {'whole invoke (cycles= of the sample lines)':<{21 + width}} {p['macs']:>12,} "
+                 f"{p['invoke']:>14,.0f} {ratio(p['per_mac'])} {share(100.0 if p['invoke'] else None)}")
+    return lines
 
 
 def host_score_rows(host, integer: bool) -> np.ndarray:
@@ -486,12 +562,24 @@ def run(
         else:  # qute report reads its latency from here
             from qute.run import write_atomic
 
-            write_atomic({b.path / TRANSCRIPT_FILE: text.encode()})
+            write_atomic({b.path / TRANSCRIPT_FILE: text.encode(), **_profile_files(b, result)})
             result.transcript = b.path / TRANSCRIPT_FILE
         return result
 
 
 TRANSCRIPT_FILE = "transcript.txt"
+PROFILE_FILE = "profile.json"
+
+
+def _profile_files(b, result: RunResult) -> dict[Path, bytes]:
+    """profile.json for a profiled build's run (and result.profile_file set), else nothing."""
+    import json
+
+    if result.profile is None:
+        return {}
+    result.profile_file = b.path / PROFILE_FILE
+    doc = {"board": result.board, "elf": str(result.elf), "port": result.port, **result.profile}
+    return {result.profile_file: (json.dumps(doc, indent=2) + "\n").encode()}
 
 
 def _run_on_port(b, board, port: str, baud: int, timeout: float, progress) -> RunResult:
@@ -513,7 +601,7 @@ def _run_on_port(b, board, port: str, baud: int, timeout: float, progress) -> Ru
     result = check(b, transcript, board)
     result.elf = b.elf(False) or b.elf(True)
     result.port = port
-    write_atomic({b.path / TRANSCRIPT_FILE: text.encode()})
+    write_atomic({b.path / TRANSCRIPT_FILE: text.encode(), **_profile_files(b, result)})
     result.transcript = b.path / TRANSCRIPT_FILE
     return result
 

@@ -48,6 +48,15 @@ ignored::
     ``alarm`` (1 while that sum is below ``rho_sum``); their ``start`` line adds
     ``abstain_score``, ``abstain_threshold_int``, ``monitor_window`` and ``monitor_rho_sum``
     (decimal integers).
+``op``
+    (builds with ``qute build --profile`` only) ``QUTE op sample=i index=k cycles=n``, one line per
+    op that runs code, in the order they ran, before the sample line of the same invoke: ``index``
+    is the op's index in the model (``qute-codegen report`` lists them), ``cycles`` the count of
+    the same counter as the sample's ``cycles`` from the end of the previous op (for the first op:
+    from the start of the invoke) to the end of this one. So the ops' counts add up to the
+    sample's ``cycles`` less what follows the last op (copying outputs out, returning), and each
+    reading of the counter, a few dozen instructions, is counted in the op after it. Builds without
+    ``--profile`` print no such lines and their other lines are unchanged.
 ``ready``
     (builds with ``--inputs uart`` only) ``QUTE ready inputs=uart input_bytes=N``: the console is
     up and listening. A host sends its inputs after this line, since a UART may drop bytes that
@@ -100,10 +109,20 @@ class Sample:
 
 
 @dataclass
+class OpCount:
+    """One ``op`` line (profiled builds): an op's count within one sample's invoke."""
+
+    sample: int
+    index: int  # the op's index in the model
+    cycles: int
+
+
+@dataclass
 class Transcript:
     ready: dict | None = None
     start: dict | None = None
     samples: list[Sample] = field(default_factory=list)
+    ops: list[OpCount] = field(default_factory=list)  # profiled builds only, in the order printed
     done: dict | None = None
     other: list[str] = field(default_factory=list)  # lines that are not ours
 
@@ -220,9 +239,24 @@ def parse(text: str) -> Transcript:
             t.done = f
         elif kind == "sample":
             t.samples.append(parse_sample(line))
+        elif kind == "op":
+            t.ops.append(OpCount(_int(f, "sample", line), _int(f, "index", line), _int(f, "cycles", line)))
         else:
             raise TranscriptError(f"unknown line kind {kind!r}: {line}")
     return t
+
+
+def op_counts(t: Transcript) -> dict[int, list[OpCount]]:
+    """The ``op`` lines by sample, each sample's in the order its ops ran."""
+    by_sample: dict[int, list[OpCount]] = {}
+    for o in t.ops:
+        by_sample.setdefault(o.sample, []).append(o)
+    return by_sample
+
+
+def op_line(sample: int, index: int, cycles: int) -> str:
+    """An ``op`` line as a profiled firmware prints it."""
+    return f"{PREFIX} op sample={sample} index={index} cycles={cycles}"
 
 
 def outputs_crc32(per_sample: list[list[np.ndarray]]) -> int:
