@@ -31,7 +31,7 @@ from codegen.ir import CodegenError
 from codegen.reader import read_model
 from qute import oracle
 
-MODELS = Path("/work/shared/models")
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -433,7 +433,7 @@ def test_a_model_too_big_for_the_board_fails_with_the_numbers(tmp_path):
     assert_user_error(p, "does not fit nucleo-l432kc", "needs 261 KB RAM, nucleo-l432kc has 64 KB", "arena 256 KB")
     assert not (tmp_path / "out").exists()
     # MLPerf Tiny's visual wake words: too much flash for the L432KC's 256 KB
-    vww = Path("/work/shared/models/vww_mobilenet_int8.tflite")
+    vww = Path(__file__).resolve().parents[2] / "shared" / "models" / "vww_mobilenet_int8.tflite"
     if vww.is_file():
         p = qute("build", "--board", "nucleo-l432kc", vww, "--samples", "1", "-o", tmp_path / "vww")
         assert_user_error(p, "needs 274 KB flash, nucleo-l432kc has 256 KB")

@@ -23,7 +23,7 @@ SEED = 20261101
 # wrong stored shapes: TFLM cannot be the oracle there
 STB_BUILDERS = {"conv2d_dilated_same", "conv2d_dilated_valid", "depthwise_conv2d_dilated_same",
                 "depthwise_conv2d_dilated_valid", "conv1d_dilated", "dilated_classifier"}
-MLPERF = sorted(Path("/work/shared/models").glob("*.tflite"))
+MLPERF = sorted((Path(__file__).resolve().parents[2] / "shared" / "models").glob("*.tflite"))
 
 
 @functools.lru_cache(maxsize=None)
