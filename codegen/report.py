@@ -119,14 +119,14 @@ def tflm_arena(tflite: bytes) -> dict:
 
     from codegen import tflm
     from codegen.reader import read_model
-    from codegen.validate import validate
+    from codegen.validate import check_tflm, validate
 
     if importlib.util.find_spec("tflite_micro") is None:
         return {}
     graph = read_model(bytes(tflite))
     validate(graph)
     try:
-        validate(graph, for_tflm=True)
+        check_tflm(graph)
     except CodegenError:  # well-formed, but TFLM would crash on it: nothing to measure
         return {}
     try:

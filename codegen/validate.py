@@ -138,9 +138,6 @@ def validate(graph: Graph, for_tflm: bool = False) -> None:
         _check_arity(op)
         optional = OPTIONAL.get(op.opcode, set() if op.opcode in ARITY else None)
         for pos, t in enumerate(op.inputs):
-            if t == -1 and for_tflm and pos in TFLM_NOT_OMITTABLE.get(op.opcode, ()):
-                raise CodegenError(f"{op.describe()}: input {pos} is omitted (-1), which crashes TFLite Micro "
-                                   f"(leave the input out instead)")
             if t == -1 and pos > 0 and (optional is None or pos in optional):
                 continue
             if not in_range(t):
@@ -170,3 +167,14 @@ def validate(graph: Graph, for_tflm: bool = False) -> None:
     for k, t in enumerate(graph.outputs):
         if t not in written and t not in inputs:
             raise CodegenError(f"model output {k} is {_name(graph.tensors[t])}, which no op writes")
+    if for_tflm:
+        check_tflm(graph)
+
+
+def check_tflm(graph: Graph) -> None:
+    """Raises a CodegenError for what a validated graph holds that is known to crash TFLite Micro."""
+    for op in graph.ops:
+        for pos in TFLM_NOT_OMITTABLE.get(op.opcode, ()):
+            if pos < len(op.inputs) and op.inputs[pos] == -1:
+                raise CodegenError(f"{op.describe()}: input {pos} is omitted (-1), which crashes TFLite Micro "
+                                   f"(leave the input out instead)")

@@ -191,8 +191,7 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
         if board_name is not None and load_board(board_name).name != b.board:
             raise QuteError(f"{path} was built for {b.board}, not {board_name}")
         out = Path(out) if out is not None else path / "monitor"
-        outdir.check(out, MONITOR, force)
-        with outdir.staging(out, MONITOR, force) as folder:
+        with outdir.staging(out, MONITOR, force) as folder:  # checks OUT before anything runs
             return _play(b, folder, out, timeout, progress)
     else:
         from qute.run import load_run
@@ -207,8 +206,7 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
             raise QuteError("no board: give --board BOARD (qute boards lists them)")
         board = load_board(board_name)
         out = Path(out) if out is not None else path / f"monitor-{board.name}"
-        outdir.check(out, MONITOR, force)
-        with outdir.staging(out, MONITOR, force) as folder:
+        with outdir.staging(out, MONITOR, force) as folder:  # checks OUT before the build starts
             progress(f"building {path} for {board.name} (emulator variant) with the stream {stream} into {out / BUILD_SUBDIR}")
             build(board.name, str(path), folder / BUILD_SUBDIR, samples=samples, emulator=True, data_dir=data_dir,
                   progress=progress, stream=stream)

@@ -185,10 +185,9 @@ def _interpreter(tflite: bytes):
 def run_tflm(tflite: bytes, inputs, interpreter=None) -> list[np.ndarray]:
     """Runs TFLM one sample per invoke; one interpreter for all samples: a fresh one in a child
     process, or the given one here."""
-    if interpreter is not None:
-        _check(tflite)
-        return _tflm_here(tflite, inputs, interpreter)
     _check(tflite)
+    if interpreter is not None:
+        return _tflm_here(tflite, inputs, interpreter)
     samples, _ = _split(tflite, inputs)  # the caller's mistakes are ValueErrors raised here
     return _isolated(_tflm_here, tflite, inputs, doing="running it", samples=len(samples))
 

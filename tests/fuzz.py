@@ -247,11 +247,16 @@ def _edit_signature(rng, m, sg):
     return f"signature {tm.name} -> tensor {tm.tensorIndex}"
 
 
-def _edit_scale(rng, m, sg):
+def _pick_quantized(rng, sg):
+    """A quantized tensor of the subgraph, or None when it has none."""
     qs = _quantized(sg)
-    if not qs:
+    return _pick(rng, qs) if qs else None
+
+
+def _edit_scale(rng, m, sg):
+    t = _pick_quantized(rng, sg)
+    if t is None:
         return _edit_shape(rng, m, sg)
-    t = _pick(rng, qs)
     q = t.quantization
     s = np.array(q.scale, np.float32).copy()
     k = int(rng.integers(len(s)))
@@ -262,10 +267,9 @@ def _edit_scale(rng, m, sg):
 
 
 def _edit_zero_point(rng, m, sg):
-    qs = _quantized(sg)
-    if not qs:
+    t = _pick_quantized(rng, sg)
+    if t is None:
         return _edit_shape(rng, m, sg)
-    t = _pick(rng, qs)
     q = t.quantization
     z = np.array(q.zeroPoint if q.zeroPoint is not None else np.zeros(len(q.scale)), np.int64).copy()
     if not len(z):
@@ -277,10 +281,9 @@ def _edit_zero_point(rng, m, sg):
 
 
 def _edit_per_channel(rng, m, sg):
-    qs = _quantized(sg)
-    if not qs:
+    t = _pick_quantized(rng, sg)
+    if t is None:
         return _edit_shape(rng, m, sg)
-    t = _pick(rng, qs)
     q = t.quantization
     i = sg.tensors.index(t)
     how = rng.random()
