@@ -6,8 +6,8 @@
 Both sides run on this machine's CPU on the same input: our C compiled with gcc -O2 and timed
 inside its own process; TFLM's reference kernels through the tflite-micro Python interpreter
 (`invoke()` timed from Python, so each call also pays a microsecond or so of binding overhead).
-RAM: our arena plus the caller's input/output buffers against TFLM's whole arena (activations
-and I/O plus interpreter state) and its activation part alone. Outputs are compared byte for
+RAM: our arena (which holds the inputs and outputs, as TFLM's does) against TFLM's whole arena
+(activations and I/O plus interpreter state) and its activation part alone. Outputs are compared byte for
 byte on the timed input, so a fast wrong answer cannot win.
 """
 
@@ -65,7 +65,7 @@ def bench_model(path: Path) -> dict:
         "ours_us": ours_s * 1e6,
         "tflm_us": tflm_s * 1e6,
         "speedup": tflm_s / ours_s,
-        "ours_ram": rep.arena_bytes + rep.io_bytes,
+        "ours_ram": rep.arena_bytes,  # inputs and outputs included
         "ours_arena": rep.arena_bytes,
         "tflm_arena": rep.tflm.get("total"),
         "tflm_head": rep.tflm.get("head"),
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     for r, m in zip(rows, models):
         if m.parent.name == "default":
             r["model"] = "qute default (digits QUTE, K=3)"
-    print("| model | MACs | ours µs | TFLM µs | speed-up | our RAM (arena + I/O) | TFLM arena (activations+I/O) | RAM ratio | bit-exact |")
+    print("| model | MACs | ours µs | TFLM µs | speed-up | our RAM (arena, I/O inside) | TFLM arena (activations+I/O) | RAM ratio | bit-exact |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         if "error" in r:
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
             continue
         ratio = r["ours_ram"] / r["tflm_arena"] if r["tflm_arena"] else float("nan")
         print(f"| {r['model']} | {r['macs']:,} | {r['ours_us']:,.0f} | {r['tflm_us']:,.0f} | {r['speedup']:.2f}x | "
-              f"{r['ours_ram']:,} ({r['ours_arena']:,} + {r['ours_ram'] - r['ours_arena']:,}) | "
+              f"{r['ours_ram']:,} | "
               f"{r['tflm_arena']:,} ({r['tflm_head']:,}) | {ratio:.2f} | {'yes' if r['bit_exact'] else 'NO'} |")
     return 0 if all(r.get("bit_exact", True) for r in rows) else 1
 

@@ -12,8 +12,10 @@ qute's embedded inputs must equal the peer's (`<peer>/inputs/<model>.npz`, key `
 or the bench stops: ratios over different inputs would compare nothing. Every qute output byte is
 compared with the peer's `out=` bytes and the differing ones are counted.
 
-RAM: qute's arena plus the model's input and output buffers (which TFLM keeps inside its arena),
+RAM: qute's model arena, which holds the model's input and outputs as TFLM's arena does (the
+firmware writes each input into it and reads the outputs there, with no buffers of its own),
 against the peer's `arena_used` (TFLM's `arena_used_bytes()`, which also holds interpreter state).
+The figure is the ELF's `arena` symbol, checked against build.json's `arena_bytes`.
 .text is qute's whole firmware `.text` (model code, kernels, start-up, console, uncertainty).
 """
 
@@ -102,13 +104,15 @@ def build_qute(model: Path, board: str, out: Path, peer_x: np.ndarray | None) ->
         raise BenchError(f"{model.name} on {board}: qute's embedded inputs ({x.shape} {x.dtype}) are not the peer's "
                          f"({peer_x.shape} {peer_x.dtype}) byte for byte; the comparison would be meaningless")
     outputs = sorted(manifest["outputs"], key=lambda o: o["flatbuffer_index"])
-    io = int(np.prod(x.shape[1:])) + sum(o["size"] for o in manifest["outputs"])
+    arena = memory["split"]["arena"]  # the ELF's arena symbol: the model's whole RAM, inputs and outputs included
+    if arena != manifest["model"]["arena_bytes"]:
+        raise BenchError(f"{model.name} on {board}: the ELF's arena is {arena} bytes, build.json says "
+                         f"{manifest['model']['arena_bytes']}")
     text = next(s["size"] for s in memory["sections"] if s["name"] == ".text")
     return {
         "elf": out / manifest["variants"]["emulator"]["elf"],
         "machine": manifest["qemu_machine"],
-        "arena": manifest["model"]["arena_bytes"],
-        "io": io,
+        "arena": arena,
         "text": text,
         "expected_done": manifest["expected_done_line"],
         # heads are printed in the generated model's order; the peer prints the model's output order
@@ -148,8 +152,8 @@ def bench_one(model: str, core: str, args, peer_x: np.ndarray | None, tmp: Path)
     build = build_qute(args.models_dir / f"{model}.tflite", machine, tmp / f"{model}-{machine}", peer_x)
     print(f"  {model} on {machine}: qute", file=sys.stderr, flush=True)
     q = run_qute(build, args.timeout)
-    row.update(qute=q["instructions"], qute_ram=build["arena"] + build["io"], qute_arena=build["arena"],
-               qute_io=build["io"], qute_text=build["text"], qute_done_matches_host=q["done_matches_host"])
+    row.update(qute=q["instructions"], qute_ram=build["arena"], qute_arena=build["arena"],
+               qute_text=build["text"], qute_done_matches_host=q["done_matches_host"])
     peer_dir = args.peer / machine
     for key, suffix in VARIANTS:
         elf = peer_dir / f"{model}.{suffix}.elf"
@@ -179,7 +183,7 @@ def _n(v, fmt="{:,.0f}") -> str:
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | core | qute | TFLM ref | TFLM + CMSIS-NN | qute / CMSIS-NN | qute / TFLM ref "
-        "| qute RAM (arena + I/O) | TFLM arena_used (ref / CMSIS-NN) | qute RAM / CMSIS-NN arena | qute .text "
+        "| qute RAM (arena, I/O inside) | TFLM arena_used (ref / CMSIS-NN) | qute RAM / CMSIS-NN arena | qute .text "
         "| output bytes differing (vs ref / CMSIS-NN) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -189,7 +193,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['model']} | {r['core']} | {_n(r['qute'])} | {_n(r.get('ref'))} | {_n(r.get('cmsis'))} "
             f"| {_n(r.get('qute_over_cmsis'), '{:.2f}')} | {_n(r.get('qute_over_ref'), '{:.2f}')} "
-            f"| {r['qute_ram']:,} ({r['qute_arena']:,} + {r['qute_io']:,}) "
+            f"| {r['qute_ram']:,} "
             f"| {_n(r.get('ref_arena'))} / {_n(r.get('cmsis_arena'))} | {_n(r.get('ram_over_cmsis'), '{:.2f}')} "
             f"| {r['qute_text']:,} | {diffs} |")
     cores = list(dict.fromkeys(r["core"] for r in rows))
@@ -255,8 +259,9 @@ def main(argv=None) -> int:
     }, indent=2) + "\n")
     (args.out / "mcu.md").write_text(
         "Mean instructions per inference under QEMU `-icount shift=0` (not time), on the same 10 inputs, with the "
-        "same SysTick counter, start-up and linker script on both sides. qute RAM: arena plus the input and "
-        "output buffers, which TFLM keeps inside `arena_used`. qute .text: the whole firmware's.\n\n"
+        "same SysTick counter, start-up and linker script on both sides. qute RAM: its model arena, which "
+        "holds the input and outputs as TFLM's `arena_used` does (the firmware keeps no other I/O buffer). "
+        "qute .text: the whole firmware's.\n\n"
         + md + "\n")
     bad = [r for r in rows if any(r.get(k + "_differing") for k, _ in VARIANTS) or not r["qute_done_matches_host"]]
     return 1 if bad else 0

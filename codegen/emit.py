@@ -67,6 +67,7 @@ class Context:
     plan: Plan
     weights_arrays: dict[int, Array] = field(default_factory=dict)
     param_arrays: list[Array] = field(default_factory=list)
+    packed_arrays: list[Array] = field(default_factory=list)  # weights in a kernel's own layout
     structs: list[Struct] = field(default_factory=list)
     headers: set[str] = field(default_factory=set)
 
@@ -75,12 +76,13 @@ class Context:
         ctype = _CTYPES[t.dtype]
         if t.is_const:
             return self._weights(tensor).name
-        kind, where = self.plan.home[tensor]
-        if kind == "input":
-            return f"(const {ctype} *)inputs[{where}]"
-        if kind == "output":
-            return f"({ctype} *)outputs[{where}]"
-        return f"({ctype} *)(arena + {where})"
+        return f"({ctype} *)(arena + {self.plan.offset[tensor]})"
+
+    def scratch(self, op: Op) -> str:
+        """The op's scratch block (its lowering's `scratch_bytes`), valid during this op only."""
+        if op.index not in self.plan.scratch:
+            raise CodegenError(f"{op.describe()}: its lowering uses a scratch buffer but asked for none (scratch_bytes)")
+        return f"(void *)(arena + {self.plan.scratch[op.index]})"
 
     def weights(self, op: Op, position: int) -> str:
         return self._weights(op.inputs[position]).name
@@ -94,6 +96,15 @@ class Context:
     def array(self, op: Op, role: str, values: np.ndarray) -> str:
         arr = Array(f"op{op.index}_{role}", _CTYPES[values.dtype.name], values)
         self.param_arrays.append(arr)
+        return arr.name
+
+    def packed_weights(self, op: Op, position: int, values: np.ndarray) -> str:
+        """The op's constant input `position` re-laid out for its kernel (codegen/pack.py): declared
+        with, and counted as, the weights; the tensor as stored is then not emitted unless
+        another op asks for it."""
+        t = self.graph.tensor(op.inputs[position])
+        arr = Array(f"op{op.index}_filter", _CTYPES[values.dtype.name], values, f"{t.name} {list(t.shape)}, packed")
+        self.packed_arrays.append(arr)
         return arr.name
 
     def struct(self, op: Op, ctype: str, **fields) -> str:
@@ -110,7 +121,7 @@ class Context:
 class Generated:
     header: str
     source: str
-    arena_size: int
+    arena_size: int  # bytes of the static arena: the inputs, every activation, the outputs and the ops' scratch
     weights_bytes: int
     params_bytes: int
     output_order: list[int]
@@ -118,6 +129,8 @@ class Generated:
     shape_notes: list[str] = field(default_factory=list)  # stored shapes that disagree with the inferred ones
     reference: str = "tflm"  # whose reference kernels the C equals: "tflm" or "litert-ref" (Graph.reference)
     kernels: dict[int, str] = field(default_factory=dict)  # op index -> the kernel it calls; ops that run no code are absent
+    scratch: dict[int, int] = field(default_factory=dict)  # op index -> scratch bytes it asked for (inside arena_size)
+    plan: Plan | None = None  # where every tensor and scratch block lives in the arena (of the folded graph)
 
 
 @contextlib.contextmanager
@@ -139,6 +152,24 @@ def output_order(graph: Graph) -> list[int]:
     return list(graph.outputs)
 
 
+def plan_for(graph: Graph, lowerings: dict | None = None) -> Plan:
+    """The memory plan of a folded graph, as generate() makes it: the lowerings say which ops alias
+    their input (``alias``), may overwrite one (``inplace``) and need scratch (``scratch_bytes``)."""
+    lowerings = lowerings or {op.index: op_registry.lowering_for(op) for op in graph.ops}
+    aliases = {op.index for op in graph.ops if getattr(lowerings[op.index], "alias", False)}
+    inplace = {op.index: lowerings[op.index].inplace for op in graph.ops if getattr(lowerings[op.index], "inplace", ())}
+    scratch = {}
+    for op in graph.ops:
+        if (ask := getattr(lowerings[op.index], "scratch_bytes", None)) is not None:
+            with _about(op):
+                n = ask(op, graph)
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+                raise CodegenError(f"{op.describe()}: scratch_bytes gave {n!r}; it must be an int >= 0")
+            if n:
+                scratch[op.index] = int(n)
+    return plan(graph, output_order(graph), aliases, inplace, scratch)
+
+
 def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
     graph = fold(graph)  # inferred shapes; static shape arithmetic and constant ops become constants
     lowerings = {op.index: op_registry.lowering_for(op) for op in graph.ops}
@@ -154,28 +185,30 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
                 f"{graph.tensor(t).dtype}; the generator needs int8 inputs and outputs (full-integer quantization)"
             )
     order = output_order(graph)
-    aliases = {op.index for op in graph.ops if getattr(lowerings[op.index], "alias", False)}
-    inplace = {op.index: lowerings[op.index].inplace for op in graph.ops if getattr(lowerings[op.index], "inplace", ())}
-    p = plan(graph, order, aliases, inplace)
+    p = plan_for(graph, lowerings)
     ctx = Context(graph, p)
     calls = []
     kernels = {}
     for op in graph.ops:
         low = lowerings[op.index]
-        if header := getattr(low, "header", None):
-            ctx.headers.add(header)
-        with _about(op):
-            lines = low.emit(op, graph, ctx)
+        if op.index in p.copy_ops:  # an alias whose output must not share its input's bytes
+            src, dst = op.inputs[0], op.outputs[0]
+            lines = [f"memcpy({ctx.ptr(dst)}, {ctx.ptr(src)}, {graph.tensor(dst).nbytes});"]
+        else:
+            if header := getattr(low, "header", None):
+                ctx.headers.add(header)
+            with _about(op):
+                lines = low.emit(op, graph, ctx)
         if lines:
             calls.append((op.index, f"{op.index}: {op.opcode}", lines))
             kernels[op.index] = kernel_name(lines)
-    copies = [(k, ctx.ptr(t), graph.tensor(t).nbytes) for t, k in p.copies]
 
     def io(t):
         x = graph.tensor(t)
         scale, zp = x.qparams()
         return {"name": graph.output_label(t) if t in graph.outputs else x.name, "size": x.size,
-                "shape": list(x.shape), "scale": repr(float(np.float32(scale))) + "f", "zero_point": zp}
+                "shape": list(x.shape), "scale": repr(float(np.float32(scale))) + "f", "zero_point": zp,
+                "at": f"arena + {p.offset[t]}"}
 
     env = {
         "reference": graph.reference,
@@ -186,13 +219,12 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
         "inputs": [io(t) for t in graph.inputs],
         "outputs": [io(t) for t in order],
         "headers": sorted(ctx.headers),
-        "weights": list(ctx.weights_arrays.values()),
+        "weights": list(ctx.weights_arrays.values()) + ctx.packed_arrays,
         "params": ctx.param_arrays,
         "structs": ctx.structs,
         "calls": calls,
-        "copies": copies,
     }
-    weights_bytes = sum(a.nbytes for a in ctx.weights_arrays.values())
+    weights_bytes = sum(a.nbytes for a in ctx.weights_arrays.values()) + sum(a.nbytes for a in ctx.packed_arrays)
     params_bytes = sum(a.nbytes for a in ctx.param_arrays)
     return Generated(
         header=_ENV.get_template("model.h.j2").render(env),
@@ -205,6 +237,8 @@ def generate(graph: Graph, prefix: str = "qute_model") -> Generated:
         shape_notes=list(graph.shape_notes),
         reference=graph.reference,
         kernels=kernels,
+        scratch=dict(p.scratch_bytes),
+        plan=p,
     )
 
 

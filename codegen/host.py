@@ -149,8 +149,12 @@ class HostModel:
 
 
 def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False, cc: str = "gcc",
-               opt: str = "-O2", prefix: str = "qute_model") -> HostModel:
-    """Generates C for `graph`, compiles it with the kernels and the harness, returns a runner."""
+               opt: str = "-O2", prefix: str = "qute_model", cflags: tuple[str, ...] = ()) -> HostModel:
+    """Generates C for `graph`, compiles it with the kernels and the harness, returns a runner.
+
+    `cflags` are added to the compiler's command line, e.g. ("-DQUTE_SIMD_EMULATE",) to run the
+    kernels' SIMD code path in portable C (firmware/kernels/qute_simd.h).
+    """
     if shutil.which(cc) is None:
         raise CodegenError(f"C compiler {cc!r} not found; install gcc (Debian: apt-get install gcc)")
     graph = fold(graph)  # the sizes below are the inferred ones, as in the generated code
@@ -164,7 +168,7 @@ def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False,
     kdir = kernels_dir()
     kernels = sorted(kdir.glob("*.c"))
     exe = folder / ("model_asan" if sanitize else "model")
-    cmd = [cc, *WARNINGS, opt, "-I", str(folder), "-I", str(kdir), *(SANITIZE if sanitize else []),
+    cmd = [cc, *WARNINGS, opt, "-I", str(folder), "-I", str(kdir), *(SANITIZE if sanitize else []), *cflags,
            str(folder / f"{prefix}.c"), str(folder / "harness.c"), *map(str, kernels), "-o", str(exe), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

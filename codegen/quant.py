@@ -42,6 +42,22 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return q_fixed, shift
 
 
+def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
+    """TFLM's MultiplyByQuantizedMultiplier (two roundings, ties away from zero), on Python ints.
+
+    For constants computed ahead of time (lookup tables); the kernels' qute_requantize is the
+    same function in C."""
+    left, right = max(shift, 0), max(-shift, 0)
+    x = ((x << left) + (1 << 31)) % (1 << 32) - (1 << 31)  # the int32 left shift wraps
+    ab = x * multiplier
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    high = abs(ab + nudge) >> 31
+    high = high if ab + nudge >= 0 else -high  # C division truncates toward zero
+    mask = (1 << right) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> right) + (1 if (high & mask) > threshold else 0)
+
+
 def f32(x) -> np.float32:
     return np.float32(x)
 

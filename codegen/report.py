@@ -28,8 +28,8 @@ class Report:
     ops: list[OpRow]
     weights_bytes: int  # constant tensors (flash)
     params_bytes: int  # precomputed multipliers/shifts (flash)
-    arena_bytes: int  # activations (RAM)
-    io_bytes: int  # the caller's input and output buffers (RAM, not in the arena)
+    arena_bytes: int  # the model's RAM: inputs, activations, outputs and kernels' scratch, in one arena
+    io_bytes: int  # the model's input and output tensors: part of arena_bytes, not on top of it
     macs: int
     tflm: dict = field(default_factory=dict)  # TFLM's arena: total/head/tail bytes, when measurable
     shape_notes: list[str] = field(default_factory=list)  # stored shapes that disagree with the inferred ones
@@ -56,7 +56,8 @@ class Report:
                          f"{r.macs:>12,} {r.weight_bytes:>10,}")
         lines.append("")
         lines.append(f"weights {self.weights_bytes:,} B + parameters {self.params_bytes:,} B (flash); "
-                     f"arena {self.arena_bytes:,} B + input/output buffers {self.io_bytes:,} B (RAM); {self.macs:,} MACs")
+                     f"arena {self.arena_bytes:,} B (RAM; holds the inputs and outputs, {self.io_bytes:,} B); "
+                     f"{self.macs:,} MACs")
         if self.tflm:
             lines.append(f"TFLite Micro for the same model: arena {self.tflm['total']:,} B "
                          f"(activations and I/O {self.tflm['head']:,} B, interpreter state {self.tflm['tail']:,} B)"

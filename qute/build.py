@@ -42,7 +42,8 @@ per op for every input (``QUTE op`` lines, qute/transcript.py), which ``qute run
 per-op table. build.json records it under ``profile`` with the ops it times (opcode, kernel, MACs).
 
 The fit check
-    Before compiling: the arena, the outputs and the stack against the board's RAM, and the
+    Before compiling: the model's arena (which holds its input and outputs: the firmware has no
+    buffers of its own for them) and the stack against the board's RAM, and the
     weights, parameters and embedded inputs against its flash (lower bounds: code comes on top).
     After linking: the linker's own region overflow, turned into the same one-line message, and
     the ELF's sections against the board's capacity (an emulator build is held to the real board's
@@ -567,17 +568,18 @@ def _no_fit(board, needs: list[tuple[str, int, int, str]]) -> QuteError:
 def check_fit_before_link(board, facts: ModelFacts, source: ModelSource, uart_inputs: bool = False) -> dict:
     """Lower bounds of what the firmware needs, before compiling anything."""
     gen = facts.gen
-    outputs = sum(o["size"] for o in facts.outputs)
+    # The model's arena holds its input and outputs too: the firmware writes each input there
+    # (qute_model_input) and reads the outputs there (qute_model_output), with no buffers of its own.
     floats = 4 * (len(facts.outputs) + 1) * facts.classes if facts.ensemble else 0
-    input_buffer = int(np.prod(facts.graph.tensor(facts.graph.inputs[0]).shape)) if uart_inputs else 0
-    ram = gen.arena_size + outputs + floats + board.stack_size + input_buffer
+    ram = gen.arena_size + floats + board.stack_size
     inputs = 0 if uart_inputs else int(source.inputs.size) + 2 * len(source.inputs)
     weights = gen.weights_bytes + gen.params_bytes
     flash = weights + inputs
     problems = []
     if ram > board.ram_region.length:
         problems.append(("RAM", ram, board.ram_region.length,
-                         f"arena {kb(gen.arena_size)} KB + stack {kb(board.stack_size)} KB + outputs, before code and data"))
+                         f"arena {kb(gen.arena_size)} KB (inputs and outputs included) + stack {kb(board.stack_size)} KB, "
+                         "before code and data"))
     if flash > board.flash_region.length:
         # Fewer embedded inputs help only when the weights leave room for at least one of them.
         each = inputs // len(source.inputs) if inputs else 0
@@ -610,8 +612,8 @@ def linker_overflow(stderr: str, link_board, fit_board) -> QuteError | None:
 
 # --------------------------------------------------------------------------- memory report
 
-_WEIGHTS = re.compile(r"tensor\d+")
-_PARAMS = re.compile(r"op\d+_\w+")
+_WEIGHTS = re.compile(r"tensor\d+|op\d+_filter")  # constant tensors, as stored or packed (codegen.emit)
+_PARAMS = re.compile(r"op\d+_(?!filter$)\w+")
 
 
 def memory_report(elf_path: Path, board, link_board=None) -> dict:
@@ -684,7 +686,8 @@ def format_memory(m: dict) -> str:
         f"flash: model weights {sp['model_weights']:,} B + per-op parameters {sp['model_parameters']:,} B, "
         f"code {sp['code']:,} B, embedded inputs {sp['test_inputs']:,} B, other {sp['other_flash']:,} B"
     )
-    rows.append(f"RAM:   model arena {sp['arena']:,} B, stack {sp['stack']:,} B, other {sp['other_ram']:,} B")
+    rows.append(f"RAM:   model arena {sp['arena']:,} B (inputs and outputs included), stack {sp['stack']:,} B, "
+                f"other {sp['other_ram']:,} B")
     z = m["size"]
     rows.append(f"(arm-none-eabi-size {m['elf']}: text {z['text']:,}  data {z['data']:,}  bss {z['bss']:,}; "
                 f"flash = text + data, RAM = data + bss)")

@@ -376,7 +376,7 @@ def op_profile(m: dict, transcript, got: dict, counter: str, problems: list[str]
         "ops": rows,
         "invoke": invoke,  # mean of the sample lines' cycles= over the same inputs
         "ops_total": ops_total,
-        "after_last_op": invoke - ops_total,  # copying the outputs out and returning: no op's
+        "after_last_op": invoke - ops_total,  # returning from qute_model_run: no op's
         "macs": macs,
         "per_mac": invoke / macs if macs else None,
     }
@@ -399,9 +399,9 @@ def format_profile(p: dict) -> list[str]:
         lines.append(f"  {o['index']:>3}  {o['opcode']:<20} {o['kernel']:<{width}} {o['macs']:>12,} {o['count']:>14,.0f} "
                      f"{ratio(o['per_mac'])} {share(o['share'])}")
     rest = 100.0 * p["after_last_op"] / p["invoke"] if p["invoke"] else None
-    lines.append(f"  {'':>3}  {'after the last op (output copies, return)':<{21 + width}} {'':>12} "
+    lines.append(f"  {'':>3}  {'after the last op (return)':<{21 + width}} {'':>12} "
                  f"{p['after_last_op']:>14,.0f} {'':>9} {share(rest)}")
-    lines.append(f"  {'':>3}  {'whole invoke (cycles= of the sample lines)':<{21 + width}} {p['macs']:>12,} "
+    lines.append(f"  {'':>3}  {'whole run (cycles= of the sample lines)':<{21 + width}} {p['macs']:>12,} "
                  f"{p['invoke']:>14,.0f} {ratio(p['per_mac'])} {share(100.0 if p['invoke'] else None)}")
     return lines
 

@@ -276,7 +276,7 @@ def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | No
         rows.append(["capacity", "", "", _num(f.get("capacity")), _num(r.get("capacity"))])
         rows.append(["used", "", "", f"{_num(f.get('percent'), 1)}%", f"{_num(r.get('percent'), 1)}%"])
         page.add(_table(["section", "address", "size", "flash", "RAM"], rows))
-        page.add(f'<p class="note">model arena {_num(m["model"].get("arena_bytes"))} B, weights '
+        page.add(f'<p class="note">model arena {_num(m["model"].get("arena_bytes"))} B (inputs and outputs included), weights '
                  f'{_num(m["model"].get("weights_bytes"))} B, per-op parameters {_num(m["model"].get("parameter_bytes"))} B '
                  f"(build.json)</p>")
     page.add("<h3>Latency</h3>")

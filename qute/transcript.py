@@ -25,7 +25,8 @@ ignored::
     mutual information, computed on the device from the mean of the K dequantized heads in
     float32 (``firmware/uncertainty``, the C port of :func:`qute.uncertainty.summarize`); other
     models print ``pred=-1`` and no ``conf``/``scores``. ``cycles`` is the counter's count for the
-    one ``qute_model_invoke`` call; ``ucycles`` (optional: older firmware has none) the same
+    one model run (``qute_model_run``, the input already in place; older firmware timed
+    ``qute_model_invoke``, which also copied the input in and the outputs out); ``ucycles`` (optional: older firmware has none) the same
     counter's count for the uncertainty module of that sample (dequantizing the heads and the
     ensemble scores, plus the abstain decision and monitor update on calibrated builds), so the
     module's overhead is measured against the model's on the same scale.

@@ -25,14 +25,15 @@ class Result:
 
 
 def check(tflite: bytes, n: int = 12, seed: int = 0, sanitize: bool = False, opt: str = "-O1",
-          engine: str = "reference") -> Result:
+          engine: str = "reference", cflags: tuple[str, ...] = ()) -> Result:
     """Generated C (built for the host) against the reference on n random samples.
 
+    cflags: extra compiler flags (("-DQUTE_SIMD_EMULATE",) runs the kernels' SIMD code path).
     engine: "reference" (oracle.reference: TFLM, or LiteRT's reference kernels when TFLM is not
     deterministic on the model), "tflm" or "litert-ref".
     """
     g = read_model(tflite)
-    host = build_host(g, sanitize=sanitize, opt=opt)
+    host = build_host(g, sanitize=sanitize, opt=opt, cflags=cflags)
     specs, _ = oracle.model_io(tflite)
     r = np.random.default_rng(seed)
     # one sample = one exact-shaped array per input (batch > 1 allowed); the host takes them stacked

@@ -5,6 +5,7 @@ tiny QUTE model on digits once per module and build it for four boards.
 """
 
 import json
+import re
 import shutil
 import socket
 import struct
@@ -430,13 +431,17 @@ def test_a_model_too_big_for_the_board_fails_with_the_numbers(tmp_path):
     model = tmp_path / "big.tflite"
     model.write_bytes(_big_arena_model())
     p = qute("build", "--board", "nucleo-l432kc", model, "-o", tmp_path / "out" / "b")
-    assert_user_error(p, "does not fit nucleo-l432kc", "needs 261 KB RAM, nucleo-l432kc has 64 KB", "arena 256 KB")
+    # the arena: the 256 KB activation and the 1 KB input (the output reuses the input's bytes)
+    assert_user_error(p, "does not fit nucleo-l432kc", "needs 261 KB RAM, nucleo-l432kc has 64 KB",
+                      "arena 257 KB (inputs and outputs included) + stack 4 KB")
     assert not (tmp_path / "out").exists()
     # MLPerf Tiny's visual wake words: too much flash for the L432KC's 256 KB
     vww = Path(__file__).resolve().parents[2] / "shared" / "models" / "vww_mobilenet_int8.tflite"
     if vww.is_file():
         p = qute("build", "--board", "nucleo-l432kc", vww, "--samples", "1", "-o", tmp_path / "vww")
-        assert_user_error(p, "needs 274 KB flash, nucleo-l432kc has 256 KB")
+        assert_user_error(p, "KB flash, nucleo-l432kc has 256 KB")
+        # the figure moves with the kernels' packed layouts; it must be the flash it really needs
+        assert int(re.search(r"needs (\d+) KB flash", p.stderr).group(1)) > 256
         assert not (tmp_path / "vww").exists()
     # the same model fits the F746's 320 KB (and runs)
     p = qute("build", "--board", "nucleo-f746", model, "--samples", "2", "-o", tmp_path / "f746")
@@ -450,7 +455,7 @@ def test_the_linkers_overflow_becomes_the_same_message(tmp_path, monkeypatch):
     model = tmp_path / "big.tflite"
     model.write_bytes(_big_arena_model())
     monkeypatch.setattr(B, "check_fit_before_link", lambda *a: {})  # let it reach the linker
-    with pytest.raises(QuteError, match=r"does not fit nucleo-l432kc: needs 261 KB RAM, nucleo-l432kc has 64 KB \(the linker's count\)"):
+    with pytest.raises(QuteError, match=r"does not fit nucleo-l432kc: needs 262 KB RAM, nucleo-l432kc has 64 KB \(the linker's count\)"):
         B.build("nucleo-l432kc", str(model), tmp_path / "out", samples=2)
     assert _tree(tmp_path) == ["big.tflite"]
 

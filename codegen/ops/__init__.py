@@ -8,7 +8,16 @@ A lowering is a class with:
   constant arrays and parameter structs go through ``ctx`` so they are declared once, named after
   the op, and placed in flash;
 - ``alias`` (optional, True): the op only reinterprets its input (RESHAPE and friends); the
-  planner gives the output the input's bytes and nothing is emitted.
+  planner gives the output the input's bytes and nothing is emitted;
+- ``inplace`` (optional): the input positions the output may overwrite (same size; the kernel
+  reads element i before writing it); the planner uses it when this op is that input's last reader;
+- ``scratch_bytes(op, graph) -> int`` (optional): bytes of working memory the kernel needs during
+  this op only (im2col rows, int16 copies...); absent or 0 means none. ``codegen.emit.generate``
+  asks every lowering before planning, and the planner (codegen/planner.py) places the block in the
+  arena, aligned to 8 bytes, live at this op alone: it overlaps nothing the op reads or writes or
+  anything live across it, and its contents are undefined on entry. In ``emit``,
+  ``ctx.scratch(op)`` is a C expression for it, ``"(void *)(arena + OFFSET)"``; calling it for an
+  op whose lowering asked for no scratch raises CodegenError.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import numpy as np
 
 from codegen.ir import CodegenError, Graph, Op, Tensor
 from codegen.ops import check_dtypes, register
+from codegen.pack import gemm_struct, words_per_row
 from codegen.quant import activation_range, conv_multipliers
 
 PADDINGS = ("SAME", "VALID")
@@ -159,63 +160,55 @@ class Conv2D(_ConvBase):
         if oc % groups != 0:
             raise self._fail(op, f"grouped convolution: {oc} output channels do not split into {groups} groups")
 
-    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
-        w = g.tensor(op.inputs[1])
+    def _kernel(self, op: Op, g: Graph) -> str:
+        """The variant for this op's shape class (see firmware/kernels/qute_conv.h)."""
+        inp, w = g.tensor(op.inputs[0]), g.tensor(op.inputs[1])
+        if inp.shape[3] != w.shape[3]:
+            return "qute_conv2d_grouped_s8"
         geo = self._geometry(op, g)
-        sums = w.data.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
+        if (geo["filter_h"], geo["filter_w"], geo["pad_h"], geo["pad_w"]) == (1, 1, 0, 0) and inp.shape[3] % 4 == 0:
+            return "qute_conv2d_1x1_s8"
+        return "qute_conv2d_s8"
+
+    def scratch_bytes(self, op: Op, g: Graph) -> int:
+        """qute_conv.h: the product's widened rows (both one-group kernels), after two im2col rows
+        (qute_conv2d_s8)."""
+        kernel = self._kernel(op, g)
+        if kernel == "qute_conv2d_grouped_s8":
+            return 0
+        w = g.tensor(op.inputs[1])
+        k4 = words_per_row(w.shape[1] * w.shape[2] * w.shape[3])
+        return 16 * k4 + (2 * 4 * k4 if kernel == "qute_conv2d_s8" else 0)
+
+    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        inp, w, out = g.tensor(op.inputs[0]), g.tensor(op.inputs[1]), g.tensor(op.outputs[0])
+        geo = self._geometry(op, g)
+        kernel = self._kernel(op, g)
+        rows = w.data.reshape(w.shape[0], -1)
+        oc = w.shape[0]
+        mults, shifts = conv_multipliers(inp, w, out)
+        in_offset = -inp.qparams()[1]
+        bias = op.inputs[2] if len(op.inputs) > 2 else -1
+        b = g.tensor(bias).data.reshape(-1).astype(np.int64) if bias >= 0 else np.zeros(oc, np.int64)
+        acc_init = wrap_int32(b + in_offset * rows.astype(np.int64).sum(axis=1))
+        lo, hi = activation_range(op.options.get("FusedActivationFunction", "NONE"), out, op)
+        grouped = kernel == "qute_conv2d_grouped_s8"
+        if grouped:  # the grouped kernel indexes the multipliers per channel
+            mults, shifts = list(mults) * (oc // len(mults)), list(shifts) * (oc // len(shifts))
+        # the grouped kernel reads the filter as stored
+        gemm = gemm_struct(ctx, op, rows, acc_init, mults, shifts, out.qparams()[1], lo, hi, packed=not grouped)
         params = ctx.struct(
             op, "qute_conv_params",
             batches=geo["batches"], input_h=geo["input_h"], input_w=geo["input_w"], input_c=geo["input_c"],
             filter_h=geo["filter_h"], filter_w=geo["filter_w"], filter_c=w.shape[3],
-            output_h=geo["output_h"], output_w=geo["output_w"], output_c=w.shape[0],
+            output_h=geo["output_h"], output_w=geo["output_w"], output_c=oc,
             stride_h=geo["stride_h"], stride_w=geo["stride_w"],
             dilation_h=geo["dilation_h"], dilation_w=geo["dilation_w"],
-            pad_h=geo["pad_h"], pad_w=geo["pad_w"],
-            **self._common(op, g, ctx, sums),
+            pad_h=geo["pad_h"], pad_w=geo["pad_w"], input_offset=in_offset, gemm=gemm,
         )
-        return [
-            f"qute_conv2d_s8(&{params}, {ctx.ptr(op.inputs[0])}, {ctx.weights(op, 1)}, "
-            f"{self._bias(op, ctx)}, {ctx.ptr(op.outputs[0])});"
-        ]
-
-
-@register
-class DepthwiseConv2D(_ConvBase):
-    # v3 is int8 per-channel; the other versions differ in admitted types (hybrid, int16, int4),
-    # which check() rejects.
-    opcodes = {"DEPTHWISE_CONV_2D": (1, 2, 3, 4, 5, 6, 7)}
-    header = "qute_depthwise_conv.h"
-    quantized_dim = 3
-
-    def _out_channels(self, w: Tensor) -> int:
-        return w.shape[3]
-
-    def _check_channels(self, op: Op, inp: Tensor, w: Tensor, oc: int) -> None:
-        if w.shape[0] != 1:
-            raise self._fail(op, f"the filter must be [1, h, w, channels], got {list(w.shape)}")
-        ic = inp.shape[3]
-        mult = int(op.options.get("DepthMultiplier", 0))
-        # TFLM's kernel trusts the option (output channel = c * multiplier + m) and only
-        # DCHECKs it against the shapes: a model where they disagree would run out of bounds.
-        if mult < 1 or ic * mult != oc:
-            raise self._fail(op, f"depth_multiplier {mult} does not match {ic} input and {oc} output channels")
-
-    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
-        w = g.tensor(op.inputs[1])
-        geo = self._geometry(op, g)
-        sums = w.data.reshape(-1, w.shape[3]).astype(np.int64).sum(axis=0)
-        params = ctx.struct(
-            op, "qute_depthwise_conv_params",
-            batches=geo["batches"], input_h=geo["input_h"], input_w=geo["input_w"], input_c=geo["input_c"],
-            filter_h=geo["filter_h"], filter_w=geo["filter_w"],
-            depth_multiplier=int(op.options["DepthMultiplier"]),
-            output_h=geo["output_h"], output_w=geo["output_w"], output_c=w.shape[3],
-            stride_h=geo["stride_h"], stride_w=geo["stride_w"],
-            dilation_h=geo["dilation_h"], dilation_w=geo["dilation_w"],
-            pad_h=geo["pad_h"], pad_w=geo["pad_w"],
-            **self._common(op, g, ctx, sums),
-        )
-        return [
-            f"qute_depthwise_conv2d_s8(&{params}, {ctx.ptr(op.inputs[0])}, {ctx.weights(op, 1)}, "
-            f"{self._bias(op, ctx)}, {ctx.ptr(op.outputs[0])});"
-        ]
+        src, dst = ctx.ptr(op.inputs[0]), ctx.ptr(op.outputs[0])
+        if grouped:
+            return [f"{kernel}(&{params}, {src}, {ctx.weights(op, 1)}, {self._bias(op, ctx)}, {dst});"]
+        if kernel == "qute_conv2d_1x1_s8":
+            return [f"{kernel}(&{params}, {src}, (uint32_t *){ctx.scratch(op)}, {dst});"]
+        return [f"{kernel}(&{params}, {src}, (int8_t *){ctx.scratch(op)}, {dst});"]

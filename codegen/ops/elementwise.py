@@ -12,7 +12,7 @@ import numpy as np
 
 from codegen.ir import CodegenError, Graph, Op, Tensor
 from codegen.ops import register
-from codegen.quant import activation_range, quantize_multiplier
+from codegen.quant import multiply_by_quantized_multiplier, activation_range, quantize_multiplier
 
 MAX_DIMS = 6  # QUTE_BROADCAST_MAX_DIMS
 
@@ -132,20 +132,25 @@ class Add(_Binary):
             mults.append((m, sh))
         lo, hi = activation_range(act, out, op)
         return {
-            "input1_offset": -a.qparams()[1],
-            "input2_offset": -b.qparams()[1],
             "output_offset": out.qparams()[1],
-            "left_shift": self.LEFT_SHIFT,
-            "input1_multiplier": mults[0][0],
-            "input1_shift": mults[0][1],
-            "input2_multiplier": mults[1][0],
-            "input2_shift": mults[1][1],
             "output_multiplier": mults[2][0],
             "output_shift": mults[2][1],
             "act_min": lo,
             "act_max": hi,
             "shape": broadcast_initializer(layout),
+            # each input's int8 value -> its rescaled term, TFLM's two steps ((q - zero point) << 20, then
+            # its multiplier) done ahead of time: 256 int32 per input, one load per element at run time
+            "tables": [[multiply_by_quantized_multiplier((q - t.qparams()[1]) << self.LEFT_SHIFT, m, sh)
+                        for q in range(-128, 128)] for t, (m, sh) in zip((a, b), mults[:2])],
         }
+
+    def emit(self, op: Op, g: Graph, ctx) -> list[str]:
+        fields = self.params(op, g)
+        t1, t2 = fields.pop("tables")
+        fields["table1"] = ctx.array(op, "table1", np.array(t1, np.int32))
+        fields["table2"] = ctx.array(op, "table2", np.array(t2, np.int32))
+        p = ctx.struct(op, "qute_add_params", **fields)
+        return [f"qute_add_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.inputs[1])}, {ctx.ptr(op.outputs[0])});"]
 
 
 

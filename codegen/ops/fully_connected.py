@@ -4,6 +4,7 @@ import numpy as np
 
 from codegen.ir import CodegenError, Graph, Op
 from codegen.ops import check_dtypes, register
+from codegen.pack import gemm_struct, words_per_row
 from codegen.quant import activation_range, f32, quantize_multiplier
 
 
@@ -67,19 +68,12 @@ class FullyConnected:
         if bias >= 0:
             acc_init += g.tensor(bias).data.astype(np.int64).reshape(-1)
         acc_init = ((acc_init + 2**31) % 2**32 - 2**31).astype(np.int32)
-        params = ctx.struct(
-            op,
-            "qute_fc_params",
-            batches=inp.size // depth,
-            accum_depth=depth,
-            output_depth=w.shape[0],
-            output_offset=out.qparams()[1],
-            act_min=lo,
-            act_max=hi,
-            acc_init=ctx.array(op, "acc_init", acc_init),
-            multiplier=ctx.array(op, "multiplier", np.array(mults, np.int32)),
-            shift=ctx.array(op, "shift", np.array(shifts, np.int32)),
-            per_channel=int(len(mults) > 1),
-            single_rounding=int(single),
-        )
-        return [f"qute_fully_connected_s8(&{params}, {ctx.ptr(op.inputs[0])}, {ctx.weights(op, 1)}, {ctx.ptr(op.outputs[0])});"]
+        gemm = gemm_struct(ctx, op, w.data, acc_init, mults, shifts, out.qparams()[1], lo, hi, single_rounding=single)
+        params = ctx.struct(op, "qute_fc_params", batches=inp.size // depth, accum_depth=depth, gemm=gemm)
+        scratch = f"(int8_t *){ctx.scratch(op)}" if self.scratch_bytes(op, g) else "NULL"
+        return [f"qute_fully_connected_s8(&{params}, {ctx.ptr(op.inputs[0])}, {scratch}, {ctx.ptr(op.outputs[0])});"]
+
+    def scratch_bytes(self, op: Op, g: Graph) -> int:
+        """Rows whose length is not whole words are copied, zero-padded, into one word-padded row."""
+        depth = g.tensor(op.inputs[1]).shape[1]
+        return 0 if depth % 4 == 0 else 4 * words_per_row(depth)

@@ -2,16 +2,6 @@
 
 #include "qute_common.h"
 
-static int8_t add_one(const qute_add_params *p, int8_t x, int8_t y)
-{
-    const int32_t shifted1 = (p->input1_offset + x) * ((int32_t)1 << p->left_shift);
-    const int32_t shifted2 = (p->input2_offset + y) * ((int32_t)1 << p->left_shift);
-    const int32_t scaled1 = qute_requantize(shifted1, p->input1_multiplier, p->input1_shift);
-    const int32_t scaled2 = qute_requantize(shifted2, p->input2_multiplier, p->input2_shift);
-    const int32_t raw = qute_requantize(scaled1 + scaled2, p->output_multiplier, p->output_shift) + p->output_offset;
-    return qute_clamp_s8(raw, p->act_min, p->act_max);
-}
-
 void qute_add_s8(const qute_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output)
 {
     const qute_broadcast *b = &p->shape;
@@ -19,13 +9,28 @@ void qute_add_s8(const qute_add_params *p, const int8_t *input1, const int8_t *i
     const int32_t inner = b->dims[b->ndims - 1];
     const int32_t s1 = b->stride1[b->ndims - 1];
     const int32_t s2 = b->stride2[b->ndims - 1];
+    /* locals: the int8 stores below may alias the parameters */
+    const int32_t *t1 = p->table1 + 128, *t2 = p->table2 + 128;
+    const int32_t m = p->output_multiplier, shift = p->output_shift, offset = p->output_offset;
+    const int32_t lo = p->act_min, hi = p->act_max;
     qute_broadcast_iter it;
     qute_broadcast_begin(&it);
     for (int32_t r = 0; r < rows; ++r) {
         const int8_t *in1 = input1 + it.offset1;
         const int8_t *in2 = input2 + it.offset2;
-        for (int32_t i = 0; i < inner; ++i) {
-            output[i] = add_one(p, in1[i * s1], in2[i * s2]);
+        if (shift < 0 && s1 == 1 && s2 == 1) {
+            /* qute_requantize's shift < 0 form with its constant hoisted out of the loop */
+            const int64_t base = ((int64_t)1 << 30) + ((int64_t)1 << (30 - shift));
+            for (int32_t i = 0; i < inner; ++i) {
+                const int32_t x = t1[in1[i]] + t2[in2[i]];
+                const int64_t sum = (int64_t)x * m + base + (int64_t)(x >> 31) * ((int64_t)1 << 31);
+                output[i] = qute_clamp_s8(((int32_t)(sum >> 32) >> (-shift - 1)) + offset, lo, hi);
+            }
+        } else {
+            for (int32_t i = 0; i < inner; ++i) {
+                const int32_t raw = qute_requantize(t1[in1[i * s1]] + t2[in2[i * s2]], m, shift) + offset;
+                output[i] = qute_clamp_s8(raw, lo, hi);
+            }
         }
         output += inner;
         qute_broadcast_next_row(b, &it);

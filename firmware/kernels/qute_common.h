@@ -34,14 +34,27 @@ static inline int32_t qute_rounding_divide_by_pot(int32_t x, int exponent)
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
-/* x * multiplier * 2^shift, multiplier a Q31 fraction in [0.5, 1): TFLM's
- * MultiplyByQuantizedMultiplier. The left shift wraps like TFLM's int32 multiply. */
+/* x * multiplier * 2^shift, multiplier a Q31 fraction in [0.5, 1) (or 0), shift in [-31, 31]:
+ * TFLM's MultiplyByQuantizedMultiplier, bit for bit, in one 64-bit multiply-accumulate.
+ *
+ * TFLM rounds twice: r1 = round(x * m / 2^31) (qute_sat_rounding_doubling_high_mul), then
+ * round(r1 / 2^e) (qute_rounding_divide_by_pot), both ties away from zero. Written as floors,
+ * r1 = floor((x*m + 2^30) / 2^31) and the second rounding adds 2^(e-1), less one when r1 < 0
+ * (r1 < 0 only if x < 0, and where x < 0 but r1 = 0 both forms give 0); floor(floor(a / b) + c)
+ * / d) = floor((a + c*b) / (b*d)) folds them into one shift of one 64-bit sum. The multiplier is
+ * never INT32_MIN, so the saturating case of the doubling multiply cannot occur. The left shift
+ * wraps like TFLM's int32 multiply. Checked against the two-step form in tests/test_kernels_host.py.
+ */
 static inline int32_t qute_requantize(int32_t x, int32_t multiplier, int32_t shift)
 {
-    int left = shift > 0 ? shift : 0;
-    int right = shift > 0 ? 0 : -shift;
-    int32_t shifted = (int32_t)((uint32_t)x << left);
-    return qute_rounding_divide_by_pot(qute_sat_rounding_doubling_high_mul(shifted, multiplier), right);
+    if (shift >= 0) {
+        const int32_t shifted = (int32_t)((uint32_t)x << shift);
+        return (int32_t)(((int64_t)shifted * multiplier + ((int64_t)1 << 30)) >> 31);
+    }
+    const int e = -shift;
+    const int64_t acc = (int64_t)x * multiplier + ((int64_t)1 << 30) + ((int64_t)1 << (30 + e)) +
+                        (int64_t)(x >> 31) * ((int64_t)1 << 31);
+    return (int32_t)(acc >> 32) >> (e - 1);
 }
 
 static inline int8_t qute_clamp_s8(int32_t x, int32_t lo, int32_t hi)

@@ -1,8 +1,10 @@
 #include "qute_conv.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "qute_common.h"
+#include "qute_gemm.h"
 
 /* int32 addition that wraps instead of overflowing (what TFLM's int32 arithmetic does on every
  * target we build for); keeps the sanitizers quiet on pathological accumulators. */
@@ -45,84 +47,15 @@ static inline int32_t dot_offset_s8(const int8_t *a, const int8_t *b, int32_t n,
 
 static inline int8_t finish(const qute_conv_params *p, int32_t acc, int32_t o)
 {
-    acc = wrap_add(qute_requantize(acc, p->multiplier[o], p->shift[o]), p->output_offset);
-    return qute_clamp_s8(acc, p->act_min, p->act_max);
+    const qute_requant_params *rq = &p->gemm.rq;
+    acc = wrap_add(qute_requantize(acc, rq->multiplier[o], rq->shift[o]), rq->output_offset);
+    return qute_clamp_s8(acc, rq->act_min, rq->act_max);
 }
 
-/* Two filters against two input runs (2x2 block: 4 loads per 4 multiply-accumulates). */
-static inline void dot2x2_s8(const int8_t *a0, const int8_t *a1, const int8_t *b0, const int8_t *b1, int32_t n,
-                             int32_t acc[4])
-{
-    int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
-    for (int32_t i = 0; i < n; ++i) {
-        int32_t x0 = a0[i], x1 = a1[i], w0 = b0[i], w1 = b1[i];
-        s00 += x0 * w0;
-        s01 += x0 * w1;
-        s10 += x1 * w0;
-        s11 += x1 * w1;
-    }
-    acc[0] = wrap_add(acc[0], s00);
-    acc[1] = wrap_add(acc[1], s01);
-    acc[2] = wrap_add(acc[2], s10);
-    acc[3] = wrap_add(acc[3], s11);
-}
-
-/* The input pixel under output pixel n (flattened over batch, rows, columns) of a 1x1 filter. */
-static inline const int8_t *pixel_1x1(const qute_conv_params *p, const int8_t *input, int32_t n)
-{
-    const int32_t per_image = p->output_h * p->output_w;
-    const int32_t b = n / per_image, r = n % per_image;
-    const int32_t iy = (r / p->output_w) * p->stride_h, ix = (r % p->output_w) * p->stride_w;
-    return input + ((b * p->input_h + iy) * p->input_w + ix) * p->input_c;
-}
-
-/* 1x1 filter, no padding: every window is one whole input pixel, so the op is a matrix product
- * (output pixels x output channels) against acc_init, computed in 2x2 blocks. */
-static void conv_1x1(const qute_conv_params *p, const int8_t *input, const int8_t *filter, int8_t *output)
-{
-    const int32_t fc = p->filter_c, oc = p->output_c;
-    const int32_t groups = p->input_c / fc;
-    const int32_t per_group = oc / groups;
-    const int32_t pixels = p->batches * p->output_h * p->output_w;
-    for (int32_t n = 0; n < pixels; n += 2) {
-        const int two = n + 1 < pixels;
-        const int8_t *px0 = pixel_1x1(p, input, n);
-        const int8_t *px1 = two ? pixel_1x1(p, input, n + 1) : px0;
-        int8_t *out0 = output + n * oc;
-        int8_t *out1 = out0 + oc;
-        for (int32_t g = 0; g < groups; ++g) {
-            const int8_t *in0 = px0 + g * fc, *in1 = px1 + g * fc;
-            const int32_t o_end = (g + 1) * per_group;
-            int32_t o = g * per_group;
-            for (; o + 1 < o_end; o += 2) {
-                int32_t acc[4] = {p->acc_init[o], p->acc_init[o + 1], p->acc_init[o], p->acc_init[o + 1]};
-                dot2x2_s8(in0, in1, filter + o * fc, filter + (o + 1) * fc, fc, acc);
-                out0[o] = finish(p, acc[0], o);
-                out0[o + 1] = finish(p, acc[1], o + 1);
-                if (two) {
-                    out1[o] = finish(p, acc[2], o);
-                    out1[o + 1] = finish(p, acc[3], o + 1);
-                }
-            }
-            if (o < o_end) {
-                const int8_t *w = filter + o * fc;
-                out0[o] = finish(p, wrap_add(p->acc_init[o], dot_s8(in0, w, fc)), o);
-                if (two) {
-                    out1[o] = finish(p, wrap_add(p->acc_init[o], dot_s8(in1, w, fc)), o);
-                }
-            }
-        }
-    }
-}
-
-void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, const int8_t *filter,
-                    const int32_t *bias, int8_t *output)
+void qute_conv2d_grouped_s8(const qute_conv_params *p, const int8_t *input, const int8_t *filter,
+                            const int32_t *bias, int8_t *output)
 {
     const int32_t kh = p->filter_h, kw = p->filter_w, fc = p->filter_c;
-    if (kh == 1 && kw == 1 && p->pad_h == 0 && p->pad_w == 0) {
-        conv_1x1(p, input, filter, output);
-        return;
-    }
     const int32_t groups = p->input_c / fc;
     const int32_t per_group = p->output_c / groups;
     const int32_t filter_size = kh * kw * fc;
@@ -148,7 +81,7 @@ void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, const int8_t
                     /* Whole window inside the input: two output channels per pass over it. */
                     for (; full && o + 1 < o_end; o += 2) {
                         const int8_t *w0 = filter + o * filter_size, *w1 = w0 + filter_size;
-                        int32_t a0 = p->acc_init[o], a1 = p->acc_init[o + 1];
+                        int32_t a0 = p->gemm.acc_init[o], a1 = p->gemm.acc_init[o + 1];
                         for (int32_t ky = 0; ky < kh; ++ky) {
                             const int8_t *in = in_b + ((oy + ky * p->dilation_h) * p->input_w + ox) * p->input_c + g * fc;
                             const int32_t row = ky * kw * fc;
@@ -166,7 +99,7 @@ void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, const int8_t
                     }
                     for (; o < o_end; ++o) {
                         const int8_t *w_o = filter + o * filter_size;
-                        int32_t acc = full ? p->acc_init[o] : (bias ? bias[o] : 0);
+                        int32_t acc = full ? p->gemm.acc_init[o] : (bias ? bias[o] : 0);
                         for (int32_t ky = ky0; ky < ky1; ++ky) {
                             const int32_t iy = oy + ky * p->dilation_h;
                             const int8_t *in = in_b + (iy * p->input_w + ox + kx0 * p->dilation_w) * p->input_c + g * fc;
@@ -187,5 +120,104 @@ void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, const int8_t
                 }
             }
         }
+    }
+}
+
+/* ---- one group: matrix products (qute_gemm.h) ---- */
+
+/* The input pixel under output pixel n (flattened over batch, rows, columns) of a 1x1 filter. */
+static inline const int8_t *pixel_1x1(const qute_conv_params *p, const int8_t *input, int32_t n)
+{
+    const int32_t per_image = p->output_h * p->output_w;
+    const int32_t b = n / per_image, r = n % per_image;
+    const int32_t iy = (r / p->output_w) * p->stride_h, ix = (r % p->output_w) * p->stride_w;
+    return input + ((b * p->input_h + iy) * p->input_w + ix) * p->input_c;
+}
+
+void qute_conv2d_1x1_s8(const qute_conv_params *p, const int8_t *input, uint32_t *wide, int8_t *output)
+{
+    const int32_t oc = p->output_c;
+    const int32_t pixels = p->batches * p->output_h * p->output_w;
+    const int dense = p->stride_h == 1 && p->stride_w == 1; /* then pixel n is input + n * input_c */
+    int32_t n = 0;
+    for (; n + 1 < pixels; n += 2) {
+        const int8_t *in0 = dense ? input + n * p->input_c : pixel_1x1(p, input, n);
+        const int8_t *in1 = dense ? in0 + p->input_c : pixel_1x1(p, input, n + 1);
+        qute_gemm_2rows_s8(&p->gemm, in0, in1, wide, output + n * oc, output + (n + 1) * oc);
+    }
+    if (n < pixels) {
+        qute_gemm_1row_s8(&p->gemm, pixel_1x1(p, input, n), output + n * oc);
+    }
+}
+
+static inline void fill_s8(int8_t *dst, int8_t value, int32_t n)
+{
+    for (int32_t i = 0; i < n; ++i) {
+        dst[i] = value;
+    }
+}
+
+static inline void copy_s8(int8_t *dst, const int8_t *src, int32_t n)
+{
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) { /* words: Cortex-M3 and up load and store them unaligned */
+        memcpy(dst + i, src + i, 4);
+    }
+    for (; i < n; ++i) {
+        dst[i] = src[i];
+    }
+}
+
+/* The window of output pixel (y, x) of image in_b, in filter order (ky, kx, c), into row. */
+static void im2col(const qute_conv_params *p, const int8_t *in_b, int32_t y, int32_t x, int8_t *row)
+{
+    const int32_t ih = p->input_h, iw = p->input_w, c = p->input_c, kw = p->filter_w;
+    const int8_t pad = (int8_t)(-p->input_offset); /* the input's zero point */
+    const int32_t oy = y * p->stride_h - p->pad_h, ox = x * p->stride_w - p->pad_w;
+    const int whole_row = p->dilation_w == 1 && ox >= 0 && ox + kw <= iw;
+    for (int32_t ky = 0; ky < p->filter_h; ++ky, row += kw * c) {
+        const int32_t iy = oy + ky * p->dilation_h;
+        if (iy < 0 || iy >= ih) {
+            fill_s8(row, pad, kw * c);
+            continue;
+        }
+        const int8_t *src = in_b + iy * iw * c;
+        if (whole_row) {
+            copy_s8(row, src + ox * c, kw * c);
+            continue;
+        }
+        for (int32_t kx = 0; kx < kw; ++kx) {
+            const int32_t ix = ox + kx * p->dilation_w;
+            if (ix >= 0 && ix < iw) {
+                copy_s8(row + kx * c, src + ix * c, c);
+            } else {
+                fill_s8(row + kx * c, pad, c);
+            }
+        }
+    }
+}
+
+void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, int8_t *scratch, int8_t *output)
+{
+    const int32_t oc = p->output_c, ow = p->output_w;
+    const int32_t depth = p->filter_h * p->filter_w * p->input_c, row_bytes = 4 * p->gemm.k4;
+    int8_t *row0 = scratch, *row1 = scratch + row_bytes;
+    uint32_t *wide = (uint32_t *)(void *)(scratch + 2 * row_bytes); /* 8-byte aligned: see qute_conv.h */
+    /* the bytes past the window meet zero weights; set them once so they are defined */
+    fill_s8(row0 + depth, 0, row_bytes - depth);
+    fill_s8(row1 + depth, 0, row_bytes - depth);
+    const int32_t per_image = p->output_h * ow, pixels = p->batches * per_image;
+    const int32_t image_bytes = p->input_h * p->input_w * p->input_c;
+    int32_t n = 0;
+    for (; n + 1 < pixels; n += 2) {
+        const int32_t b0 = n / per_image, r0 = n % per_image, b1 = (n + 1) / per_image, r1 = (n + 1) % per_image;
+        im2col(p, input + b0 * image_bytes, r0 / ow, r0 % ow, row0);
+        im2col(p, input + b1 * image_bytes, r1 / ow, r1 % ow, row1);
+        qute_gemm_2rows_s8(&p->gemm, row0, row1, wide, output + n * oc, output + (n + 1) * oc);
+    }
+    if (n < pixels) {
+        const int32_t b = n / per_image, r = n % per_image;
+        im2col(p, input + b * image_bytes, r / ow, r % ow, row0);
+        qute_gemm_1row_s8(&p->gemm, row0, output + n * oc);
     }
 }

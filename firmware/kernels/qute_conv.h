@@ -3,6 +3,8 @@
 
 #include <stdint.h>
 
+#include "qute_gemm.h"
+
 /* One int8 CONV_2D op (NHWC input and output, filter [output_c][filter_h][filter_w][filter_c]).
  *
  *   output[b][y][x][o] = clamp(requant(bias[o] + sum (in + input_offset) * w[o]) + output_offset)
@@ -19,23 +21,33 @@ typedef struct {
     int32_t output_h, output_w, output_c;
     int32_t stride_h, stride_w;
     int32_t dilation_h, dilation_w;
-    int32_t pad_h, pad_w; /* top and left padding (TFLM's ComputePaddingHeightWidth) */
+    int32_t pad_h, pad_w;  /* top and left padding (TFLM's ComputePaddingHeightWidth) */
     int32_t input_offset;  /* minus the input zero point */
-    int32_t output_offset; /* the output zero point */
-    int32_t act_min;       /* fused activation, in the output's quantized domain */
-    int32_t act_max;
-    /* One per output channel. */
-    const int32_t *multiplier;
-    const int32_t *shift;
-    /* One per output channel: bias[o] + input_offset * (sum of filter o), wrapped to int32. Used
-     * where the whole filter window lies inside the input, so the inner loop is a plain int8 dot
-     * product. */
-    const int32_t *acc_init;
+    /* The filter, acc_init (bias[o] + input_offset * sum of filter o, wrapped to int32) and the
+     * requantization. The one-group kernels read the filter packed (qute_gemm.h); the grouped
+     * kernel takes it unpacked as an argument and reads only acc_init and rq from here. */
+    qute_gemm_params gemm;
 } qute_conv_params;
 
-/* bias may be NULL; filter is symmetric (zero point 0). */
-void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, const int8_t *filter,
-                    const int32_t *bias, int8_t *output);
+/* The generator picks one kernel per op (qute-codegen report names it):
+ *
+ * qute_conv2d_1x1_s8: one group, 1x1 filter, no padding, input channels a multiple of 4. Each
+ * output pixel's input is one input pixel, read in place: a matrix product, two pixels at a time.
+ * wide: QUTE_GEMM_WIDE_BYTES(gemm.k4) bytes of scratch (qute_gemm.h).
+ */
+void qute_conv2d_1x1_s8(const qute_conv_params *p, const int8_t *input, uint32_t *wide, int8_t *output);
+
+/* qute_conv2d_s8: one group, any filter, stride, dilation and padding. Two output pixels' windows
+ * are copied into `scratch` (2 * gemm.k4 * 4 bytes, then QUTE_GEMM_WIDE_BYTES(gemm.k4) for the
+ * product; 8-byte aligned), taps outside the input holding the input's
+ * zero point, which adds exactly what TFLM's skipped taps add once acc_init carries the offset;
+ * then the same product as the 1x1 kernel. */
+void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, int8_t *scratch, int8_t *output);
+
+/* qute_conv2d_grouped_s8: grouped convolution (input_c = groups * filter_c, groups > 1), filter
+ * [output_c][filter_h][filter_w][filter_c] as stored; bias may be NULL. */
+void qute_conv2d_grouped_s8(const qute_conv_params *p, const int8_t *input, const int8_t *filter,
+                            const int32_t *bias, int8_t *output);
 
 /* The filter taps [*first, *last) of one dimension whose input coordinate
  * origin + k * dilation lies in [0, size). Shared with the depthwise kernel. */

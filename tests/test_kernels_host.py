@@ -1,0 +1,66 @@
+"""Kernel helpers checked in C on the host, against the formulas they replace."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from codegen.host import WARNINGS, kernels_dir
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+
+# qute_requantize (one 64-bit multiply-add) against TFLM's two roundings written out as in
+# gemmlowp: a saturating rounding doubling high multiply, then a rounding divide by a power of two.
+_REQUANT = r"""
+#include <stdio.h>
+#include "qute_common.h"
+
+static int32_t two_step(int32_t x, int32_t m, int32_t shift)
+{
+    int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    int32_t shifted = (int32_t)((uint32_t)x << left);
+    return qute_rounding_divide_by_pot(qute_sat_rounding_doubling_high_mul(shifted, m), right);
+}
+
+static uint64_t state = 88172645463325252ull;
+static uint32_t next(void)
+{
+    state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+    return (uint32_t)(state >> 11);
+}
+
+int main(void)
+{
+    static const int32_t edges[] = {0, 1, -1, 2, -2, 3, -3, 1 << 30, -(1 << 30), INT32_MAX, INT32_MIN, INT32_MIN + 1,
+                                    12345, -12345, 65535, -65536};
+    long bad = 0, n = 0;
+    for (int32_t shift = -31; shift <= 31; ++shift) {
+        for (int i = 0; i < 40000; ++i) {
+            int32_t x = i < 16 ? edges[i] : (int32_t)next() >> (next() % 31);
+            int32_t m = i % 7 == 0 ? 0 : (int32_t)((1u << 30) | (next() & 0x3fffffffu));
+            if (i % 11 == 0) m = (int32_t)(1u << 30);
+            if (i % 13 == 0) m = INT32_MAX;
+            ++n;
+            if (qute_requantize(x, m, shift) != two_step(x, m, shift)) {
+                if (bad++ < 5) printf("x=%ld m=%ld shift=%ld: %ld != %ld\n", (long)x, (long)m, (long)shift,
+                                      (long)qute_requantize(x, m, shift), (long)two_step(x, m, shift));
+            }
+        }
+    }
+    printf("checked %ld differing %ld\n", n, bad);
+    return bad != 0;
+}
+"""
+
+
+def test_requantize_equals_tflm_two_roundings(tmp_path):
+    src = tmp_path / "requant.c"
+    src.write_text(_REQUANT)
+    exe = tmp_path / "requant"
+    subprocess.run(["gcc", *WARNINGS, "-O2", "-fsanitize=undefined", "-fno-sanitize-recover=all", "-I",
+                    str(kernels_dir()), str(src), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "differing 0" in out.stdout
