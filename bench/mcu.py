@@ -3,6 +3,7 @@
     .venv/bin/python bench/mcu.py                                   # the four MLPerf Tiny models, M7 and M4
     .venv/bin/python bench/mcu.py --models kws_dscnn_int8 --cores m7
     .venv/bin/python bench/mcu.py --peer /elsewhere/peer --out bench/results
+    .venv/bin/python bench/mcu.py --per-op ""                       # without the per-op tables
 
 For each model and core, in one run: `qute build --board <QEMU board> MODEL --samples 10 --emulator`,
 then qute's ELF and the peer's two prebuilt ELFs (`<peer>/<machine>/<model>.tflm-ref.elf` and
@@ -17,6 +18,11 @@ firmware writes each input into it and reads the outputs there, with no buffers 
 against the peer's `arena_used` (TFLM's `arena_used_bytes()`, which also holds interpreter state).
 The figure is the ELF's `arena` symbol, checked against build.json's `arena_bytes`.
 .text is qute's whole firmware `.text` (model code, kernels, start-up, console, uncertainty).
+
+Per op (`--per-op`, default kws_dscnn_int8 and ic_resnet8_int8): a second qute build with
+`--profile` on the same inputs, and a table per model and core of each op's kernel variant, MACs,
+mean instructions and instructions per MAC (the peer prints no per-op counts; its README lists
+CMSIS-NN's for the first input).
 """
 
 from __future__ import annotations
@@ -120,6 +126,36 @@ def build_qute(model: Path, board: str, out: Path, peer_x: np.ndarray | None) ->
     }
 
 
+def profile_qute(model: Path, board: str, out: Path, timeout: float) -> list[dict]:
+    """Per-op instructions of qute's profiled build (mean over the inputs), in op order."""
+    cmd = [*qute_cmd(), "build", "--board", board, str(model), "--samples", str(SAMPLES), "-o", str(out),
+           "--emulator", "--profile"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-1500:]}{p.stderr[-1500:]}")
+    manifest = json.loads((out / "build.json").read_text())
+    t = transcript.parse(qemu_run(manifest["qemu_machine"], out / manifest["variants"]["emulator"]["elf"], timeout))
+    rows = []
+    for op in manifest["profile"]["ops"]:
+        n = [c.cycles for c in t.ops if c.index == op["index"]]
+        if len(n) != SAMPLES:
+            raise BenchError(f"{model.name} on {board}: op {op['index']} was timed {len(n)} times, not {SAMPLES}")
+        rows.append({"index": op["index"], "opcode": op["opcode"], "kernel": op["kernel"], "macs": op["macs"],
+                     "instructions": float(np.mean(n))})
+    return rows
+
+
+def per_op_table(model: str, core: str, ops: list[dict]) -> str:
+    total = sum(o["instructions"] for o in ops)
+    lines = [f"{model} on the {core} (profiled build: each count includes one reading of the counter)", "",
+             "| op | opcode | kernel | MACs | instructions | per MAC | share |", "|---:|---|---|---:|---:|---:|---:|"]
+    for o in ops:
+        per = f"{o['instructions'] / o['macs']:.2f}" if o["macs"] else "—"
+        lines.append(f"| {o['index']} | {o['opcode']} | `{o['kernel']}` | {o['macs']:,} | {o['instructions']:,.0f} "
+                     f"| {per} | {100 * o['instructions'] / total:.1f}% |")
+    return "\n".join(lines)
+
+
 def run_qute(build: dict, timeout: float) -> dict:
     t = transcript.parse(qemu_run(build["machine"], build["elf"], timeout))
     if not t.complete or len(t.samples) != SAMPLES:
@@ -215,6 +251,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models-dir", type=Path, default=SHARED / "models", help="default ../shared/models")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where mcu.json and mcu.md go")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per QEMU run")
+    ap.add_argument("--per-op", default="kws_dscnn_int8,ic_resnet8_int8",
+                    help="comma-separated models to profile per op as well (default: kws and resnet; '' for none)")
     args = ap.parse_args(argv)
 
     models = [m.removesuffix(".tflite") for m in args.models.split(",") if m]
@@ -245,11 +283,19 @@ def main(argv=None) -> int:
                     print(f"peer: no {npz}; qute's inputs cannot be checked against the peer's", file=sys.stderr)
                 for c in cores:
                     rows.append(bench_one(m, c, args, peer_x, Path(tmp)))
+                    if m in args.per_op.split(","):
+                        machine, core_name = CORES[c]
+                        print(f"  {m} on {machine}: qute, per op", file=sys.stderr, flush=True)
+                        rows[-1]["per_op"] = profile_qute(args.models_dir / f"{m}.tflite", machine,
+                                                          Path(tmp) / f"{m}-{machine}-profile", args.timeout)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     md = table(rows)
+    for r in rows:
+        if "per_op" in r:
+            md += "\n\n" + per_op_table(r["model"], r["core"], r["per_op"])
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mcu.json").write_text(json.dumps({

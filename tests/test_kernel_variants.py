@@ -143,6 +143,7 @@ CLAIMS = {
     "dw3x3_s1_same_c4": lambda f: _dw(f, c=mul4, mult=1, s=1, pad="SAME"),
     "dw3x3_s1_valid_codd": lambda f: _dw(f, c=not4, mult=1, s=1, pad="VALID"),
     "dw3x3_few_channels": lambda f: _dw(f, c=lambda c: c < 4, mult=1),
+    "dw3x3_exact_requant": lambda f: _dw(f, mult=1),
     "dw3x3_s2_same": lambda f: _dw(f, s=2, pad="SAME"),
     "dw3x3_s2_valid": lambda f: _dw(f, s=2, pad="VALID"),
     "dw3x3_mult2": lambda f: _dw(f, mult=2),

@@ -264,6 +264,13 @@ def _(r, act):
     return _dw(r, (*_hw(r), _not4(r, 1, 45)), (3, 3), pad="VALID", act=act)
 
 
+@_cls("dw3x3_exact_requant", "depthwise")  # requantization factor >= 0.5 (shift >= 0): the exact entry point
+def _(r, act):
+    c = _dw(r, (*_hw(r), _int(r, 1, 24)), (3, 3), pad=_pad(r), act=act)
+    c["gain"] = round(float(10 ** r.uniform(-3.3, -2.7)), 6)  # a tiny output scale: most outputs saturate
+    return c
+
+
 @_cls("dw3x3_few_channels", "depthwise")  # fewer channels than one SIMD word of 4
 def _(r, act):
     s = _pick(r, (1, 2))

@@ -23,6 +23,9 @@ GROUP_WORDS = 34  # QUTE_DW3X3_GROUP_WORDS
 TAP_PAIRS = ((1, 2), (0, 4), (3, 5), (7, 8))  # taps (ky * 3 + kx) multiplied two at a time, in stream order
 LONE_TAP = 6
 RQ_FAST_SAT, RQ_FAST_CLAMP, RQ_EXACT = 0, 1, 2  # QUTE_DW_RQ_*
+# one entry point per requantization mode, so a model links only the modes it uses
+KERNELS_3X3 = {RQ_FAST_SAT: "qute_depthwise_conv2d_3x3_s8", RQ_FAST_CLAMP: "qute_depthwise_conv2d_3x3_clamp_s8",
+               RQ_EXACT: "qute_depthwise_conv2d_3x3_exact_s8"}
 FAST_SHIFTS = range(-22, 0)  # shifts the one-multiply-add requantization takes (see pack_3x3)
 
 
@@ -155,7 +158,7 @@ class DepthwiseConv2D(_ConvBase):
             stride_h=geo["stride_h"], stride_w=geo["stride_w"],
             dilation_h=geo["dilation_h"], dilation_w=geo["dilation_w"],
             pad_h=geo["pad_h"], pad_w=geo["pad_w"],
-            input_zero_point=-in_offset, output_offset=out_zp, act_min=lo, act_max=hi, requant=mode,
-            packed=ctx.array(op, "packed", packed),
+            input_zero_point=-in_offset, output_offset=out_zp, act_min=lo, act_max=hi,
+            packed=ctx.packed_weights(op, 1, packed),
         )
-        return [f"qute_depthwise_conv2d_3x3_s8(&{params}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
+        return [f"{KERNELS_3X3[mode]}(&{params}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]

@@ -551,34 +551,36 @@ DW_GROUPS_FN(dw3x3_groups_clamp, QUTE_DW_RQ_FAST_CLAMP)
 #endif
 DW_GROUPS_FN(dw3x3_groups_exact, QUTE_DW_RQ_EXACT)
 
-/* n groups in C, the op's requantization mode */
-static void dw3x3_groups(const int8_t *const tap[9], const int32_t *wp, int32_t n, int8_t *out,
-                         const qute_dw_packed_params *p)
+/* n groups in C, in requantization mode `mode` (a constant: each entry point below compiles its
+ * own mode's path only, so a model links the loops of the modes it uses) */
+DW_INLINE void dw3x3_groups(const int8_t *const tap[9], const int32_t *wp, int32_t n, int8_t *out,
+                            const qute_dw_packed_params *p, const int mode)
 {
 #if !DW_ASM
-    if (p->requant == QUTE_DW_RQ_FAST_SAT) {
+    if (mode == QUTE_DW_RQ_FAST_SAT) {
         dw3x3_groups_sat(tap, wp, n, out, p);
         return;
     }
-    if (p->requant == QUTE_DW_RQ_FAST_CLAMP) {
+    if (mode == QUTE_DW_RQ_FAST_CLAMP) {
         dw3x3_groups_clamp(tap, wp, n, out, p);
         return;
     }
 #endif
+    (void)mode;
     dw3x3_groups_exact(tap, wp, n, out, p);
 }
 
 /* The run (at least one pixel, at least one group each). */
-static void dw3x3_run(const dw_run *run, const qute_dw_packed_params *p)
+DW_INLINE void dw3x3_run(const dw_run *run, const qute_dw_packed_params *p, const int mode)
 {
 #if DW_ASM
     /* groups two at a time; run2 stores them with STRD, which needs a word-aligned out */
     const int two = run->pixel_bytes % 8 == 0 && ((uintptr_t)run->out & 3u) == 0;
-    if (p->requant == QUTE_DW_RQ_FAST_SAT) {
+    if (mode == QUTE_DW_RQ_FAST_SAT) {
         (two ? qute_dw3x3_run2_sat : qute_dw3x3_run_sat)(run);
         return;
     }
-    if (p->requant == QUTE_DW_RQ_FAST_CLAMP) {
+    if (mode == QUTE_DW_RQ_FAST_CLAMP) {
         (two ? qute_dw3x3_run2_clamp : qute_dw3x3_run_clamp)(run);
         return;
     }
@@ -590,7 +592,7 @@ static void dw3x3_run(const dw_run *run, const qute_dw_packed_params *p)
         for (int k = 0; k < 9; ++k) {
             tap[k] = r[k / 3] + (k % 3) * run->cs;
         }
-        dw3x3_groups(tap, run->wp, groups, out, p);
+        dw3x3_groups(tap, run->wp, groups, out, p, mode);
         for (int k = 0; k < 3; ++k) {
             r[k] += run->pixel_bytes + run->skip;
         }
@@ -598,19 +600,19 @@ static void dw3x3_run(const dw_run *run, const qute_dw_packed_params *p)
 }
 
 /* The table (at least one group). */
-static void dw3x3_table(const dw_table *t, const qute_dw_packed_params *p)
+DW_INLINE void dw3x3_table(const dw_table *t, const qute_dw_packed_params *p, const int mode)
 {
 #if DW_ASM
-    if (p->requant == QUTE_DW_RQ_FAST_SAT) {
+    if (mode == QUTE_DW_RQ_FAST_SAT) {
         qute_dw3x3_table_sat(t);
         return;
     }
-    if (p->requant == QUTE_DW_RQ_FAST_CLAMP) {
+    if (mode == QUTE_DW_RQ_FAST_CLAMP) {
         qute_dw3x3_table_clamp(t);
         return;
     }
 #endif
-    dw3x3_groups(t->tap, t->wp, (int32_t)(t->end - t->out) / 4, t->out, p);
+    dw3x3_groups(t->tap, t->wp, (int32_t)(t->end - t->out) / 4, t->out, p, mode);
 }
 
 /* ---- one output pixel through a table of taps */
@@ -618,8 +620,8 @@ static void dw3x3_table(const dw_table *t, const qute_dw_packed_params *p)
 /* A pixel whose window touches the padding, or any pixel whose channels are not a multiple of
  * 4 (interior: from group `first` on). Input row oy, column ox of tap (0, 0); zrow: DW_ZROW
  * words of input zero points; bounds: the clamp's lo4 and hi4. */
-static void dw3x3_pixel(const qute_dw_packed_params *p, const int8_t *in_b, int32_t oy, int32_t ox, int8_t *out,
-                        const uint32_t *zrow, const uint32_t *bounds, int32_t first)
+DW_INLINE void dw3x3_pixel(const qute_dw_packed_params *p, const int8_t *in_b, int32_t oy, int32_t ox,
+                           int8_t *out, const uint32_t *zrow, const uint32_t *bounds, int32_t first, const int mode)
 {
     const int32_t h = p->input_h, w = p->input_w, c = p->channels, full = c / 4;
     const int8_t *const z = (const int8_t *)zrow;
@@ -652,7 +654,7 @@ static void dw3x3_pixel(const qute_dw_packed_params *p, const int8_t *in_b, int3
         t.wp = p->packed;
         t.out = tmp;
         t.end = tmp + 4;
-        dw3x3_table(&t, p);
+        dw3x3_table(&t, p, mode);
         memcpy(out, tmp, (size_t)c);
         return;
     }
@@ -662,7 +664,7 @@ static void dw3x3_pixel(const qute_dw_packed_params *p, const int8_t *in_b, int3
         t.wp = p->packed + g0 * DW_GW;
         t.out = out + at;
         t.end = t.out + 4 * n;
-        dw3x3_table(&t, p);
+        dw3x3_table(&t, p, mode);
         if (g0 >= full) {
             return;
         }
@@ -682,7 +684,7 @@ static void dw3x3_pixel(const qute_dw_packed_params *p, const int8_t *in_b, int3
 
 /* ---- the op */
 
-void qute_depthwise_conv2d_3x3_s8(const qute_dw_packed_params *p, const int8_t *input, int8_t *output)
+DW_INLINE void dw3x3_op(const qute_dw_packed_params *p, const int8_t *input, int8_t *output, const int mode)
 {
     const int32_t h = p->input_h, w = p->input_w, c = p->channels, oh = p->output_h, ow = p->output_w;
     const int32_t sh = p->stride_h, sw = p->stride_w, dh = p->dilation_h, dw = p->dilation_w;
@@ -711,7 +713,7 @@ void qute_depthwise_conv2d_3x3_s8(const qute_dw_packed_params *p, const int8_t *
                     const int8_t *r0 = in_b + (oy * w + ox) * c;
                     const dw_run run = {r0, r0 + rs, r0 + 2 * rs, cs, p->packed, out, out + n * c, c,
                                         (sw - 1) * c, full * DW_GW * 4, bounds[0], bounds[1]};
-                    dw3x3_run(&run, p);
+                    dw3x3_run(&run, p, mode);
                     x = x_hi;
                     out += (n - 1) * c;
                     continue;
@@ -721,12 +723,26 @@ void qute_depthwise_conv2d_3x3_s8(const qute_dw_packed_params *p, const int8_t *
                     const int8_t *r0 = in_b + (oy * w + ox) * c;
                     const dw_run run = {r0, r0 + rs, r0 + 2 * rs, cs, p->packed, out, out + 4 * full, 4 * full,
                                         0, 0, bounds[0], bounds[1]};
-                    dw3x3_run(&run, p);
+                    dw3x3_run(&run, p, mode);
                     first = full;
                 }
-                dw3x3_pixel(p, in_b, oy, ox, out, zrow, bounds, first);
+                dw3x3_pixel(p, in_b, oy, ox, out, zrow, bounds, first, mode);
             }
         }
     }
 }
 
+void qute_depthwise_conv2d_3x3_s8(const qute_dw_packed_params *p, const int8_t *input, int8_t *output)
+{
+    dw3x3_op(p, input, output, QUTE_DW_RQ_FAST_SAT);
+}
+
+void qute_depthwise_conv2d_3x3_clamp_s8(const qute_dw_packed_params *p, const int8_t *input, int8_t *output)
+{
+    dw3x3_op(p, input, output, QUTE_DW_RQ_FAST_CLAMP);
+}
+
+void qute_depthwise_conv2d_3x3_exact_s8(const qute_dw_packed_params *p, const int8_t *input, int8_t *output)
+{
+    dw3x3_op(p, input, output, QUTE_DW_RQ_EXACT);
+}

@@ -62,17 +62,18 @@ void qute_depthwise_conv2d_s8(const qute_depthwise_conv_params *p, const int8_t 
  * the input zero point, which adds input_zero_point * w = -input_offset * w, exactly the share
  * of acc_init that TFLM's skipped tap never added.
  *
- * requant (one per op):
- *   QUTE_DW_RQ_FAST_SAT:   the weights and acc_init are doubled (the accumulator is 2x for TFLM's
- *                          x; |x| < 2^30 for every input), every channel's shift e = -shift is in
- *                          1..22, k = 2^(e-1) + output_zero_point * 2^e, and
- *                          out = ssat8(SMMLAR(2x, m, k + (x < 0 ? -1 : 0)) >> e): TFLM's two
- *                          roundings plus the output offset in one multiply-add (derivation in
- *                          codegen/ops/depthwise.py, pack_3x3). Clamp [-128, 127].
- *   QUTE_DW_RQ_FAST_CLAMP: the same, clamped to [act_min, act_max].
- *   QUTE_DW_RQ_EXACT:      weights as they are, (m, k) = (multiplier, shift), e unused;
- *                          out = clamp(qute_requantize(x, m, shift) + output_offset, act_min,
- *                          act_max), any shift. */
+ * The requantization mode, one per op, is the entry point's (a model links only the modes it uses):
+ *   QUTE_DW_RQ_FAST_SAT, qute_depthwise_conv2d_3x3_s8: the weights and acc_init are doubled (the
+ *       accumulator is 2x for TFLM's x; |x| < 2^30 for every input), every channel's shift
+ *       e = -shift is in 1..22, k = 2^(e-1) + output_zero_point * 2^e, and
+ *       out = ssat8(SMMLAR(2x, m, k + (x < 0 ? -1 : 0)) >> e): TFLM's two roundings plus the
+ *       output offset in one multiply-add (derivation in codegen/ops/depthwise.py, pack_3x3).
+ *       Clamp [-128, 127].
+ *   QUTE_DW_RQ_FAST_CLAMP, qute_depthwise_conv2d_3x3_clamp_s8: the same, clamped to
+ *       [act_min, act_max].
+ *   QUTE_DW_RQ_EXACT, qute_depthwise_conv2d_3x3_exact_s8: weights as they are,
+ *       (m, k) = (multiplier, shift), e unused; out = clamp(qute_requantize(x, m, shift) +
+ *       output_offset, act_min, act_max), any shift. */
 #define QUTE_DW3X3_GROUP_WORDS 34
 #define QUTE_DW_RQ_FAST_SAT 0
 #define QUTE_DW_RQ_FAST_CLAMP 1
@@ -88,10 +89,11 @@ typedef struct {
     int32_t input_zero_point; /* what a tap in the padding reads */
     int32_t output_offset;    /* the output zero point (QUTE_DW_RQ_EXACT) */
     int32_t act_min, act_max;
-    int32_t requant; /* QUTE_DW_RQ_* */
     const int32_t *packed; /* the groups above */
 } qute_dw_packed_params;
 
 void qute_depthwise_conv2d_3x3_s8(const qute_dw_packed_params *p, const int8_t *input, int8_t *output);
+void qute_depthwise_conv2d_3x3_clamp_s8(const qute_dw_packed_params *p, const int8_t *input, int8_t *output);
+void qute_depthwise_conv2d_3x3_exact_s8(const qute_dw_packed_params *p, const int8_t *input, int8_t *output);
 
 #endif

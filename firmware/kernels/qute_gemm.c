@@ -76,14 +76,6 @@ static inline int8_t finish(const qute_requant_params *rq, const out_rq *o, int3
 
 #if QUTE_HAVE_SIMD
 
-/* Accumulates one packed word of two channels (w0, w1) against one input word x. */
-#define QUTE_MAC_WORD(x, w0e, w0o, w1e, w1o, s0, s1)                                                  \
-    do {                                                                                              \
-        const uint32_t xe_ = qute_sxtb16(x), xo_ = qute_sxtb16_ror8(x);                              \
-        s0 = qute_smlad(xo_, w0o, qute_smlad(xe_, w0e, s0));                                          \
-        s1 = qute_smlad(xo_, w1o, qute_smlad(xe_, w1e, s1));                                          \
-    } while (0)
-
 /* The two rows' words split into pairs once, for every channel pair to use: per input word,
  * {row 0 bytes 0 and 2, row 0 bytes 1 and 3, row 1 bytes 0 and 2, row 1 bytes 1 and 3}. */
 static inline void widen_2rows(const int8_t *a0, const int8_t *a1, int32_t k4, uint32_t *wide)
@@ -227,22 +219,7 @@ static inline void dot_1x4(const uint32_t *wa, const uint32_t *wb, const int8_t 
 
 #endif
 
-/* One row x two channels. */
-static inline void dot_1x2(const uint32_t *w, const int8_t *a, int32_t k4, int32_t s[2])
-{
-    int32_t s0 = s[0], s1 = s[1];
-    for (int32_t i = 0; i < k4; ++i) {
-        const uint32_t w0 = w[0], w1 = w[1];
-        w += 2;
-        const uint32_t x = qute_read_s8x4(a);
-        a += 4;
-        QUTE_MAC_WORD(x, qute_sxtb16(w0), qute_sxtb16_ror8(w0), qute_sxtb16(w1), qute_sxtb16_ror8(w1), s0, s1);
-    }
-    s[0] = s0;
-    s[1] = s1;
-}
-
-/* Rows x one channel (the odd last channel): its words are consecutive. */
+/* One row x one channel whose k4 words are consecutive. */
 static inline int32_t dot_1x1(const uint32_t *w, const int8_t *a, int32_t k4, int32_t s)
 {
     for (int32_t i = 0; i < k4; ++i) {
@@ -359,13 +336,21 @@ void qute_gemm_1row_s8(const qute_gemm_params *g, const int8_t *in, int8_t *out)
             out[c + j] = finish(&rq, &o, c + j, s[j]);
         }
     }
-    for (; c + 1 < channels; c += 2, w += 2 * k4) {
-        int32_t s[2] = {acc_init[c], acc_init[c + 1]};
-        dot_1x2(w, in, k4, s);
-        out[c] = finish(&rq, &o, c, s[0]);
-        out[c + 1] = finish(&rq, &o, c + 1, s[1]);
-    }
-    if (c < channels) {
-        out[c] = finish(&rq, &o, c, dot_1x1(w, in, k4, acc_init[c]));
+    /* the last one to three channels: a pair's words alternate (stride 2), a lone channel's not */
+    for (; c < channels; ++c) {
+        const int32_t pair = c + 1 < channels || (c % 2 == 1);
+        int32_t acc = acc_init[c];
+        if (pair) {
+            const uint32_t *wc = w + (c % 2);
+            for (int32_t i = 0; i < k4; ++i) {
+                acc = dot_1x1(wc + 2 * i, in + 4 * i, 1, acc);
+            }
+        } else {
+            acc = dot_1x1(w, in, k4, acc);
+        }
+        out[c] = finish(&rq, &o, c, acc);
+        if (c % 2 == 1) {
+            w += 2 * k4;
+        }
     }
 }
