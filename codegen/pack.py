@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from codegen.quant import multiply_by_quantized_multiplier
+
 
 def words_per_row(depth: int) -> int:
     return -(-depth // 4)
@@ -42,6 +44,36 @@ def unpack_pairs(words: np.ndarray, channels: int, depth: int) -> np.ndarray:
     return np.ascontiguousarray(rows.reshape(channels, k4)).view(np.int8).reshape(channels, 4 * k4)[:, :depth]
 
 
+def _fast_requant(rows: np.ndarray, acc_init, mults: np.ndarray, shifts: np.ndarray, output_offset: int):
+    """qute_gemm.h's rq.fast words, or None when some channel's reachable accumulator would overflow the form.
+
+    The output zero point rides in the high word: (hi + zp * 2^(e-1)) >> (e-1) = (hi >> (e-1)) + zp,
+    exact while hi + zp * 2^(e-1) stays in int32 for every accumulator the channel can reach. A
+    channel whose filter is all zeros has one output whatever the input: its words give that
+    constant (multiplier 0, e = 1), however large its e; so has a channel whose multiplier is 0
+    (a scale too small for TFLite's QuantizeMultiplier, which then gives shift 0). Python
+    integers: no step may wrap.
+    """
+    rows = np.asarray(rows, np.int64)
+    acc_init = np.asarray(acc_init, np.int64)
+    reach = np.abs(acc_init) + 128 * np.abs(rows).sum(axis=1)
+    words = []
+    for c in range(len(rows)):
+        e, m = -int(shifts[c if len(shifts) > 1 else 0]), int(mults[c if len(mults) > 1 else 0])
+        if not rows[c].any() or m == 0:
+            m, e = 0, 1
+            value = multiply_by_quantized_multiplier(int(acc_init[c]), int(mults[c if len(mults) > 1 else 0]),
+                                                     int(shifts[c if len(shifts) > 1 else 0])) + int(output_offset)
+            base = (1 << 30) + (1 << 31) + value * (1 << 32)
+        else:
+            base = (1 << 30) + (1 << (30 + e)) + int(output_offset) * (1 << (31 + e))
+        high = (int(reach[c]) * m + abs(base) + (1 << 31)) >> 32  # the largest |high word| of x * m + base - (x < 0) * 2^31
+        if high + 1 >= 1 << 31 or not -(1 << 31) <= base >> 32 < 1 << 31:
+            return None
+        words.append([m, base & 0xFFFFFFFF, base >> 32, e - 1])
+    return ((np.array(words, np.int64) + 2**31) % 2**32 - 2**31).astype(np.int32)
+
+
 def gemm_struct(ctx, op, rows: np.ndarray, acc_init: np.ndarray, multipliers, shifts, output_offset: int,
                 act_min: int, act_max: int, single_rounding: bool = False, packed: bool = True) -> str:
     """A qute_gemm_params initializer for `op`: packed filter, acc_init and requantization arrays
@@ -51,11 +83,10 @@ def gemm_struct(ctx, op, rows: np.ndarray, acc_init: np.ndarray, multipliers, sh
     mults = np.asarray(multipliers, np.int32)
     shifts = np.asarray(shifts, np.int32)
     fast = "NULL"
-    if not single_rounding and np.all((shifts <= -1) & (shifts >= -31)):
-        e = -shifts.astype(np.int64)
-        base = (1 << 30) + (np.int64(1) << (30 + e))
-        table = np.stack([mults.astype(np.int64), base & 0xFFFFFFFF, base >> 32, e - 1], axis=1)
-        fast = ctx.array(op, "requant", ((table + 2**31) % 2**32 - 2**31).astype(np.int32))
+    if not single_rounding and np.all(((shifts <= -1) & (shifts >= -31)) | (mults == 0)):
+        table = _fast_requant(rows, acc_init, mults, shifts, output_offset)
+        if table is not None:
+            fast = ctx.array(op, "requant", table)
     return (
         "{ "
         f".k4 = {words_per_row(rows.shape[1]) if packed else 0}, .channels = {rows.shape[0]}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from codegen.host import WARNINGS, kernels_dir
@@ -64,3 +65,47 @@ def test_requantize_equals_tflm_two_roundings(tmp_path):
     out = subprocess.run([str(exe)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "differing 0" in out.stdout
+
+
+# The product kernels' precomputed requantization (codegen/pack.py, rq.fast) on channels at its
+# edges: an all-zero filter with a huge bias, a multiplier that rounds to 0 (a scale too small for
+# QuantizeMultiplier), and a tiny but nonzero multiplier whose output zero point would overflow the
+# folded form (then the op takes the general path). Each against TFLM, plain and SIMD-emulated.
+
+def _edge_conv_model(overflowing: bool) -> bytes:
+    from fbmodels import ModelBuilder, padding
+
+    rng = np.random.default_rng(7)
+    b = ModelBuilder("requant edges")
+    x = b.input((1, 5, 4, 8), np.float32(0.05), -3)
+    oc = 6
+    w = rng.integers(-127, 128, (oc, 1, 1, 8)).astype(np.int8)
+    w[0] = 0  # all-zero filter: its output is one constant
+    scales = np.full(oc, 0.01, np.float32)
+    scales[1] = 1e-20  # multiplier 0, shift 0 after QuantizeMultiplier
+    if overflowing:
+        scales[2] = 2e-9  # e around 28 with a nonzero filter: the zero point cannot ride in the high word
+    bias = rng.integers(-20000, 20000, oc).astype(np.int32)
+    bias[0] = 1_000_000_000
+    wi = b.const(w, scales, 0, name="w", quantized_dimension=0)
+    bi = b.const(bias, (np.float32(0.05) * scales).astype(np.float32), 0, name="b")
+    y = b.tensor((1, 5, 4, oc), "int8", np.float32(0.07), 11, name="y")
+    b.op("CONV_2D", [x, wi, bi], [y], version=3, padding=padding("VALID"), strideH=1, strideW=1,
+         dilationHFactor=1, dilationWFactor=1)
+    b.output(y)
+    return b.build()
+
+
+@pytest.mark.parametrize("overflowing", [False, True])
+def test_product_requant_edges_equal_tflm(overflowing):
+    from hostcheck import check
+
+    from codegen.emit import generate
+    from codegen.reader import read_model
+
+    model = _edge_conv_model(overflowing)
+    src = generate(read_model(model)).source
+    assert (".fast = NULL" in src) == overflowing, "the precomputed form is used exactly when it is exact"
+    for cflags in ((), ("-DQUTE_SIMD_EMULATE",)):
+        r = check(model, n=16, seed=3, cflags=cflags, sanitize=not cflags)
+        assert r.mismatches == 0 and r.which == "tflm", (cflags, r)

@@ -2,6 +2,7 @@
 MLPerf Tiny reference models."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,10 @@ def test_verify_reports_a_mismatch(tmp_path, monkeypatch):
 
     def broken(graph, prefix="qute_model"):
         gen = original(graph, prefix)
-        gen.source = gen.source.replace(".output_offset = ", ".output_offset = 1 + ", 1)
+        # every channel of the first op starts its accumulator 5000 off
+        gen.source = re.sub(r"(op\d+_acc_init\[\d+\] = \{ )", r"\g<1>5000 + ", gen.source, count=1)
+        gen.source = re.sub(r"(op\d+_acc_init\[\d+\] = \{ [^}]*)", lambda m: m.group(1).replace(", ", ", 5000 + "),
+                            gen.source, count=1)
         return gen
 
     monkeypatch.setattr("codegen.host.generate", broken)

@@ -13,18 +13,17 @@ void qute_add_s8(const qute_add_params *p, const int8_t *input1, const int8_t *i
     const int32_t *t1 = p->table1 + 128, *t2 = p->table2 + 128;
     const int32_t m = p->output_multiplier, shift = p->output_shift, offset = p->output_offset;
     const int32_t lo = p->act_min, hi = p->act_max;
+    const int32_t fast = p->fast, base_hi = p->base_hi, e1 = -shift - 1;
+    const uint32_t base_lo = p->base_lo;
     qute_broadcast_iter it;
     qute_broadcast_begin(&it);
     for (int32_t r = 0; r < rows; ++r) {
         const int8_t *in1 = input1 + it.offset1;
         const int8_t *in2 = input2 + it.offset2;
-        if (shift < 0 && s1 == 1 && s2 == 1) {
-            /* qute_requantize's shift < 0 form with its constant hoisted out of the loop */
-            const int64_t base = ((int64_t)1 << 30) + ((int64_t)1 << (30 - shift));
+        if (fast && s1 == 1 && s2 == 1) {
             for (int32_t i = 0; i < inner; ++i) {
-                const int32_t x = t1[in1[i]] + t2[in2[i]];
-                const int64_t sum = (int64_t)x * m + base + (int64_t)(x >> 31) * ((int64_t)1 << 31);
-                output[i] = qute_clamp_s8(((int32_t)(sum >> 32) >> (-shift - 1)) + offset, lo, hi);
+                const int32_t v = qute_requantize_high(t1[in1[i]] + t2[in2[i]], m, base_lo, base_hi) >> e1;
+                output[i] = qute_clamp_s8(v, lo, hi);
             }
         } else {
             for (int32_t i = 0; i < inner; ++i) {

@@ -19,6 +19,12 @@ typedef struct {
     qute_broadcast shape;
     const int32_t *table1; /* [256] */
     const int32_t *table2; /* [256] */
+    /* fast = 1: output_shift <= -1 and {base_lo, base_hi} = 2^30 + 2^(30 + e) + output_offset *
+     * 2^(31 + e) (e = -output_shift) cannot overflow for any sum of two table entries: the output
+     * is qute_requantize_high(sum, output_multiplier, base) >> (e - 1), offset included. */
+    int32_t fast;
+    uint32_t base_lo;
+    int32_t base_hi;
 } qute_add_params;
 
 void qute_add_s8(const qute_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output);

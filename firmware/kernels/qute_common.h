@@ -57,6 +57,33 @@ static inline int32_t qute_requantize(int32_t x, int32_t multiplier, int32_t shi
     return (int32_t)(acc >> 32) >> (e - 1);
 }
 
+/* qute_requantize for shift <= -1 with its constant made ahead of time (the kernels' fast forms):
+ * the high word of x * multiplier + base - (x < 0 ? 2^31 : 0), base = base_hi * 2^32 + base_lo =
+ * 2^30 + 2^(30 + e), e = -shift, which the caller shifts right by e - 1. A base that also holds
+ * output_zero_point * 2^(31 + e) gives the result plus the zero point, where the generator has
+ * checked that no reachable x overflows the high word. */
+static inline int32_t qute_requantize_high(int32_t x, int32_t multiplier, uint32_t base_lo, int32_t base_hi)
+{
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP == 1 && defined(__OPTIMIZE__)
+    /* five instructions; the compiler's 64-bit arithmetic takes more */
+    uint32_t lo;
+    int32_t hi;
+    __asm__("asr %[hi], %[x], #31\n\t"
+            "lsl %[lo], %[hi], #31\n\t"
+            "adds %[lo], %[lo], %[blo]\n\t"
+            "adc %[hi], %[hi], %[bhi]\n\t"
+            "smlal %[lo], %[hi], %[x], %[m]\n\t"
+            : [lo] "=&r"(lo), [hi] "=&r"(hi)
+            : [x] "r"(x), [m] "r"(multiplier), [blo] "r"(base_lo), [bhi] "r"(base_hi)
+            : "cc");
+    return hi;
+#else
+    const int64_t base = (int64_t)(((uint64_t)(uint32_t)base_hi << 32) | base_lo);
+    const int64_t sum = (int64_t)x * multiplier + base + (int64_t)(x >> 31) * ((int64_t)1 << 31);
+    return (int32_t)(sum >> 32);
+#endif
+}
+
 static inline int8_t qute_clamp_s8(int32_t x, int32_t lo, int32_t hi)
 {
     return (int8_t)QUTE_MIN(QUTE_MAX(x, lo), hi);

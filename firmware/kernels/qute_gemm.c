@@ -43,26 +43,12 @@ static int8_t finish_general(const qute_requant_params *rq, const out_rq *o, int
     return clamp_out(o, o->single_rounding ? requantize_once(acc, m, shift) : qute_requantize(acc, m, shift));
 }
 
-/* The fast form (qute_gemm.h, rq.fast): q = {multiplier, base_lo, base_hi, e - 1}. */
+/* The fast form (qute_gemm.h, rq.fast): q = {multiplier, base_lo, base_hi, e - 1}, the output
+ * zero point already in base. */
 static inline int8_t finish_fast(const out_rq *o, const int32_t *q, int32_t x)
 {
-#if defined(QUTE_SIMD_NATIVE) && defined(__OPTIMIZE__)
-    uint32_t lo;
-    int32_t hi;
-    __asm__("asr %[hi], %[x], #31\n\t"
-            "lsl %[lo], %[hi], #31\n\t"
-            "adds %[lo], %[lo], %[blo]\n\t"
-            "adc %[hi], %[hi], %[bhi]\n\t"
-            "smlal %[lo], %[hi], %[x], %[m]\n\t"
-            : [lo] "=&r"(lo), [hi] "=&r"(hi)
-            : [x] "r"(x), [m] "r"(q[0]), [blo] "r"(q[1]), [bhi] "r"(q[2])
-            : "cc");
-    return clamp_out(o, hi >> q[3]);
-#else
-    const int64_t base = (int64_t)(((uint64_t)(uint32_t)q[2] << 32) | (uint32_t)q[1]);
-    const int64_t sum = (int64_t)x * q[0] + base + (int64_t)(x >> 31) * ((int64_t)1 << 31);
-    return clamp_out(o, (int32_t)(sum >> 32) >> q[3]);
-#endif
+    const int32_t v = qute_requantize_high(x, q[0], (uint32_t)q[1], q[2]) >> q[3];
+    return (int8_t)(v < o->act_min ? o->act_min : (v > o->act_max ? o->act_max : v));
 }
 
 /* Output c of a row. */
@@ -288,8 +274,9 @@ static inline int32_t dot_1x1(const uint32_t *w, const int8_t *a, int32_t k4, in
 
 #endif
 
-void qute_gemm_2rows_s8(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, uint32_t *wide,
-                        int8_t *out0, int8_t *out1)
+#if QUTE_HAVE_SIMD
+/* The channel pairs against two rows already widened (widen_2rows' layout). */
+static void rows2_widened(const qute_gemm_params *g, const uint32_t *wide, int8_t *out0, int8_t *out1)
 {
     /* locals: the int8 stores below may alias anything, so fields read through g would be reloaded */
     const qute_requant_params rq = g->rq;
@@ -297,19 +284,53 @@ void qute_gemm_2rows_s8(const qute_gemm_params *g, const int8_t *in0, const int8
     const int32_t k4 = g->k4, channels = g->channels;
     const int32_t *acc_init = g->acc_init;
     const uint32_t *w = g->weights;
-#if QUTE_HAVE_SIMD
-    widen_2rows(in0, in1, k4, wide);
-#else
-    (void)wide;
-#endif
     int32_t c = 0;
     for (; c + 1 < channels; c += 2, w += 2 * k4) {
         int32_t s[4] = {acc_init[c], acc_init[c + 1], acc_init[c], acc_init[c + 1]};
-#if QUTE_HAVE_SIMD
         dot_2x2(w, wide, k4, s);
+        out0[c] = finish(&rq, &o, c, s[0]);
+        out1[c] = finish(&rq, &o, c, s[2]);
+        out0[c + 1] = finish(&rq, &o, c + 1, s[1]);
+        out1[c + 1] = finish(&rq, &o, c + 1, s[3]);
+    }
+    if (c < channels) { /* the lone channel: its words against each row's pairs */
+        int32_t s0 = acc_init[c], s1 = acc_init[c];
+        for (int32_t i = 0; i < k4; ++i) {
+            const uint32_t wv = w[i];
+            const uint32_t we = qute_sxtb16(wv), wo = qute_sxtb16_ror8(wv);
+            s0 = qute_smlad(wide[4 * i + 1], wo, qute_smlad(wide[4 * i], we, s0));
+            s1 = qute_smlad(wide[4 * i + 3], wo, qute_smlad(wide[4 * i + 2], we, s1));
+        }
+        out0[c] = finish(&rq, &o, c, s0);
+        out1[c] = finish(&rq, &o, c, s1);
+    }
+}
+
+void qute_gemm_2rows_s8(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, uint32_t *wide,
+                        int8_t *out0, int8_t *out1)
+{
+    widen_2rows(in0, in1, g->k4, wide);
+    rows2_widened(g, wide, out0, out1);
+}
+
+void qute_gemm_2rows_wide_s8(const qute_gemm_params *g, const uint32_t *wide, int8_t *out0, int8_t *out1)
+{
+    rows2_widened(g, wide, out0, out1);
+}
 #else
+void qute_gemm_2rows_s8(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, uint32_t *wide,
+                        int8_t *out0, int8_t *out1)
+{
+    (void)wide;
+    const qute_requant_params rq = g->rq;
+    const out_rq o = output_requant(&rq);
+    const int32_t k4 = g->k4, channels = g->channels;
+    const int32_t *acc_init = g->acc_init;
+    const uint32_t *w = g->weights;
+    int32_t c = 0;
+    for (; c + 1 < channels; c += 2, w += 2 * k4) {
+        int32_t s[4] = {acc_init[c], acc_init[c + 1], acc_init[c], acc_init[c + 1]};
         dot_2x2_rows(w, in0, in1, k4, s);
-#endif
         out0[c] = finish(&rq, &o, c, s[0]);
         out1[c] = finish(&rq, &o, c, s[2]);
         out0[c + 1] = finish(&rq, &o, c + 1, s[1]);
@@ -320,6 +341,7 @@ void qute_gemm_2rows_s8(const qute_gemm_params *g, const int8_t *in0, const int8
         out1[c] = finish(&rq, &o, c, dot_1x1(w, in1, k4, acc_init[c]));
     }
 }
+#endif
 
 void qute_gemm_1row_s8(const qute_gemm_params *g, const int8_t *in, int8_t *out)
 {

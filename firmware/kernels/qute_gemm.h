@@ -29,12 +29,14 @@ typedef struct {
     /* 0: TFLite Micro's two roundings (qute_requantize). 1: LiteRT's FULLY_CONNECTED, which rounds
      * the 64-bit product once (shift <= 30); asked for only where LiteRT is the reference. */
     int32_t single_rounding;
-    /* NULL, or (when every shift is in -31..-1 and single_rounding is 0, as in the models we have
-     * seen) four words per multiplier for a shorter exact form of TFLM's two roundings:
-     * {multiplier, base_lo, base_hi, e - 1} with e = -shift and base = 2^30 + 2^(30 + e) split
-     * into 32-bit halves. The result is the high word of x * multiplier + base - (x < 0 ? 2^31 : 0),
-     * shifted right by e - 1: qute_requantize's single 64-bit sum (qute_common.h), its constant
-     * made ahead of time. */
+    /* NULL, or (when every shift is in -31..-1, single_rounding is 0 and no reachable accumulator
+     * overflows the form, as in the models we have seen) four words per multiplier for a shorter
+     * exact form of TFLM's two roundings plus the output offset: {multiplier, base_lo, base_hi,
+     * e - 1} with e = -shift and base = 2^30 + 2^(30 + e) + output_offset * 2^(31 + e) split into
+     * 32-bit halves. The output before the clamp is the high word of
+     * x * multiplier + base - (x < 0 ? 2^31 : 0), shifted right by e - 1: qute_requantize's single
+     * 64-bit sum (qute_common.h), its constant made ahead of time (codegen/pack.py; a channel
+     * whose filter is all zeros gets multiplier 0 and its constant output in base). */
     const int32_t *fast;
 } qute_requant_params;
 
@@ -53,6 +55,11 @@ typedef struct {
 #define QUTE_GEMM_WIDE_BYTES(k4) (16 * (k4))
 void qute_gemm_2rows_s8(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, uint32_t *wide,
                         int8_t *out0, int8_t *out1);
+
+/* The same on two rows a caller has already widened into `wide` in that layout (per input word:
+ * row 0's bytes 0 and 2, row 0's bytes 1 and 3, then row 1's): on cores with SIMD only, for a
+ * convolution that widens its windows as it gathers them. */
+void qute_gemm_2rows_wide_s8(const qute_gemm_params *g, const uint32_t *wide, int8_t *out0, int8_t *out1);
 
 /* One input row. */
 void qute_gemm_1row_s8(const qute_gemm_params *g, const int8_t *in, int8_t *out);
