@@ -109,3 +109,36 @@ def test_product_requant_edges_equal_tflm(overflowing):
     for cflags in ((), ("-DQUTE_SIMD_EMULATE",)):
         r = check(model, n=16, seed=3, cflags=cflags, sanitize=not cflags)
         assert r.mismatches == 0 and r.which == "tflm", (cflags, r)
+
+
+def _zero_first_row_fc_model() -> bytes:
+    """FULLY_CONNECTED with one weight scale for all units and unit 0's weights all zero: unit 0 is
+    a constant, the others are not, under the same multiplier."""
+    from fbmodels import ModelBuilder
+
+    rng = np.random.default_rng(11)
+    b = ModelBuilder("fc zero row")
+    x = b.input((1, 20), np.float32(0.04), 5)
+    w = rng.integers(-127, 128, (7, 20)).astype(np.int8)
+    w[0] = 0
+    bias = rng.integers(-3000, 3000, 7).astype(np.int32)
+    bias[0] = 40000
+    wi = b.const(w, np.float32(0.02), 0, name="w")
+    bi = b.const(bias, np.float32(0.04 * 0.02), 0, name="b")
+    y = b.tensor((1, 7), "int8", np.float32(0.1), -4, name="y")
+    b.op("FULLY_CONNECTED", [x, wi, bi], [y], version=4)
+    b.output(y)
+    return b.build()
+
+
+def test_product_requant_per_tensor_with_a_constant_channel_equals_tflm():
+    from hostcheck import check
+
+    from codegen.emit import generate
+    from codegen.reader import read_model
+
+    model = _zero_first_row_fc_model()
+    assert ".per_channel = 0" in generate(read_model(model)).source
+    for cflags in ((), ("-DQUTE_SIMD_EMULATE",)):
+        r = check(model, n=16, seed=5, cflags=cflags)
+        assert r.mismatches == 0 and r.which == "tflm", (cflags, r)

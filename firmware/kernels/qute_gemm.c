@@ -54,8 +54,8 @@ static inline int8_t finish_fast(const out_rq *o, const int32_t *q, int32_t x)
 /* Output c of a row. */
 static inline int8_t finish(const qute_requant_params *rq, const out_rq *o, int32_t c, int32_t acc)
 {
-    if (rq->fast != NULL) {
-        return finish_fast(o, rq->fast + 4 * (rq->per_channel ? c : 0), acc);
+    if (rq->fast != NULL) { /* one entry per channel, even for one multiplier (qute_gemm.h) */
+        return finish_fast(o, rq->fast + 4 * c, acc);
     }
     return finish_general(rq, o, c, acc);
 }

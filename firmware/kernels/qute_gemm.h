@@ -30,13 +30,14 @@ typedef struct {
      * the 64-bit product once (shift <= 30); asked for only where LiteRT is the reference. */
     int32_t single_rounding;
     /* NULL, or (when every shift is in -31..-1, single_rounding is 0 and no reachable accumulator
-     * overflows the form, as in the models we have seen) four words per multiplier for a shorter
-     * exact form of TFLM's two roundings plus the output offset: {multiplier, base_lo, base_hi,
-     * e - 1} with e = -shift and base = 2^30 + 2^(30 + e) + output_offset * 2^(31 + e) split into
-     * 32-bit halves. The output before the clamp is the high word of
-     * x * multiplier + base - (x < 0 ? 2^31 : 0), shifted right by e - 1: qute_requantize's single
-     * 64-bit sum (qute_common.h), its constant made ahead of time (codegen/pack.py; a channel
-     * whose filter is all zeros gets multiplier 0 and its constant output in base). */
+     * overflows the form, as in the models we have seen) four words per output channel, also
+     * under one multiplier (a channel's entry can differ, see the end), for a shorter exact form
+     * of TFLM's two roundings plus the output offset: {multiplier, base_lo, base_hi, e - 1} with
+     * e = -shift and base = 2^30 + 2^(30 + e) + output_offset * 2^(31 + e) split into 32-bit
+     * halves. The output before the clamp is the high word of x * multiplier + base -
+     * (x < 0 ? 2^31 : 0), shifted right by e - 1: qute_requantize's single 64-bit sum
+     * (qute_common.h), its constant made ahead of time (codegen/pack.py; a channel whose filter
+     * is all zeros gets multiplier 0 and its constant output in base). */
     const int32_t *fast;
 } qute_requant_params;
 
