@@ -59,11 +59,11 @@ def _fast_requant(rows: np.ndarray, acc_init, mults: np.ndarray, shifts: np.ndar
     reach = np.abs(acc_init) + 128 * np.abs(rows).sum(axis=1)
     words = []
     for c in range(len(rows)):
-        e, m = -int(shifts[c if len(shifts) > 1 else 0]), int(mults[c if len(mults) > 1 else 0])
+        i = c if len(mults) > 1 else 0  # one multiplier and shift for all channels, or one each
+        m, e = int(mults[i]), -int(shifts[i])
         if not rows[c].any() or m == 0:
+            value = multiply_by_quantized_multiplier(int(acc_init[c]), m, -e) + int(output_offset)
             m, e = 0, 1
-            value = multiply_by_quantized_multiplier(int(acc_init[c]), int(mults[c if len(mults) > 1 else 0]),
-                                                     int(shifts[c if len(shifts) > 1 else 0])) + int(output_offset)
             base = (1 << 30) + (1 << 31) + value * (1 << 32)
         else:
             base = (1 << 30) + (1 << (30 + e)) + int(output_offset) * (1 << (31 + e))
