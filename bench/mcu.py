@@ -251,8 +251,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models-dir", type=Path, default=SHARED / "models", help="default ../shared/models")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where mcu.json and mcu.md go")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per QEMU run")
-    ap.add_argument("--per-op", default="kws_dscnn_int8,ic_resnet8_int8",
-                    help="comma-separated models to profile per op as well (default: kws and resnet; '' for none)")
+    ap.add_argument("--per-op", default=None,
+                    help="comma-separated models to profile per op as well (default: kws and resnet when benchmarked; "
+                         "'' for none)")
     args = ap.parse_args(argv)
 
     models = [m.removesuffix(".tflite") for m in args.models.split(",") if m]
@@ -265,6 +266,13 @@ def main(argv=None) -> int:
     for m in models:
         if not (args.models_dir / f"{m}.tflite").exists():
             ap.error(f"no {args.models_dir / f'{m}.tflite'}")
+    if args.per_op is None:
+        per_op = [m for m in ("kws_dscnn_int8", "ic_resnet8_int8") if m in models]
+    else:
+        per_op = [m.removesuffix(".tflite") for m in args.per_op.split(",") if m]
+    if set(per_op) - set(models):
+        ap.error(f"--per-op {','.join(sorted(set(per_op) - set(models)))}: not among the models benchmarked "
+                 f"({', '.join(models)})")
     if not args.peer.is_dir():
         print(f"no peer folder {args.peer}: nothing to compare against", file=sys.stderr)
         return 2
@@ -283,7 +291,7 @@ def main(argv=None) -> int:
                     print(f"peer: no {npz}; qute's inputs cannot be checked against the peer's", file=sys.stderr)
                 for c in cores:
                     rows.append(bench_one(m, c, args, peer_x, Path(tmp)))
-                    if m in args.per_op.split(","):
+                    if m in per_op:
                         machine, core_name = CORES[c]
                         print(f"  {m} on {machine}: qute, per op", file=sys.stderr, flush=True)
                         rows[-1]["per_op"] = profile_qute(args.models_dir / f"{m}.tflite", machine,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from codegen.quant import multiply_by_quantized_multiplier
+from codegen.quant import multiply_by_quantized_multiplier, precomputed_requant
 
 
 def words_per_row(depth: int) -> int:
@@ -34,25 +34,13 @@ def pack_pairs(rows: np.ndarray) -> np.ndarray:
     return np.concatenate([interleaved, words[2 * pairs :].reshape(-1)]).astype(np.int32)
 
 
-def unpack_pairs(words: np.ndarray, channels: int, depth: int) -> np.ndarray:
-    """The inverse of pack_pairs (for tests and reports)."""
-    k4 = words_per_row(depth)
-    words = np.asarray(words, "<i4")
-    pairs = channels // 2
-    body = words[: 2 * pairs * k4].reshape(pairs, k4, 2).transpose(0, 2, 1).reshape(2 * pairs, k4)
-    rows = np.concatenate([body, words[2 * pairs * k4 :].reshape(-1, k4)]) if channels % 2 else body
-    return np.ascontiguousarray(rows.reshape(channels, k4)).view(np.int8).reshape(channels, 4 * k4)[:, :depth]
-
-
 def _fast_requant(rows: np.ndarray, acc_init, mults: np.ndarray, shifts: np.ndarray, output_offset: int):
-    """qute_gemm.h's rq.fast words, or None when some channel's reachable accumulator would overflow the form.
+    """qute_gemm.h's rq.fast words (codegen.quant.precomputed_requant, one entry per channel), or
+    None when some channel's reachable accumulator would overflow the form.
 
-    The output zero point rides in the high word: (hi + zp * 2^(e-1)) >> (e-1) = (hi >> (e-1)) + zp,
-    exact while hi + zp * 2^(e-1) stays in int32 for every accumulator the channel can reach. A
-    channel whose filter is all zeros has one output whatever the input: its words give that
+    A channel whose filter is all zeros has one output whatever the input: its words give that
     constant (multiplier 0, e = 1), however large its e; so has a channel whose multiplier is 0
-    (a scale too small for TFLite's QuantizeMultiplier, which then gives shift 0). Python
-    integers: no step may wrap.
+    (a scale too small for TFLite's QuantizeMultiplier, which then gives shift 0).
     """
     rows = np.asarray(rows, np.int64)
     acc_init = np.asarray(acc_init, np.int64)
@@ -60,17 +48,15 @@ def _fast_requant(rows: np.ndarray, acc_init, mults: np.ndarray, shifts: np.ndar
     words = []
     for c in range(len(rows)):
         i = c if len(mults) > 1 else 0  # one multiplier and shift for all channels, or one each
-        m, e = int(mults[i]), -int(shifts[i])
+        m, shift = int(mults[i]), int(shifts[i])
         if not rows[c].any() or m == 0:
-            value = multiply_by_quantized_multiplier(int(acc_init[c]), m, -e) + int(output_offset)
-            m, e = 0, 1
-            base = (1 << 30) + (1 << 31) + value * (1 << 32)
+            value = multiply_by_quantized_multiplier(int(acc_init[c]), m, shift) + int(output_offset)
+            entry = precomputed_requant(0, -1, value, 0)  # x * 0 + base: high word = value, e = 1
         else:
-            base = (1 << 30) + (1 << (30 + e)) + int(output_offset) * (1 << (31 + e))
-        high = (int(reach[c]) * m + abs(base) + (1 << 31)) >> 32  # the largest |high word| of x * m + base - (x < 0) * 2^31
-        if high + 1 >= 1 << 31 or not -(1 << 31) <= base >> 32 < 1 << 31:
+            entry = precomputed_requant(m, shift, int(output_offset), int(reach[c]))
+        if entry is None:
             return None
-        words.append([m, base & 0xFFFFFFFF, base >> 32, e - 1])
+        words.append(entry)
     return ((np.array(words, np.int64) + 2**31) % 2**32 - 2**31).astype(np.int32)
 
 

@@ -58,6 +58,23 @@ def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int
     return (high >> right) + (1 if (high & mask) > threshold else 0)
 
 
+def precomputed_requant(multiplier: int, shift: int, zero_point: int, reach: int) -> tuple[int, int, int, int] | None:
+    """The constant words of the kernels' shorter form of MultiplyByQuantizedMultiplier plus an
+    output zero point (qute_requantize_high in firmware/kernels/qute_common.h): (multiplier,
+    base_lo, base_hi, e - 1), base = 2^30 + 2^(30 + e) + zero_point * 2^(31 + e), e = -shift; or
+    None when shift is not in -31..-1 or some x with |x| <= reach could overflow the high word
+    (the zero point rides in it: (hi + zp * 2^(e-1)) >> (e-1) = (hi >> (e-1)) + zp). Python
+    integers: no step wraps."""
+    if not -31 <= shift <= -1:
+        return None
+    e = -shift
+    base = (1 << 30) + (1 << (30 + e)) + zero_point * (1 << (31 + e))
+    high = (reach * multiplier + abs(base) + (1 << 31)) >> 32  # the largest |high word| of x * m + base - (x < 0) * 2^31
+    if high + 1 >= 1 << 31 or not -(1 << 31) <= base >> 32 < 1 << 31:
+        return None
+    return multiplier, base & 0xFFFFFFFF, base >> 32, e - 1
+
+
 def f32(x) -> np.float32:
     return np.float32(x)
 

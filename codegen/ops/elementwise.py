@@ -12,7 +12,7 @@ import numpy as np
 
 from codegen.ir import CodegenError, Graph, Op, Tensor
 from codegen.ops import register
-from codegen.quant import multiply_by_quantized_multiplier, activation_range, quantize_multiplier
+from codegen.quant import activation_range, multiply_by_quantized_multiplier, precomputed_requant, quantize_multiplier
 
 MAX_DIMS = 6  # QUTE_BROADCAST_MAX_DIMS
 
@@ -116,7 +116,8 @@ class Add(_Binary):
     header = "qute_add.h"
     LEFT_SHIFT = 20  # int8 (TFLM uses 15 for int16)
 
-    def params(self, op: Op, g: Graph) -> dict:
+    def params(self, op: Op, g: Graph) -> tuple[dict, list[tuple[int, int, int]]]:
+        """The struct's scalar fields, and each input's (zero point, multiplier, shift) for its table."""
         a, b, out, layout, act = self.operands(op, g)
         s1, s2, so = (float(np.float32(t.qparams()[0])) for t in (a, b, out))
         twice_max = 2.0 * max(s1, s2)
@@ -138,26 +139,22 @@ class Add(_Binary):
             "act_min": lo,
             "act_max": hi,
             "shape": broadcast_initializer(layout),
-            # each input's int8 value -> its rescaled term, TFLM's two steps ((q - zero point) << 20, then
-            # its multiplier) done ahead of time: 256 int32 per input, one load per element at run time
-            "tables": [[multiply_by_quantized_multiplier((q - t.qparams()[1]) << self.LEFT_SHIFT, m, sh)
-                        for q in range(-128, 128)] for t, (m, sh) in zip((a, b), mults[:2])],
-        }
+        }, [(t.qparams()[1], m, sh) for t, (m, sh) in zip((a, b), mults[:2])]
 
     def emit(self, op: Op, g: Graph, ctx) -> list[str]:
-        fields = self.params(op, g)
-        t1, t2 = fields.pop("tables")
+        fields, inputs = self.params(op, g)
+        # each input's int8 value -> its rescaled term, TFLM's two steps ((q - zero point) << 20, then
+        # its multiplier) done ahead of time: 256 int32 per input, one load per element at run time
+        t1, t2 = ([multiply_by_quantized_multiplier((q - zp) << self.LEFT_SHIFT, m, sh) for q in range(-128, 128)]
+                  for zp, m, sh in inputs)
         fields["table1"] = ctx.array(op, "table1", np.array(t1, np.int32))
         fields["table2"] = ctx.array(op, "table2", np.array(t2, np.int32))
+        # the output zero point rides in the high word (qute_add.h) if no sum of two entries can overflow it
+        fast = precomputed_requant(fields["output_multiplier"], fields["output_shift"], fields["output_offset"],
+                                   max(map(abs, t1)) + max(map(abs, t2)))
         fields.update(fast=0, base_lo=0, base_hi=0)
-        m, shift, zp = fields["output_multiplier"], fields["output_shift"], fields["output_offset"]
-        if shift <= -1:
-            # the output zero point rides in the high word (qute_add.h) if no sum of two entries overflows it
-            e = -shift
-            base = (1 << 30) + (1 << (30 + e)) + zp * (1 << (31 + e))
-            reach = max(abs(v) for v in t1) + max(abs(v) for v in t2)
-            if (reach * m + abs(base) + (1 << 31)) >> 32 < (1 << 31) - 1 and -(1 << 31) <= base >> 32 < 1 << 31:
-                fields.update(fast=1, base_lo=f"{base & 0xFFFFFFFF}u", base_hi=base >> 32)
+        if fast is not None:
+            fields.update(fast=1, base_lo=f"{fast[1]}u", base_hi=fast[2])
         p = ctx.struct(op, "qute_add_params", **fields)
         return [f"qute_add_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.inputs[1])}, {ctx.ptr(op.outputs[0])});"]
 

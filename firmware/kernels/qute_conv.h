@@ -33,12 +33,12 @@ typedef struct {
  *
  * qute_conv2d_1x1_s8: one group, 1x1 filter, no padding, input channels a multiple of 4. Each
  * output pixel's input is one input pixel, read in place: a matrix product, two pixels at a time.
- * wide: QUTE_GEMM_WIDE_BYTES(gemm.k4) bytes of scratch (qute_gemm.h).
+ * wide: 16 * gemm.k4 bytes of scratch (qute_gemm.h).
  */
 void qute_conv2d_1x1_s8(const qute_conv_params *p, const int8_t *input, uint32_t *wide, int8_t *output);
 
 /* qute_conv2d_s8: one group, any filter, stride, dilation and padding. Two output pixels' windows
- * are copied into `scratch` (2 * gemm.k4 * 4 bytes, then QUTE_GEMM_WIDE_BYTES(gemm.k4) for the
+ * are copied into `scratch` (2 * gemm.k4 * 4 bytes, then 16 * gemm.k4 for the
  * product; 8-byte aligned), taps outside the input holding the input's
  * zero point, which adds exactly what TFLM's skipped taps add once acc_init carries the offset;
  * then the same product as the 1x1 kernel. */

@@ -291,9 +291,10 @@ static inline int32_t dot_1x1(const uint32_t *w, const int8_t *a, int32_t k4, in
 
 #endif
 
-#if QUTE_HAVE_SIMD
-/* The channel pairs against two rows already widened (widen_2rows' layout). */
-static void rows2_widened(const qute_gemm_params *g, const uint32_t *wide, int8_t *out0, int8_t *out1)
+/* Every channel pair against two rows: on SIMD cores as widened pairs in `wide` (widen_2rows'
+ * layout), elsewhere as the int8 rows in0 and in1. */
+static void rows2(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, const uint32_t *wide,
+                  int8_t *out0, int8_t *out1)
 {
     /* locals: the int8 stores below may alias anything, so fields read through g would be reloaded */
     const qute_requant_params rq = g->rq;
@@ -301,23 +302,37 @@ static void rows2_widened(const qute_gemm_params *g, const uint32_t *wide, int8_
     const int32_t k4 = g->k4, channels = g->channels;
     const int32_t *acc_init = g->acc_init;
     const uint32_t *w = g->weights;
+#if QUTE_HAVE_SIMD
+    (void)in0;
+    (void)in1;
+#else
+    (void)wide;
+#endif
     int32_t c = 0;
     for (; c + 1 < channels; c += 2, w += 2 * k4) {
         int32_t s[4] = {acc_init[c], acc_init[c + 1], acc_init[c], acc_init[c + 1]};
+#if QUTE_HAVE_SIMD
         dot_2x2(w, wide, k4, s);
+#else
+        dot_2x2_rows(w, in0, in1, k4, s);
+#endif
         out0[c] = finish_sat(&rq, &o, c, s[0]);
         out1[c] = finish_sat(&rq, &o, c, s[2]);
         out0[c + 1] = finish_sat(&rq, &o, c + 1, s[1]);
         out1[c + 1] = finish_sat(&rq, &o, c + 1, s[3]);
     }
-    if (c < channels) { /* the lone channel: its words against each row's pairs */
+    if (c < channels) { /* the lone channel: its words are consecutive */
         int32_t s0 = acc_init[c], s1 = acc_init[c];
+#if QUTE_HAVE_SIMD
         for (int32_t i = 0; i < k4; ++i) {
-            const uint32_t wv = w[i];
-            const uint32_t we = qute_sxtb16(wv), wo = qute_sxtb16_ror8(wv);
+            const uint32_t we = qute_sxtb16(w[i]), wo = qute_sxtb16_ror8(w[i]);
             s0 = qute_smlad(wide[4 * i + 1], wo, qute_smlad(wide[4 * i], we, s0));
             s1 = qute_smlad(wide[4 * i + 3], wo, qute_smlad(wide[4 * i + 2], we, s1));
         }
+#else
+        s0 = dot_1x1(w, in0, k4, s0);
+        s1 = dot_1x1(w, in1, k4, s1);
+#endif
         out0[c] = finish(&rq, &o, c, s0);
         out1[c] = finish(&rq, &o, c, s1);
     }
@@ -326,37 +341,16 @@ static void rows2_widened(const qute_gemm_params *g, const uint32_t *wide, int8_
 void qute_gemm_2rows_s8(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, uint32_t *wide,
                         int8_t *out0, int8_t *out1)
 {
+#if QUTE_HAVE_SIMD
     widen_2rows(in0, in1, g->k4, wide);
-    rows2_widened(g, wide, out0, out1);
+#endif
+    rows2(g, in0, in1, wide, out0, out1);
 }
 
+#if QUTE_HAVE_SIMD
 void qute_gemm_2rows_wide_s8(const qute_gemm_params *g, const uint32_t *wide, int8_t *out0, int8_t *out1)
 {
-    rows2_widened(g, wide, out0, out1);
-}
-#else
-void qute_gemm_2rows_s8(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, uint32_t *wide,
-                        int8_t *out0, int8_t *out1)
-{
-    (void)wide;
-    const qute_requant_params rq = g->rq;
-    const out_rq o = output_requant(&rq);
-    const int32_t k4 = g->k4, channels = g->channels;
-    const int32_t *acc_init = g->acc_init;
-    const uint32_t *w = g->weights;
-    int32_t c = 0;
-    for (; c + 1 < channels; c += 2, w += 2 * k4) {
-        int32_t s[4] = {acc_init[c], acc_init[c + 1], acc_init[c], acc_init[c + 1]};
-        dot_2x2_rows(w, in0, in1, k4, s);
-        out0[c] = finish(&rq, &o, c, s[0]);
-        out1[c] = finish(&rq, &o, c, s[2]);
-        out0[c + 1] = finish(&rq, &o, c + 1, s[1]);
-        out1[c + 1] = finish(&rq, &o, c + 1, s[3]);
-    }
-    if (c < channels) {
-        out0[c] = finish(&rq, &o, c, dot_1x1(w, in0, k4, acc_init[c]));
-        out1[c] = finish(&rq, &o, c, dot_1x1(w, in1, k4, acc_init[c]));
-    }
+    rows2(g, NULL, NULL, wide, out0, out1);
 }
 #endif
 

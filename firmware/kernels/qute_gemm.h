@@ -53,7 +53,6 @@ typedef struct {
  * (16 * k4 bytes, word-aligned) where cores with SIMD first split both rows into int16 pairs
  * once, so the loop over channel pairs only splits weights (15 instructions per 16
  * multiply-accumulates instead of 19); unused elsewhere. */
-#define QUTE_GEMM_WIDE_BYTES(k4) (16 * (k4))
 void qute_gemm_2rows_s8(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, uint32_t *wide,
                         int8_t *out0, int8_t *out1);
 
