@@ -4,6 +4,7 @@
     .venv/bin/python bench/mcu.py --models kws_dscnn_int8 --cores m7
     .venv/bin/python bench/mcu.py --peer /elsewhere/peer --out bench/results
     .venv/bin/python bench/mcu.py --per-op ""                       # without the per-op tables
+    .venv/bin/python bench/mcu.py --weights int8                    # filters kept int8 (small-flash boards)
 
 For each model and core, in one run: `qute build --board <QEMU board> MODEL --samples 10 --emulator`,
 then qute's ELF and the peer's two prebuilt ELFs (`<peer>/<machine>/<model>.tflm-ref.elf` and
@@ -18,6 +19,9 @@ firmware writes each input into it and reads the outputs there, with no buffers 
 against the peer's `arena_used` (TFLM's `arena_used_bytes()`, which also holds interpreter state).
 The figure is the ELF's `arena` symbol, checked against build.json's `arena_bytes`.
 .text is qute's whole firmware `.text` (model code, kernels, start-up, console, uncertainty).
+Model in flash: qute's weights and per-op constants, in the filter layout `qute build --weights`
+chose (--weights here; auto takes int16 on these 4 MB boards: twice the filters' bytes, fewer
+instructions), against the .tflite flatbuffer TFLM keeps in flash.
 
 Per op (`--per-op`, default kws_dscnn_int8 and ic_resnet8_int8): a second qute build with
 `--profile` on the same inputs, and a table per model and core of each op's kernel variant, MACs,
@@ -96,8 +100,9 @@ def qute_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "qute"]
 
 
-def build_qute(model: Path, board: str, out: Path, peer_x: np.ndarray | None) -> dict:
-    cmd = [*qute_cmd(), "build", "--board", board, str(model), "--samples", str(SAMPLES), "-o", str(out), "--emulator"]
+def build_qute(model: Path, board: str, out: Path, peer_x: np.ndarray | None, weights: str = "auto") -> dict:
+    cmd = [*qute_cmd(), "build", "--board", board, str(model), "--samples", str(SAMPLES), "-o", str(out), "--emulator",
+           "--weights", weights]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise BenchError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-1500:]}{p.stderr[-1500:]}")
@@ -120,16 +125,19 @@ def build_qute(model: Path, board: str, out: Path, peer_x: np.ndarray | None) ->
         "machine": manifest["qemu_machine"],
         "arena": arena,
         "text": text,
+        # the model's constants in flash, against the .tflite flatbuffer TFLM keeps in flash
+        "model_flash": memory["split"]["model_weights"] + memory["split"]["model_parameters"],
+        "layout": manifest["model"]["weights_layout"],
         "expected_done": manifest["expected_done_line"],
         # heads are printed in the generated model's order; the peer prints the model's output order
         "order": [manifest["outputs"].index(o) for o in outputs],
     }
 
 
-def profile_qute(model: Path, board: str, out: Path, timeout: float) -> list[dict]:
+def profile_qute(model: Path, board: str, out: Path, timeout: float, weights: str = "auto") -> list[dict]:
     """Per-op instructions of qute's profiled build (mean over the inputs), in op order."""
     cmd = [*qute_cmd(), "build", "--board", board, str(model), "--samples", str(SAMPLES), "-o", str(out),
-           "--emulator", "--profile"]
+           "--emulator", "--profile", "--weights", weights]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise BenchError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-1500:]}{p.stderr[-1500:]}")
@@ -185,11 +193,13 @@ def differing(a: list[bytes], b: list[bytes]) -> tuple[int, int]:
 def bench_one(model: str, core: str, args, peer_x: np.ndarray | None, tmp: Path) -> dict:
     machine, core_name = CORES[core]
     row = {"model": model, "core": core_name, "machine": machine}
-    build = build_qute(args.models_dir / f"{model}.tflite", machine, tmp / f"{model}-{machine}", peer_x)
+    build = build_qute(args.models_dir / f"{model}.tflite", machine, tmp / f"{model}-{machine}", peer_x, args.weights)
     print(f"  {model} on {machine}: qute", file=sys.stderr, flush=True)
     q = run_qute(build, args.timeout)
     row.update(qute=q["instructions"], qute_ram=build["arena"], qute_arena=build["arena"],
-               qute_text=build["text"], qute_done_matches_host=q["done_matches_host"])
+               qute_text=build["text"], qute_done_matches_host=q["done_matches_host"],
+               qute_model_flash=build["model_flash"], layout=build["layout"],
+               tflite_bytes=(args.models_dir / f"{model}.tflite").stat().st_size)
     peer_dir = args.peer / machine
     for key, suffix in VARIANTS:
         elf = peer_dir / f"{model}.{suffix}.elf"
@@ -220,8 +230,8 @@ def table(rows: list[dict]) -> str:
     lines = [
         "| model | core | qute | TFLM ref | TFLM + CMSIS-NN | qute / CMSIS-NN | qute / TFLM ref "
         "| qute RAM (arena, I/O inside) | TFLM arena_used (ref / CMSIS-NN) | qute RAM / CMSIS-NN arena | qute .text "
-        "| output bytes differing (vs ref / CMSIS-NN) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model in flash: qute (filter layout) / .tflite | output bytes differing (vs ref / CMSIS-NN) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         diffs = " / ".join(f"{r[k + '_differing']} of {r['output_bytes']:,}" if k + "_differing" in r else "—"
@@ -231,7 +241,7 @@ def table(rows: list[dict]) -> str:
             f"| {_n(r.get('qute_over_cmsis'), '{:.2f}')} | {_n(r.get('qute_over_ref'), '{:.2f}')} "
             f"| {r['qute_ram']:,} "
             f"| {_n(r.get('ref_arena'))} / {_n(r.get('cmsis_arena'))} | {_n(r.get('ram_over_cmsis'), '{:.2f}')} "
-            f"| {r['qute_text']:,} | {diffs} |")
+            f"| {r['qute_text']:,} | {r['qute_model_flash']:,} ({r['layout']}) / {r['tflite_bytes']:,} | {diffs} |")
     cores = list(dict.fromkeys(r["core"] for r in rows))
     for core in cores + (["all"] if len(cores) > 1 else []):
         sel = [r for r in rows if core in ("all", r["core"])]
@@ -239,7 +249,7 @@ def table(rows: list[dict]) -> str:
         gr = geomean([r["qute_over_ref"] for r in sel if "qute_over_ref" in r])
         gm = geomean([r["ram_over_cmsis"] for r in sel if "ram_over_cmsis" in r])
         lines.append(f"| geometric mean | {core} | | | | {_n(gc, '{:.2f}')} | {_n(gr, '{:.2f}')} | | | "
-                     f"{_n(gm, '{:.2f}')} | | |")
+                     f"{_n(gm, '{:.2f}')} | | | |")
     return "\n".join(lines)
 
 
@@ -251,6 +261,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models-dir", type=Path, default=SHARED / "models", help="default ../shared/models")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where mcu.json and mcu.md go")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per QEMU run")
+    ap.add_argument("--weights", choices=("auto", "int8", "int16"), default="auto",
+                    help="qute build --weights: the matrix products' filter layout (default auto: int16 on these "
+                         "cores while a quarter of the flash stays free)")
     ap.add_argument("--per-op", default=None,
                     help="comma-separated models to profile per op as well (default: kws and resnet when benchmarked; "
                          "'' for none)")
@@ -295,7 +308,8 @@ def main(argv=None) -> int:
                         machine, core_name = CORES[c]
                         print(f"  {m} on {machine}: qute, per op", file=sys.stderr, flush=True)
                         rows[-1]["per_op"] = profile_qute(args.models_dir / f"{m}.tflite", machine,
-                                                          Path(tmp) / f"{m}-{machine}-profile", args.timeout)
+                                                          Path(tmp) / f"{m}-{machine}-profile", args.timeout,
+                                                          args.weights)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -315,7 +329,8 @@ def main(argv=None) -> int:
         "Mean instructions per inference under QEMU `-icount shift=0` (not time), on the same 10 inputs, with the "
         "same SysTick counter, start-up and linker script on both sides. qute RAM: its model arena, which "
         "holds the input and outputs as TFLM's `arena_used` does (the firmware keeps no other I/O buffer). "
-        "qute .text: the whole firmware's.\n\n"
+        "qute .text: the whole firmware's. Model in flash: qute's weights and per-op constants (in the filter "
+        "layout `qute build --weights` chose) against the .tflite flatbuffer TFLM keeps in flash.\n\n"
         + md + "\n")
     bad = [r for r in rows if any(r.get(k + "_differing") for k, _ in VARIANTS) or not r["qute_done_matches_host"]]
     return 1 if bad else 0

@@ -14,16 +14,18 @@ DS-CNN- and ResNet-like chains), run on --samples random inputs plus 5 extreme o
 - on the host, plain C99 at -O2 and the SIMD path emulated in portable C (-DQUTE_SIMD_EMULATE)
   under AddressSanitizer and UBSan (--sanitize-all: both under the sanitizers);
 - unless --host-only, as firmware (qute build --emulator --inputs uart) under QEMU on each --board
-  (default mps2-an500, Cortex-M7, and mps2-an386, Cortex-M4: the DSP instructions themselves).
+  (default mps2-an500, Cortex-M7, and mps2-an386, Cortex-M4: the DSP instructions themselves);
+- each with the matrix products' filters in both layouts (int8, and the int16 of the _w16_
+  kernels; --weights to pick one).
 
 Every output byte is compared with TFLite Micro's reference kernels. Prints one line per seed and
 run, and for every difference the branch, its shape class and configuration (enough to replay it),
 the samples and first byte that differ, and whether the adapters in front of the branches were
 exact; then which kernel each shape class reached. Exits 1 on any differing byte, crash,
 sanitizer report or time-out. Not part of `make test` (tests/test_kernel_variants.py runs a few
-seeds of the same models there). On the project's 2-core machine, shared with other jobs: 40 seeds
---host-only in 8.5 min; 8 seeds on the host and both boards in 4.3 min (about 9 s per seed and
-board under QEMU, 5.7 M instructions per inference).
+seeds of the same models there). On the project's 2-core machine: 8 seeds on the host and both
+boards, both layouts, in 4.7 min (about 6 s per seed, board and layout under QEMU, 4.2-4.8 M
+instructions per inference).
 """
 
 from __future__ import annotations
@@ -48,15 +50,17 @@ BOARDS = ("mps2-an500", "mps2-an386")  # the default: Cortex-M7 and M4, the DSP 
 EXTRA_BOARDS = ("mps2-an385",)  # Cortex-M3: the plain C path on a real core
 
 
-def _runner(kind: str, x: np.ndarray, folder: Path, args):
-    """A function running a model the way `kind` does ("plain", "simd" or a board), each call in
-    its own sub-folder; returns the outputs in flatbuffer order."""
+def _runner(kind: str, weights: str, x: np.ndarray, folder: Path, args):
+    """A function running a model the way `kind` does ("plain", "simd" or a board) with `weights`
+    filters, each call in its own sub-folder; returns the outputs in flatbuffer order."""
     calls = itertools.count(1)
     if kind in ("plain", "simd"):
         simd = kind == "simd"
         sanitize = simd or args.sanitize_all
-        return lambda model: vm.run_host(model, x, folder / f"r{next(calls)}", simd=simd, sanitize=sanitize)
-    return lambda model: vm.run_firmware(model, x, kind, folder / f"r{next(calls)}", timeout=args.timeout)[0]
+        return lambda model: vm.run_host(model, x, folder / f"r{next(calls)}", simd=simd, sanitize=sanitize,
+                                         weights16=weights == "int16")
+    return lambda model: vm.run_firmware(model, x, kind, folder / f"r{next(calls)}", timeout=args.timeout,
+                                         weights=weights)[0]
 
 
 def main(argv=None) -> int:
@@ -69,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--host-only", action="store_true", help="no firmware: the host's two paths only")
     ap.add_argument("--samples", type=int, default=8, help="random inputs per seed, besides the 5 extreme ones")
     ap.add_argument("--sanitize-all", action="store_true", help="run the plain host path under the sanitizers too")
+    ap.add_argument("--weights", choices=("int8", "int16", "both"), default="both",
+                    help="filter layout of the matrix products (default both)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds for one QEMU run")
     ap.add_argument("--keep", metavar="DIR", help="save every failing seed's model, configuration and inputs in DIR")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the kernel each branch gets, per seed")
@@ -82,7 +88,9 @@ def main(argv=None) -> int:
             print(f"variant_soak: {', '.join(missing)} not installed; use --host-only or install them", file=sys.stderr)
             return 2
 
-    runs = [("host plain", "plain"), ("host simd-emulated", "simd")] + [(b, b) for b in boards]
+    layouts = ("int8", "int16") if args.weights == "both" else (args.weights,)
+    runs = [(f"{label} {w}", kind, w) for label, kind in [("host plain", "plain"), ("host simd-emulated", "simd")]
+            + [(b, b) for b in boards] for w in layouts]
     work = Path(tempfile.mkdtemp(prefix="qute-variant-soak-"))
     failures: list[str] = []
     compared = defaultdict(int)
@@ -90,7 +98,7 @@ def main(argv=None) -> int:
     instructions: dict[str, list[float]] = defaultdict(list)
     reached: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # class -> kernel -> seeds
     t_start = time.monotonic()
-    print(f"seeds {args.start}..{args.start + args.seeds - 1}; runs: {', '.join(r for r, _ in runs)}; "
+    print(f"seeds {args.start}..{args.start + args.seeds - 1}; runs: {', '.join(r for r, _, _ in runs)}; "
           f"{args.samples} random + 5 extreme inputs each; work folder {work}")
 
     for seed in range(args.start, args.start + args.seeds):
@@ -98,28 +106,31 @@ def main(argv=None) -> int:
             m = vm.build(seed)
             x = vm.sample_inputs(m, args.samples, seed)
             ref = vm.reference(m, x)
-            for branch, kernels in vm.kernels_used(m).items():
-                for k in set(kernels.values()):
+            seen: dict[str, set[str]] = defaultdict(set)  # each kernel counted once per seed
+            for w in layouts:
+                for branch, kernels in vm.kernels_used(m, w == "int16").items():
+                    seen[branch] |= set(kernels.values())
+                    if args.verbose:
+                        print(f"  seed {seed} {branch}, {w}: {', '.join(f'{t} -> {k}' for t, k in kernels.items())}")
+            for branch, ks in seen.items():
+                for k in ks:
                     reached[branch][k] += 1
-            if args.verbose:
-                for branch, kernels in vm.kernels_used(m).items():
-                    print(f"  seed {seed} {branch}: {', '.join(f'{t} -> {k}' for t, k in kernels.items())}")
         except Exception:
             failures.append(f"seed {seed}: building the model or its reference failed:\n{traceback.format_exc()}")
             print(f"seed {seed}: FAILED before running (model or TFLM reference)")
             continue
         bad_seed = False
         parts = []
-        for label, kind in runs:
-            folder = work / f"seed{seed}" / kind
+        for label, kind, weights in runs:
+            folder = work / f"seed{seed}" / f"{kind}-{weights}"
             t0 = time.monotonic()
             try:
-                run = _runner(kind, x, folder, args)
+                run = _runner(kind, weights, x, folder, args)
                 if kind in ("plain", "simd"):
                     got = run(m)
                 else:
-                    got, cycles, _ = vm.run_firmware(m, x, kind, folder / "main", timeout=args.timeout)
-                    instructions[kind].append(float(np.mean(cycles)))
+                    got, cycles, _ = vm.run_firmware(m, x, kind, folder / "main", timeout=args.timeout, weights=weights)
+                    instructions[label].append(float(np.mean(cycles)))
             except Exception as e:
                 bad_seed = True
                 failures.append(f"seed {seed} {label}: {type(e).__name__}: {e}")
@@ -150,11 +161,11 @@ def main(argv=None) -> int:
 
     elapsed = time.monotonic() - t_start
     print(f"\n{args.seeds} seeds in {elapsed:.0f} s")
-    for label, _ in runs:
+    for label, _, _ in runs:
         extra = ""
         if instructions.get(label):
             extra = f", {np.mean(instructions[label]) / 1e6:.2f} M instructions per inference on average (QEMU -icount)"
-        print(f"  {label:20s} {compared[label]:>12,} bytes compared, {seconds[label]:6.0f} s{extra}")
+        print(f"  {label:26s} {compared[label]:>12,} bytes compared, {seconds[label]:6.0f} s{extra}")
     print("\nkernels reached, by shape class (seeds):")
     for branch in sorted(reached):
         print(f"  {branch:24s} " + ", ".join(f"{k} ({n})" for k, n in sorted(reached[branch].items())))

@@ -149,16 +149,18 @@ class HostModel:
 
 
 def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False, cc: str = "gcc",
-               opt: str = "-O2", prefix: str = "qute_model", cflags: tuple[str, ...] = ()) -> HostModel:
+               opt: str = "-O2", prefix: str = "qute_model", cflags: tuple[str, ...] = (),
+               weights16: bool = False) -> HostModel:
     """Generates C for `graph`, compiles it with the kernels and the harness, returns a runner.
 
     `cflags` are added to the compiler's command line, e.g. ("-DQUTE_SIMD_EMULATE",) to run the
-    kernels' SIMD code path in portable C (firmware/kernels/qute_simd.h).
+    kernels' SIMD code path in portable C (firmware/kernels/qute_simd.h). weights16: as
+    codegen.emit.generate's.
     """
     if shutil.which(cc) is None:
         raise CodegenError(f"C compiler {cc!r} not found; install gcc (Debian: apt-get install gcc)")
     graph = fold(graph)  # the sizes below are the inferred ones, as in the generated code
-    gen = generate(graph, prefix)
+    gen = generate(graph, prefix, weights16=weights16)
     folder = Path(folder or tempfile.mkdtemp(prefix="qute-host-"))
     write_sources(gen, folder, prefix)
     in_sizes = [graph.tensor(t).size for t in graph.inputs]

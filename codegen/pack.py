@@ -2,7 +2,8 @@
 
 The matrix-product kernels (firmware/kernels/qute_gemm.h: CONV_2D and FULLY_CONNECTED) read
 their filter as words of four int8 values, two output channels interleaved word by word, so one
-load of a channel pair lines up with one word of input and the SIMD loop needs no shuffle.
+load of a channel pair lines up with one word of input and the SIMD loop needs no shuffle; or,
+in the int16 layout (twice the bytes), the same words already split into int16 lanes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def pack_pairs(rows: np.ndarray) -> np.ndarray:
     return np.concatenate([interleaved, words[2 * pairs :].reshape(-1)]).astype(np.int32)
 
 
+def split_pairs(words: np.ndarray) -> np.ndarray:
+    """pack_pairs' words -> the int16 layout (qute_gemm.h): each word becomes two, its bytes 0 and 2
+    as int16 lanes (low lane first), then its bytes 1 and 3, as the SIMD loops' sxtb16 splits it."""
+    b = np.asarray(words, "<i4").view(np.int8).reshape(-1, 4).astype(np.int32)
+    even = (b[:, 0] & 0xFFFF) | (b[:, 2] << 16)
+    odd = (b[:, 1] & 0xFFFF) | (b[:, 3] << 16)
+    return np.stack([even, odd], axis=1).reshape(-1).astype(np.uint32).view(np.int32)
+
+
 def _fast_requant(rows: np.ndarray, acc_init, mults: np.ndarray, shifts: np.ndarray, output_offset: int):
     """qute_gemm.h's rq.fast words (codegen.quant.precomputed_requant, one entry per channel), or
     None when some channel's reachable accumulator would overflow the form.
@@ -62,10 +72,14 @@ def _fast_requant(rows: np.ndarray, acc_init, mults: np.ndarray, shifts: np.ndar
 
 def gemm_struct(ctx, op, rows: np.ndarray, acc_init: np.ndarray, multipliers, shifts, output_offset: int,
                 act_min: int, act_max: int, single_rounding: bool = False, packed: bool = True) -> str:
-    """A qute_gemm_params initializer for `op`: packed filter, acc_init and requantization arrays
-    declared through ctx. One multiplier and shift for all channels stays one (per_channel = 0).
-    packed=False: no packed filter (a kernel that reads the filter as stored uses the rest)."""
-    words = ctx.packed_weights(op, 1, pack_pairs(rows)) if packed else "NULL"
+    """A qute_gemm_params initializer for `op`: packed filter (in the int16 layout when
+    ctx.weights16), acc_init and requantization arrays declared through ctx. One multiplier and
+    shift for all channels stays one (per_channel = 0). packed=False: no packed filter (a kernel
+    that reads the filter as stored uses the rest)."""
+    words = "NULL"
+    if packed:
+        pairs = pack_pairs(rows)
+        words = ctx.packed_weights(op, 1, split_pairs(pairs) if ctx.weights16 else pairs)
     mults = np.asarray(multipliers, np.int32)
     shifts = np.asarray(shifts, np.int32)
     fast = "NULL"

@@ -25,6 +25,8 @@ from qute.errors import QuteError
 from qute.resources import boards_dir, firmware_dir
 
 CORES = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
+# cores with the DSP extension (SMLAD and friends), where the kernels take their SIMD paths
+DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
 # FPUs each core may have (GCC -mfpu names); "none" is always allowed.
 CORE_FPUS = {
     "cortex-m4": ("fpv4-sp-d16",),

@@ -323,7 +323,7 @@ class ModelFacts:
     input_size: int
 
 
-def model_facts(tflite: bytes) -> ModelFacts:
+def model_facts(tflite: bytes, weights16: bool = False) -> ModelFacts:
     from codegen.emit import generate
     from codegen.ir import CodegenError
 
@@ -331,7 +331,7 @@ def model_facts(tflite: bytes) -> ModelFacts:
     if len(graph.inputs) != 1:
         raise QuteError(f"qute build takes single-input models; this one has {len(graph.inputs)} inputs")
     try:
-        gen = generate(graph)
+        gen = generate(graph, weights16=weights16)
     except CodegenError as e:
         raise QuteError(str(e)) from None
     outputs = []
@@ -556,6 +556,38 @@ def c_float(bits_hex: str) -> str:
 
 def kb(n: int) -> int:
     return math.ceil(n / 1024)
+
+
+WEIGHT_LAYOUTS = ("auto", "int8", "int16")
+# auto takes the int16 layout only while the image's weights, parameters and inputs leave this
+# share of the flash free (code, and the user's own application, need the rest)
+AUTO_INT16_FREE = 0.25
+
+
+def choose_weights16(boards, facts: ModelFacts, source: ModelSource, uart_inputs: bool,
+                     weights: str) -> tuple[ModelFacts, str]:
+    """The model's facts with the matrix products' filters in the layout `weights` asks for (auto:
+    int16 on DSP cores while a quarter of the flash stays free, else int8), and a line saying which
+    and why. `facts` is the int8 layout's; the int16 one (codegen.emit.generate's weights16) costs
+    twice the filters' flash for fewer instructions on cores with the DSP extension."""
+    from qute.boards import DSP_CORES
+
+    if weights == "int8":
+        return facts, "int8 (--weights int8)"
+    if weights == "auto" and boards[0].core not in DSP_CORES:
+        return facts, f"int8 ({boards[0].core} has no DSP extension: the int16 layout would only cost flash)"
+    wide = model_facts(source.tflite, weights16=True)
+    extra = wide.gen.weights_bytes - facts.gen.weights_bytes
+    if not extra:
+        return facts, "int8 (no convolution or fully-connected filters to widen)"
+    if weights == "int16":
+        return wide, f"int16 (--weights int16: +{extra:,} B flash)"
+    for b in boards:
+        need = check_fit_before_link(b, wide, source, uart_inputs)["flash_at_least"]
+        if need > (1 - AUTO_INT16_FREE) * b.flash_region.length:
+            return facts, (f"int8 (the int16 layout would need {kb(need)} KB of {b.name}'s {kb(b.flash_region.length)} KB "
+                           f"flash before code; --weights int16 to take it anyway)")
+    return wide, f"int16 (+{extra:,} B flash for fewer instructions; --weights int8 to keep them int8)"
 
 
 def _no_fit(board, needs: list[tuple[str, int, int, str]]) -> QuteError:
@@ -929,6 +961,7 @@ def build(
     inputs: str = "embedded",
     force: bool = False,
     profile: bool = False,
+    weights: str = "auto",
 ) -> BuildResult:
     """Builds the firmware project for `board_name` into `out` (see the module docstring).
 
@@ -949,6 +982,8 @@ def build(
         raise QuteError(f"--samples must be a positive integer, got {samples!r}")
     if inputs not in INPUT_MODES:
         raise QuteError(f"unknown --inputs {inputs!r}; choose one of: {', '.join(INPUT_MODES)}")
+    if weights not in WEIGHT_LAYOUTS:
+        raise QuteError(f"unknown --weights {weights!r}; choose one of: {', '.join(WEIGHT_LAYOUTS)}")
     if stream is not None:
         parse_stream(stream)
     uart_inputs = inputs == "uart"
@@ -974,6 +1009,13 @@ def build(
         raise QuteError(f"inputs of shape {source.inputs.shape[1:]} do not fit the model input")
     emu_board = board.emulation_board()
     check_fit_before_link(board, facts, source, uart_inputs)
+    if emulator and emu_board is not board:
+        check_fit_before_link(emu_board, facts, source, uart_inputs)
+    facts, layout_note = choose_weights16([board] + ([emu_board] if emulator and emu_board is not board else []),
+                                          facts, source, uart_inputs, weights)
+    progress(f"matrix-product filters: {layout_note}")
+    weights16 = facts.gen.weights16
+    check_fit_before_link(board, facts, source, uart_inputs)  # again: --weights int16 may not fit
     if emulator and emu_board is not board:
         check_fit_before_link(emu_board, facts, source, uart_inputs)
 
@@ -1066,7 +1108,8 @@ def build(
             "qemu_machine": board.qemu_machine,
             "compiler_flags": board.cpu_flags + [board.optimization] + CFLAGS,
             "model": {"origin": source.origin, "file": MODEL_FILE, "sha256": model_id, "arena_bytes": facts.gen.arena_size,
-                      "weights_bytes": facts.gen.weights_bytes, "parameter_bytes": facts.gen.params_bytes},
+                      "weights_bytes": facts.gen.weights_bytes, "parameter_bytes": facts.gen.params_bytes,
+                      "weights_layout": "int16" if weights16 else "int8"},
             "inputs": {"file": INPUTS_FILE, "samples": len(source.inputs), "from": source.inputs_from, "over": inputs,
                        "labelled": source.labelled, "class_names": source.class_names},
             "outputs": facts.outputs,

@@ -377,7 +377,11 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
 @click.option("--force", is_flag=True, help="Replace an existing build folder (only one qute build made).")
 @click.option("--profile", is_flag=True, help="Time every op with the firmware's counter (-DQUTE_PROFILE); "
               "qute run then prints a per-op table and writes profile.json.")
-def build(model, board, out, samples, emulator, config_path, data_dir, stream, inputs, force, profile):
+@click.option("--weights", type=click.Choice(["auto", "int8", "int16"]), default="auto", show_default=True,
+              help="Layout of the conv and fully-connected filters in flash. int16: twice their bytes, fewer "
+                   "instructions on cores with the DSP extension (Cortex-M4/M7/M33/M55); auto: int16 there "
+                   "while a quarter of the flash stays free, else int8.")
+def build(model, board, out, samples, emulator, config_path, data_dir, stream, inputs, force, profile, weights):
     """Build firmware that runs MODEL on a board and prints its predictions and uncertainty.
 
     MODEL is a run directory (quantized first if it has no model.int8.tflite; its first test
@@ -394,6 +398,7 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
       qute build --board mps2-an500 model.int8.tflite --samples 100 --emulator
       qute build --board nucleo-f746 runs/digits --inputs uart
       qute build --board mps2-an500 model.int8.tflite --samples 5 --emulator --profile
+      qute build --board nucleo-l432kc runs/digits --weights int8
     """
     from qute.build import build as make_build, format_memory
     from qute.errors import RunFailure
@@ -401,7 +406,7 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
     try:
         r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
                        progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs, force=force,
-                       profile=profile)
+                       profile=profile, weights=weights)
     except RunFailure as e:
         _failure(e)
     m = r.manifest

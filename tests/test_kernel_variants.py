@@ -7,9 +7,11 @@ configuration of every shape class the variants specialise on and packs them as 
 of one single-input model. Here each seed's model runs
 
 - on the host, plain C99 and with the SIMD path emulated in portable C (-DQUTE_SIMD_EMULATE),
-  both under AddressSanitizer and UBSan;
-- as firmware (`qute build --emulator --inputs uart`) under QEMU on mps2-an500 (Cortex-M7) and
-  mps2-an386 (Cortex-M4), where the SIMD path runs on the real DSP instructions;
+  both under AddressSanitizer and UBSan, with the matrix products' filters in both layouts
+  (int8, and the int16 one of the _w16_ variants);
+- as firmware (`qute build --emulator --inputs uart --weights int8|int16`) under QEMU on
+  mps2-an500 (Cortex-M7) and mps2-an386 (Cortex-M4), where the SIMD path runs on the real DSP
+  instructions;
 
 on 8 random inputs and 5 extreme ones (all -128, all 127, two -128/127 checkerboards, random
 -128/127), and every output byte is compared with TFLite Micro's reference kernels.
@@ -229,8 +231,8 @@ def test_every_declared_variant_is_used_by_the_models():
     declared = vm.declared_variants()
     used: dict[str, set[str]] = {f: set() for f in vm.FAMILIES}
     by_kernel: dict[str, set[str]] = {}
-    for seed in HOST_SEEDS:
-        for branch, kernels in vm.kernels_used(_case(seed)[0]).items():
+    for seed, weights16 in ((s, w) for s in HOST_SEEDS for w in (False, True)):
+        for branch, kernels in vm.kernels_used(_case(seed)[0], weights16).items():
             for kernel in kernels.values():
                 by_kernel.setdefault(kernel, set()).add(branch)
                 fam = vm.family_of(kernel, vm.declared_kernels().get(kernel, (None,))[0])
@@ -251,13 +253,33 @@ def test_every_declared_variant_is_used_by_the_models():
 @needs_gcc
 @pytest.mark.parametrize("seed", HOST_SEEDS)
 @pytest.mark.parametrize("path", ["plain", "simd-emulated"])
-def test_host_matches_tflm(seed, path, tmp_path):
+@pytest.mark.parametrize("weights", ["int8", "int16"])
+def test_host_matches_tflm(seed, path, weights, tmp_path):
     """Plain C99 (the path of the host, Cortex-M0/M3) and the SIMD path in portable C, both under
-    ASan/UBSan: every output byte equals TFLite Micro's."""
+    ASan/UBSan, on either filter layout: every output byte equals TFLite Micro's."""
     m, x, ref = _case(seed)
-    simd = path == "simd-emulated"
-    got = vm.run_host(m, x, tmp_path / "model", simd=simd, sanitize=True)
-    _check(m, x, ref, got, f"host, {path}", lambda m2: vm.run_host(m2, x, tmp_path / "adapters", simd, True))
+    simd, w16 = path == "simd-emulated", weights == "int16"
+    got = vm.run_host(m, x, tmp_path / "model", simd=simd, sanitize=True, weights16=w16)
+    _check(m, x, ref, got, f"host, {path}, {weights} filters",
+           lambda m2: vm.run_host(m2, x, tmp_path / "adapters", simd, True, w16))
+
+
+# --------------------------------------------------------------------------- cross-compiling
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+@pytest.mark.parametrize("cpu", ["-mcpu=cortex-m4 -mfpu=fpv4-sp-d16", "-mcpu=cortex-m7 -mfpu=fpv5-d16"])
+def test_kernels_compile_at_any_optimisation(cpu, tmp_path):
+    """The kernels' inline assembly asks for up to thirteen registers: it must still compile with
+    the flags a user's own project may use (every -O level, a frame pointer), not only with ours."""
+    from codegen.host import kernels_dir
+
+    sources = [str(p) for p in sorted(kernels_dir().glob("*.c"))]
+    for flags in ("-O1", "-O2", "-O3", "-Os", "-Og", "-O2 -fno-omit-frame-pointer", "-Os -fno-omit-frame-pointer"):
+        cmd = ["arm-none-eabi-gcc", *cpu.split(), "-mthumb", "-mfloat-abi=hard", *flags.split(), "-std=c99", "-Wall",
+               "-Wextra", "-Werror", "-I", str(kernels_dir()), "-c", *sources]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{cpu} {flags}:\n{proc.stderr[-3000:]}"
 
 
 # --------------------------------------------------------------------------- under QEMU
@@ -270,15 +292,18 @@ def _uses_simd(build_dir) -> bool:
 @needs_qemu
 @pytest.mark.parametrize("seed", QEMU_SEEDS)
 @pytest.mark.parametrize("board", BOARDS)
-def test_firmware_matches_tflm(board, seed, tmp_path):
-    """The firmware, with the kernels' SIMD path on the real DSP instructions, under QEMU: every
-    output byte equals TFLite Micro's."""
+@pytest.mark.parametrize("weights", ["int8", "int16"])
+def test_firmware_matches_tflm(board, seed, weights, tmp_path):
+    """The firmware, with the kernels' SIMD path on the real DSP instructions, under QEMU, on either
+    filter layout: every output byte equals TFLite Micro's."""
     from qute.build import load_build
 
     m, x, ref = _case(seed)
-    got, cycles, out_dir = vm.run_firmware(m, x, board, tmp_path)
+    got, cycles, out_dir = vm.run_firmware(m, x, board, tmp_path, weights=weights)
     assert len(cycles) == len(x) and all(c > 0 for c in cycles)
-    _check(m, x, ref, got, f"{board} under QEMU", lambda m2: vm.run_firmware(m2, x, board, tmp_path / "adapters")[0])
+    assert load_build(out_dir).manifest["model"]["weights_layout"] == weights
+    _check(m, x, ref, got, f"{board} under QEMU, {weights} filters",
+           lambda m2: vm.run_firmware(m2, x, board, tmp_path / "adapters", weights=weights)[0])
     if _uses_simd(out_dir) and shutil.which("arm-none-eabi-objdump"):  # the DSP instructions are really there
         elf = load_build(out_dir).elf(True)
         asm = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True, check=True).stdout

@@ -142,7 +142,7 @@ def test_profiled_build_times_every_op_and_the_counts_add_up(builds):
     profiled, _ = builds
     m = json.loads((profiled / "build.json").read_text())
     assert "-DQUTE_PROFILE" in m["variants"]["emulator"]["defines"]
-    gen = generate(read_model(_default_model()))
+    gen = generate(read_model(_default_model()), weights16=m["model"]["weights_layout"] == "int16")
     ops = m["profile"]["ops"]
     assert [o["index"] for o in ops] == sorted(gen.kernels)
     assert [o["kernel"] for o in ops] == [gen.kernels[k] for k in sorted(gen.kernels)]

@@ -89,8 +89,8 @@ def test_verify_reports_a_mismatch(tmp_path, monkeypatch):
     tflite = (MODELS / "ad_autoencoder_int8.tflite").read_bytes()
     original = emit.generate
 
-    def broken(graph, prefix="qute_model"):
-        gen = original(graph, prefix)
+    def broken(graph, prefix="qute_model", **options):
+        gen = original(graph, prefix, **options)
         # every channel of the first op starts its accumulator 5000 off
         gen.source = re.sub(r"(op\d+_acc_init\[\d+\] = \{ )", r"\g<1>5000 + ", gen.source, count=1)
         gen.source = re.sub(r"(op\d+_acc_init\[\d+\] = \{ [^}]*)", lambda m: m.group(1).replace(", ", ", 5000 + "),

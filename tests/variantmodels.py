@@ -742,14 +742,17 @@ def reference(m: VariantModel, x: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(o).reshape(len(x), -1) for o in outs]
 
 
-def run_host(m: VariantModel, x: np.ndarray, folder, simd: bool, sanitize: bool) -> list[np.ndarray]:
+def run_host(m: VariantModel, x: np.ndarray, folder, simd: bool, sanitize: bool,
+             weights16: bool = False) -> list[np.ndarray]:
     """The generated C compiled for the host (plain C99, or the SIMD path emulated in portable C
-    with -DQUTE_SIMD_EMULATE), outputs as reference() orders them."""
+    with -DQUTE_SIMD_EMULATE; weights16: the matrix products' int16 filter layout), outputs as
+    reference() orders them."""
     from codegen.host import build_host
     from codegen.reader import read_model
 
     g = read_model(m.tflite)
-    host = build_host(g, folder=folder, sanitize=sanitize, cflags=("-DQUTE_SIMD_EMULATE",) if simd else ())
+    host = build_host(g, folder=folder, sanitize=sanitize, cflags=("-DQUTE_SIMD_EMULATE",) if simd else (),
+                      weights16=weights16)
     got = host.run([x])
     out: list[np.ndarray | None] = [None] * len(g.outputs)
     for k, t in enumerate(host.output_tensors):
@@ -757,8 +760,9 @@ def run_host(m: VariantModel, x: np.ndarray, folder, simd: bool, sanitize: bool)
     return out
 
 
-def run_firmware(m: VariantModel, x: np.ndarray, board: str, folder, timeout: float = 180.0):
-    """`qute build --board BOARD --emulator --inputs uart` of the model, run under QEMU on x.
+def run_firmware(m: VariantModel, x: np.ndarray, board: str, folder, timeout: float = 180.0, weights: str = "auto"):
+    """`qute build --board BOARD --emulator --inputs uart --weights WEIGHTS` of the model, run
+    under QEMU on x.
 
     Returns (outputs as reference() orders them, instructions per inference, the build folder).
     Raises qute's RunFailure on a crash, a time-out or a malformed transcript.
@@ -774,7 +778,7 @@ def run_firmware(m: VariantModel, x: np.ndarray, board: str, folder, timeout: fl
     path = folder / f"variants-seed{m.seed}.tflite"
     path.write_bytes(m.tflite)
     out_dir = folder / f"build-{board}-seed{m.seed}"
-    build(board, str(path), out_dir, samples=1, emulator=True, inputs="uart", force=True)
+    build(board, str(path), out_dir, samples=1, emulator=True, inputs="uart", force=True, weights=weights)
     b = load_build(out_dir)
     _, transcript = execute(b, load_board(board), x, None, timeout=timeout)
     n = len(x)
@@ -900,15 +904,15 @@ def declared_variants(kdir=None) -> dict[str, set[str]]:
     return out
 
 
-def kernels_used(m: VariantModel) -> dict[str, dict[str, str]]:
+def kernels_used(m: VariantModel, weights16: bool = False) -> dict[str, dict[str, str]]:
     """branch -> {op output tensor name: kernel} for the ops under test (adapters left out), as the
-    code generator picks them (codegen.emit.generate(...).kernels)."""
+    code generator picks them (codegen.emit.generate(..., weights16).kernels)."""
     from codegen.emit import generate
     from codegen.fold import fold
     from codegen.reader import read_model
 
     g = fold(read_model(m.tflite))
-    gen = generate(g)
+    gen = generate(g, weights16=weights16)
     out: dict[str, dict[str, str]] = {}
     for op in g.ops:
         name = g.tensor(op.outputs[0]).name

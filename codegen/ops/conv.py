@@ -207,8 +207,10 @@ class Conv2D(_ConvBase):
             pad_h=geo["pad_h"], pad_w=geo["pad_w"], input_offset=in_offset, gemm=gemm,
         )
         src, dst = ctx.ptr(op.inputs[0]), ctx.ptr(op.outputs[0])
+        if ctx.weights16 and not grouped:
+            kernel = kernel.replace("_s8", "_w16_s8")
         if grouped:
             return [f"{kernel}(&{params}, {src}, {ctx.weights(op, 1)}, {self._bias(op, ctx)}, {dst});"]
-        if kernel == "qute_conv2d_1x1_s8":
+        if kernel.startswith("qute_conv2d_1x1_"):
             return [f"{kernel}(&{params}, {src}, (uint32_t *){ctx.scratch(op)}, {dst});"]
         return [f"{kernel}(&{params}, {src}, (int8_t *){ctx.scratch(op)}, {dst});"]

@@ -71,7 +71,8 @@ class FullyConnected:
         gemm = gemm_struct(ctx, op, w.data, acc_init, mults, shifts, out.qparams()[1], lo, hi, single_rounding=single)
         params = ctx.struct(op, "qute_fc_params", batches=inp.size // depth, accum_depth=depth, gemm=gemm)
         scratch = f"(int8_t *){ctx.scratch(op)}" if self.scratch_bytes(op, g) else "NULL"
-        return [f"qute_fully_connected_s8(&{params}, {ctx.ptr(op.inputs[0])}, {scratch}, {ctx.ptr(op.outputs[0])});"]
+        kernel = "qute_fully_connected_w16_s8" if ctx.weights16 else "qute_fully_connected_s8"
+        return [f"{kernel}(&{params}, {ctx.ptr(op.inputs[0])}, {scratch}, {ctx.ptr(op.outputs[0])});"]
 
     def scratch_bytes(self, op: Op, g: Graph) -> int:
         """Rows whose length is not whole words are copied, zero-padded, into one word-padded row."""

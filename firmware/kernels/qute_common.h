@@ -10,6 +10,14 @@
 
 #include <stdint.h>
 
+/* A body shared by several entry points that each pass it constants: inlined into every one, so
+ * each gets its own loops (the compiler would otherwise keep one copy that tests them at run time). */
+#if defined(__GNUC__)
+#define QUTE_SPECIALISE static inline __attribute__((always_inline))
+#else
+#define QUTE_SPECIALISE static inline
+#endif
+
 #define QUTE_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define QUTE_MAX(a, b) ((a) > (b) ? (a) : (b))
 
@@ -65,15 +73,15 @@ static inline int32_t qute_requantize(int32_t x, int32_t multiplier, int32_t shi
 static inline int32_t qute_requantize_high(int32_t x, int32_t multiplier, uint32_t base_lo, int32_t base_hi)
 {
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP == 1 && defined(__OPTIMIZE__)
-    /* five instructions; the compiler's 64-bit arithmetic takes more */
-    uint32_t lo;
+    /* four instructions; the compiler's 64-bit arithmetic takes more. t = x >> 31 (0 or -1); the
+     * 64-bit (t, t << 31) is then 0 or -2^31, added to base in one ADDS/ADC pair. */
+    uint32_t lo, t;
     int32_t hi;
-    __asm__("asr %[hi], %[x], #31\n\t"
-            "lsl %[lo], %[hi], #31\n\t"
-            "adds %[lo], %[lo], %[blo]\n\t"
-            "adc %[hi], %[hi], %[bhi]\n\t"
+    __asm__("asr %[t], %[x], #31\n\t"
+            "adds %[lo], %[blo], %[t], lsl #31\n\t"
+            "adc %[hi], %[bhi], %[t]\n\t"
             "smlal %[lo], %[hi], %[x], %[m]\n\t"
-            : [lo] "=&r"(lo), [hi] "=&r"(hi)
+            : [lo] "=&r"(lo), [hi] "=&r"(hi), [t] "=&r"(t)
             : [x] "r"(x), [m] "r"(multiplier), [blo] "r"(base_lo), [bhi] "r"(base_hi)
             : "cc");
     return hi;

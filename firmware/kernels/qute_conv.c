@@ -135,7 +135,9 @@ static inline const int8_t *pixel_1x1(const qute_conv_params *p, const int8_t *i
     return input + ((b * p->input_h + iy) * p->input_w + ix) * p->input_c;
 }
 
-void qute_conv2d_1x1_s8(const qute_conv_params *p, const int8_t *input, uint32_t *wide, int8_t *output)
+/* w16: the filter in qute_gemm.h's int16 layout; constant at each call (one loop per layout). */
+QUTE_SPECIALISE void conv_1x1(const qute_conv_params *p, const int8_t *input, uint32_t *wide, int8_t *output,
+                            const int w16)
 {
     const int32_t oc = p->output_c;
     const int32_t pixels = p->batches * p->output_h * p->output_w;
@@ -144,11 +146,21 @@ void qute_conv2d_1x1_s8(const qute_conv_params *p, const int8_t *input, uint32_t
     for (; n + 1 < pixels; n += 2) {
         const int8_t *in0 = dense ? input + n * p->input_c : pixel_1x1(p, input, n);
         const int8_t *in1 = dense ? in0 + p->input_c : pixel_1x1(p, input, n + 1);
-        qute_gemm_2rows_s8(&p->gemm, in0, in1, wide, output + n * oc, output + (n + 1) * oc);
+        qute_gemm_2rows(&p->gemm, in0, in1, wide, output + n * oc, output + (n + 1) * oc, w16);
     }
     if (n < pixels) {
-        qute_gemm_1row_s8(&p->gemm, pixel_1x1(p, input, n), output + n * oc);
+        qute_gemm_1row(&p->gemm, pixel_1x1(p, input, n), output + n * oc, w16);
     }
+}
+
+void qute_conv2d_1x1_s8(const qute_conv_params *p, const int8_t *input, uint32_t *wide, int8_t *output)
+{
+    conv_1x1(p, input, wide, output, 0);
+}
+
+void qute_conv2d_1x1_w16_s8(const qute_conv_params *p, const int8_t *input, uint32_t *wide, int8_t *output)
+{
+    conv_1x1(p, input, wide, output, 1);
 }
 
 static inline void fill_s8(int8_t *dst, int8_t value, int32_t n)
@@ -238,7 +250,8 @@ static void im2col_wide(const qute_conv_params *p, const int8_t *in_b, int32_t y
 }
 #endif
 
-void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, int8_t *scratch, int8_t *output)
+QUTE_SPECIALISE void conv_im2col(const qute_conv_params *p, const int8_t *input, int8_t *scratch, int8_t *output,
+                               const int w16)
 {
     const int32_t oc = p->output_c, ow = p->output_w;
     const int32_t depth = p->filter_h * p->filter_w * p->input_c, row_bytes = 4 * p->gemm.k4;
@@ -256,7 +269,7 @@ void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, int8_t *scra
             const int32_t b0 = n / per_image, r0 = n % per_image, b1 = (n + 1) / per_image, r1 = (n + 1) % per_image;
             im2col_wide(p, input + b0 * image_bytes, r0 / ow, r0 % ow, wide, 0);
             im2col_wide(p, input + b1 * image_bytes, r1 / ow, r1 % ow, wide, 1);
-            qute_gemm_2rows_wide_s8(&p->gemm, wide, output + n * oc, output + (n + 1) * oc);
+            qute_gemm_2rows_wide(&p->gemm, wide, output + n * oc, output + (n + 1) * oc, w16);
         }
     }
 #endif
@@ -264,11 +277,21 @@ void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, int8_t *scra
         const int32_t b0 = n / per_image, r0 = n % per_image, b1 = (n + 1) / per_image, r1 = (n + 1) % per_image;
         im2col(p, input + b0 * image_bytes, r0 / ow, r0 % ow, row0);
         im2col(p, input + b1 * image_bytes, r1 / ow, r1 % ow, row1);
-        qute_gemm_2rows_s8(&p->gemm, row0, row1, wide, output + n * oc, output + (n + 1) * oc);
+        qute_gemm_2rows(&p->gemm, row0, row1, wide, output + n * oc, output + (n + 1) * oc, w16);
     }
     if (n < pixels) {
         const int32_t b = n / per_image, r = n % per_image;
         im2col(p, input + b * image_bytes, r / ow, r % ow, row0);
-        qute_gemm_1row_s8(&p->gemm, row0, output + n * oc);
+        qute_gemm_1row(&p->gemm, row0, output + n * oc, w16);
     }
+}
+
+void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, int8_t *scratch, int8_t *output)
+{
+    conv_im2col(p, input, scratch, output, 0);
+}
+
+void qute_conv2d_w16_s8(const qute_conv_params *p, const int8_t *input, int8_t *scratch, int8_t *output)
+{
+    conv_im2col(p, input, scratch, output, 1);
 }

@@ -44,6 +44,11 @@ void qute_conv2d_1x1_s8(const qute_conv_params *p, const int8_t *input, uint32_t
  * then the same product as the 1x1 kernel. */
 void qute_conv2d_s8(const qute_conv_params *p, const int8_t *input, int8_t *scratch, int8_t *output);
 
+/* qute_conv2d_1x1_w16_s8, qute_conv2d_w16_s8: the same two with the filter in qute_gemm.h's int16
+ * layout (twice the flash, fewer instructions on cores with SIMD). */
+void qute_conv2d_1x1_w16_s8(const qute_conv_params *p, const int8_t *input, uint32_t *wide, int8_t *output);
+void qute_conv2d_w16_s8(const qute_conv_params *p, const int8_t *input, int8_t *scratch, int8_t *output);
+
 /* qute_conv2d_grouped_s8: grouped convolution (input_c = groups * filter_c, groups > 1), filter
  * [output_c][filter_h][filter_w][filter_c] as stored; bias may be NULL. */
 void qute_conv2d_grouped_s8(const qute_conv_params *p, const int8_t *input, const int8_t *filter,

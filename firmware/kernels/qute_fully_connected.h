@@ -20,4 +20,7 @@ typedef struct {
  * 4 * gemm.k4 bytes, where each row is copied and zero-padded to whole words. */
 void qute_fully_connected_s8(const qute_fc_params *p, const int8_t *input, int8_t *scratch, int8_t *output);
 
+/* The same with the weights in qute_gemm.h's int16 layout. */
+void qute_fully_connected_w16_s8(const qute_fc_params *p, const int8_t *input, int8_t *scratch, int8_t *output);
+
 #endif

@@ -16,7 +16,12 @@
  * words alternate, w[2j] word 0, w[2j+1] word 0, w[2j] word 1, ... (2 * k4 words per pair); an
  * odd last channel has its k4 words alone. One pair's two words are read together and line up
  * with one input word, so the SIMD loop needs no shuffle. Input rows must be readable to
- * k4 * 4 bytes: the bytes past the row's end meet zero weights and do not count. */
+ * k4 * 4 bytes: the bytes past the row's end meet zero weights and do not count.
+ *
+ * The int16 layout (the _w16_ entry points, for cores with SIMD and flash to spare): the same
+ * words in the same order, each stored split as two words: its bytes 0 and 2 as int16 (low
+ * lane first), then its bytes 1 and 3. Twice the flash; the loops then load weights ready for the
+ * dual multiply-accumulate instead of splitting every word again for every pixel pair. */
 
 /* Requantization of one op's outputs, shared by the kernels built on this product. */
 typedef struct {
@@ -63,5 +68,41 @@ void qute_gemm_2rows_wide_s8(const qute_gemm_params *g, const uint32_t *wide, in
 
 /* One input row. */
 void qute_gemm_1row_s8(const qute_gemm_params *g, const int8_t *in, int8_t *out);
+
+/* The three above with the filter in the int16 layout. */
+void qute_gemm_2rows_w16_s8(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, uint32_t *wide,
+                            int8_t *out0, int8_t *out1);
+void qute_gemm_2rows_wide_w16_s8(const qute_gemm_params *g, const uint32_t *wide, int8_t *out0, int8_t *out1);
+void qute_gemm_1row_w16_s8(const qute_gemm_params *g, const int8_t *in, int8_t *out);
+
+/* For kernels that come in both layouts: one of the pair above, w16 a constant at each call. */
+static inline void qute_gemm_2rows(const qute_gemm_params *g, const int8_t *in0, const int8_t *in1, uint32_t *wide,
+                                   int8_t *out0, int8_t *out1, const int w16)
+{
+    if (w16) {
+        qute_gemm_2rows_w16_s8(g, in0, in1, wide, out0, out1);
+    } else {
+        qute_gemm_2rows_s8(g, in0, in1, wide, out0, out1);
+    }
+}
+
+static inline void qute_gemm_2rows_wide(const qute_gemm_params *g, const uint32_t *wide, int8_t *out0, int8_t *out1,
+                                        const int w16)
+{
+    if (w16) {
+        qute_gemm_2rows_wide_w16_s8(g, wide, out0, out1);
+    } else {
+        qute_gemm_2rows_wide_s8(g, wide, out0, out1);
+    }
+}
+
+static inline void qute_gemm_1row(const qute_gemm_params *g, const int8_t *in, int8_t *out, const int w16)
+{
+    if (w16) {
+        qute_gemm_1row_w16_s8(g, in, out);
+    } else {
+        qute_gemm_1row_s8(g, in, out);
+    }
+}
 
 #endif
