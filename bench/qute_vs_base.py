@@ -235,7 +235,9 @@ def build_and_run(model: Path, board: str, out: Path, profile: bool, args) -> di
     if profile:
         p = json.loads((out / "profile.json").read_text())
         r["profile"] = {"ops": {o["index"]: o["count"] for o in p["ops"]}, "invoke": p["invoke"],
-                        "after_last_op": p["after_last_op"]}
+                        "after_last_op": p["after_last_op"],
+                        # the kernels this build calls (its filter layout is qute build's choice)
+                        "kernels": {o["index"]: o["kernel"] for o in manifest["profile"]["ops"]}}
     return r
 
 
@@ -302,12 +304,14 @@ def op_rows(facts: dict, prof: dict) -> list[dict]:
             q = qcount.get(o["index"])
             if q is None and b is None:
                 continue  # runs no code (a RESHAPE)
-            rows.append({"part": part, "opcode": o["opcode"], "kernel": o["kernel"], "macs": o["macs"],
+            kernel = prof["qute"].get("kernels", {}).get(o["index"], o["kernel"])
+            rows.append({"part": part, "opcode": o["opcode"], "kernel": kernel, "macs": o["macs"],
                          "qute_index": o["index"], "base_index": bo["index"] if bo is not None else None,
                          "base": b, "qute": q or 0.0, "diff": (q or 0.0) - (b or 0.0)})
     for o in base["ops"]:  # base ops with no QUTE counterpart (none for the shipped methods)
         if o.get("pair") is None and o["index"] in bcount:
-            rows.append({"part": o["part"], "opcode": o["opcode"], "kernel": o["kernel"], "macs": o["macs"],
+            rows.append({"part": o["part"], "opcode": o["opcode"],
+                         "kernel": prof["base"].get("kernels", {}).get(o["index"], o["kernel"]), "macs": o["macs"],
                          "qute_index": None, "base_index": o["index"], "base": bcount[o["index"]], "qute": None,
                          "diff": -bcount[o["index"]]})
     return rows
