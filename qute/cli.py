@@ -446,6 +446,46 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
     click.echo(f"next: qute run --board {b.name} {r.out}" + ("" if emulator else f"   or   qute flash --board {b.name} {r.out}"))
 
 
+@cli.command()
+@click.argument("sweep_file", metavar="SWEEP.toml", type=click.Path(dir_okay=False))
+@click.option("--address", help="Ray cluster to run on (ray://HOST:10001 or auto); default: a local Ray for this sweep.")
+@click.option("--cpus", type=click.IntRange(min=1), help="CPUs of the local Ray (default: all of this machine's).")
+def sweep(sweep_file, address, cpus):
+    """Train and evaluate a grid of runs as Ray tasks; gather a mean ± std table.
+
+    SWEEP.toml has the [train] and [eval] tables of a qute.toml, where any value may be a list
+    (the grid is every combination), and [sweep] out = "FOLDER": each trial's run directory goes in
+    FOLDER/runs, the table in FOLDER/results.md and everything in FOLDER/results.json. A failed
+    trial is retried once, then reported (exit 1); running the sweep again skips finished trials.
+
+    \b
+    Example (sweep.toml):
+      [sweep]
+      out = "sweeps/mnist"
+      [train]
+      dataset = "mnist"
+      method = ["base", "qute"]
+      seed = [0, 1, 2]
+      [eval]
+      ood = "fashion_mnist"
+    \b
+      qute sweep sweep.toml
+      qute sweep sweep.toml --address auto      # an existing Ray cluster
+    """
+    from qute.sweep import check_data, load_sweep, run_sweep, write_results
+
+    sw = load_sweep(sweep_file)
+    progress = lambda s: click.echo(s, err=True)  # noqa: E731
+    progress(f"{len(sw.trials)} trial(s) over {', '.join(sw.varying) or 'no varying setting'}; runs in {sw.runs}")
+    check_data(sw, progress)
+    result = run_sweep(sw, address=address, cpus=cpus, progress=progress)
+    md, js = write_results(sw, result)
+    click.echo(md.read_text())
+    click.echo(f"wrote {md} and {js}")
+    if result.failed:
+        sys.exit(1)
+
+
 @cli.command("run")
 @click.argument("build_dir", required=False, type=click.Path())
 @click.option("--board", help="Board the build is for (default: the build's).")

@@ -189,18 +189,23 @@ def read_project(path: str | Path | None) -> dict:
         if not path.exists():
             return {}
     path = Path(path)
+    return {"path": str(path), **read_tables(path, tuple(_SECTIONS))}
+
+
+def read_tables(path: Path, allowed: tuple[str, ...], what: str = "config file") -> dict:
+    """A TOML file whose top level is only the `allowed` tables."""
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise QuteError(f"config file {path} does not exist") from None
+        raise QuteError(f"{what} {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise QuteError(f"{path} is not valid TOML: {e}") from None
     for section, value in data.items():
-        if section not in _SECTIONS:
-            raise QuteError(f"{path}: unknown table [{section}]; allowed: {', '.join('[' + s + ']' for s in _SECTIONS)}")
+        if section not in allowed:
+            raise QuteError(f"{path}: unknown table [{section}]; allowed: {', '.join('[' + s + ']' for s in allowed)}")
         if not isinstance(value, dict):
             raise QuteError(f"{path}: {section} must be a table ([{section}])")
-    return {"path": str(path), **data}
+    return data
 
 
 def make_config(section: str, project: dict, overrides: dict):

@@ -1,0 +1,273 @@
+"""Grids of runs (methods x seeds x settings) as Ray tasks: `qute sweep SWEEP.toml`.
+
+A sweep file has the tables of a qute.toml, where any value of [train] or [eval] may be a list: the
+grid is every combination of the lists. [sweep] says where the runs and results go:
+
+    [sweep]
+    out = "sweeps/mnist"           # runs/<trial>/ (ordinary run directories), results.md, results.json
+    [train]
+    dataset = "mnist"
+    method = ["base", "qute"]
+    seed = [0, 1, 2]
+    epochs = 20
+    [eval]
+    ood = "fashion_mnist"
+
+Each trial trains (`qute train`'s run directory, metrics.json as `qute eval` writes it), on a local
+Ray started for the sweep (bounded to the machine's cores) or on an existing cluster (`--address`;
+its workers need qute installed and `out` and the data on a shared file system). A trial that
+raises is retried once, then reported as failed (in the table and the exit status), never dropped.
+A trial whose run directory already holds its results for the same settings is not run again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qute.config import EvalConfig, TrainConfig, make_config, read_tables
+from qute.errors import QuteError
+
+TRIAL_FILE = "trial.json"  # in each trial's run directory: its settings and results, once finished
+RESULTS_MD, RESULTS_JSON = "results.md", "results.json"
+TABLES = ("sweep", "train", "eval")
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str  # the folder under out/runs: the grid's varying settings
+    train: TrainConfig
+    eval: EvalConfig
+
+    def settings(self) -> dict:
+        return {"train": asdict(self.train), "eval": asdict(self.eval)}
+
+
+@dataclass
+class Sweep:
+    path: Path
+    out: Path
+    trials: list[Trial]
+    varying: list[str]  # "train.method", "train.seed", ... in the file's order
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+
+@dataclass
+class SweepResult:
+    records: dict[str, dict] = field(default_factory=dict)  # trial name -> trial.json contents
+    failed: dict[str, str] = field(default_factory=dict)  # trial name -> what went wrong (one line)
+    skipped: list[str] = field(default_factory=list)  # finished before this sweep started
+
+
+def _value(value) -> str:
+    return "default" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _name_part(key: str, value) -> str:
+    """One varying setting in a trial's folder name."""
+    return f"{key.split('.', 1)[1]}-{_value(value)}".replace("/", "_").replace(":", "_").replace(" ", "_")
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """The sweep file's grid, every trial's settings checked (as `qute train` and `qute eval` would)
+    before anything runs."""
+    path = Path(path)
+    data = read_tables(path, TABLES, "sweep file")
+    sweep = data.get("sweep", {})
+    if set(sweep) - {"out"} or not isinstance(sweep.get("out"), str) or not sweep["out"]:
+        raise QuteError(f"{path}: [sweep] takes one key, out = \"FOLDER\" (where the runs and results go)")
+    out = Path(sweep["out"])
+    if not out.is_absolute():
+        out = path.parent / out
+    out = out.resolve()  # Ray's workers do not share the driver's current directory
+    axes = []  # (table.key, values)
+    for table in ("train", "eval"):
+        for key, value in data.get(table, {}).items():
+            values = value if isinstance(value, list) else [value]
+            if not values:
+                raise QuteError(f"{path}: [{table}] {key} is an empty list")
+            if len(set(map(json.dumps, values))) != len(values):
+                raise QuteError(f"{path}: [{table}] {key} lists a value twice: {value}")
+            axes.append((f"{table}.{key}", values))
+    varying = [k for k, v in axes if len(v) > 1]
+    trials = []
+    for combo in itertools.product(*(v for _, v in axes)):
+        chosen = dict(zip((k for k, _ in axes), combo))
+        tables = {t: {k.split(".", 1)[1]: v for k, v in chosen.items() if k.startswith(t + ".")} for t in ("train", "eval")}
+        train = make_config("train", {"path": str(path), "train": tables["train"]}, {})
+        if train.data_dir is not None and not Path(train.data_dir).is_absolute():
+            train = TrainConfig(**{**asdict(train), "data_dir": str((path.parent / train.data_dir).resolve())})
+        # an eval seed not given follows the trial's training seed
+        ev = make_config("eval", {"path": str(path), "eval": {"seed": train.seed, **tables["eval"]}}, {})
+        name = "_".join(_name_part(k, chosen[k]) for k in varying) or "trial"
+        trials.append(Trial(name, train, ev))
+    return Sweep(path, out, trials, varying)
+
+
+def check_data(sweep: Sweep, progress: Callable[[str], None] = lambda s: None) -> None:
+    """Every dataset the trials use loads here, before any trial is sent out."""
+    from qute.data import load_dataset
+
+    for dataset, data_dir in sorted({(t.train.dataset, t.train.data_dir) for t in sweep.trials}, key=str):
+        progress(f"checking dataset {dataset}")
+        load_dataset(dataset, data_dir, limit=1)
+
+
+def finished(trial: Trial, runs: Path) -> dict | None:
+    """The trial's record when its run directory holds results for exactly these settings."""
+    try:
+        record = json.loads((runs / trial.name / TRIAL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("settings") == json.loads(json.dumps(trial.settings())) else None
+
+
+def run_trial(trial: Trial, runs: Path) -> dict:
+    """Trains and evaluates one trial into runs/<name> (a staging folder until it is complete):
+    the run directory `qute train` writes, metrics.json as `qute eval` writes it, and trial.json."""
+    from codegen import outdir
+    from qute.data import load_dataset
+    from qute.evaluate import evaluate
+    from qute.run import RUN, load_run, save_run, write_json
+    from qute.train import train
+
+    cfg = trial.train
+    data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit)
+    cfg = cfg.for_dataset(len(data.x_train))
+    target = runs / trial.name
+    with outdir.staging(target, RUN, force=True) as folder:
+        result = train(cfg, data)
+        save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature)
+        run = load_run(folder)
+        ev = evaluate(run, trial.eval, data_dir=cfg.data_dir, model=result.model, dataset=data)
+        write_json(folder / "metrics.json", ev.to_json())
+        record = {"name": trial.name, "settings": trial.settings(), "summary": ev.summary, "params": ev.params,
+                  "temperature": result.temperature}
+        write_json(folder / TRIAL_FILE, record)
+    return record
+
+
+def run_sweep(sweep: Sweep, address: str | None = None, cpus: int | None = None,
+              progress: Callable[[str], None] = lambda s: None) -> SweepResult:
+    """Runs every unfinished trial as a Ray task (one CPU each, TensorFlow held to one thread per
+    CPU), retrying a failed one once; gathers the records of all of them."""
+    try:
+        import ray
+    except ImportError:
+        raise QuteError("qute sweep needs Ray: pip install 'ray>=2.40' (make setup installs it)") from None
+    result = SweepResult()
+    todo = []
+    for t in sweep.trials:
+        record = finished(t, sweep.runs)
+        if record is not None:
+            result.records[t.name] = record
+            result.skipped.append(t.name)
+        else:
+            todo.append(t)
+    if result.skipped:
+        progress(f"{len(result.skipped)} of {len(sweep.trials)} trials already finished: kept")
+    if not todo:
+        return result
+    sweep.runs.mkdir(parents=True, exist_ok=True)
+    from qute.data import data_dirs
+
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+           "OMP_NUM_THREADS": "1"}
+    # the data folders the driver sees, for trials without a data_dir of their own
+    if dirs := data_dirs(None):
+        env["QUTE_DATA"] = os.pathsep.join(str(d.resolve()) for d in dirs)
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "runtime_env": {"env_vars": env}}
+    if address is None:
+        ray.init(num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
+    else:
+        ray.init(address=address, **quiet)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=True)(run_trial)
+        pending = {task.remote(t, sweep.runs): t for t in todo}
+        progress(f"{len(todo)} trial(s) sent to Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            t = pending.pop(done[0])
+            try:
+                result.records[t.name] = ray.get(done[0])
+                s = result.records[t.name]["summary"]
+                progress(f"{t.name}: F1 {s['f1']:.4f} NLL {s['nll']:.4f} ECE {s['ece']:.4f} "
+                         f"OOD {s['auroc_ood']:.3f} ({len(result.records)}/{len(sweep.trials)})")
+            except Exception as e:  # the trial's own error, after its retry
+                cause = getattr(e, "cause", None) or e
+                result.failed[t.name] = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
+                progress(f"{t.name}: FAILED twice: {result.failed[t.name]}")
+    finally:
+        ray.shutdown()
+    return result
+
+
+def summary_rows(sweep: Sweep, result: SweepResult) -> list[dict]:
+    """One row per setting but the seed: mean and standard deviation over its finished trials."""
+    from qute.evaluate import TABLE_COLUMNS
+
+    group_keys = [k for k in sweep.varying if k != "train.seed"]
+    groups: dict[str, list[Trial]] = {}
+    for t in sweep.trials:
+        label = ", ".join(f"{k.split('.', 1)[1]}={_value(_setting(t, k))}" for k in group_keys) or "all trials"
+        groups.setdefault(label, []).append(t)
+    rows = []
+    for label, trials in groups.items():
+        recs = [result.records[t.name] for t in trials if t.name in result.records]
+        row = {"setting": label, "trials": len(trials), "finished": len(recs),
+               "failed": [t.name for t in trials if t.name in result.failed],
+               "params": recs[0]["params"] if recs else None}
+        for key, _ in (("accuracy", "Acc"), *TABLE_COLUMNS):
+            v = np.array([r["summary"].get(key, np.nan) for r in recs], float)
+            v = v[np.isfinite(v)]
+            row[key] = (float(v.mean()), float(v.std())) if len(v) else None
+        rows.append(row)
+    return rows
+
+
+def _setting(t: Trial, key: str):
+    table, name = key.split(".", 1)
+    return getattr(t.train if table == "train" else t.eval, name)
+
+
+def render(sweep: Sweep, result: SweepResult) -> str:
+    from qute.evaluate import TABLE_COLUMNS
+
+    cols = (("accuracy", "Acc"), *TABLE_COLUMNS)
+    seeds = sorted({t.train.seed for t in sweep.trials})
+    fixed = [f"{k.split('.', 1)[1]} {_value(_setting(sweep.trials[0], k))}" for k in
+             (f"train.{n}" for n in ("dataset", "arch", "k", "epochs", "batch_size")) if k not in sweep.varying]
+    lines = [f"`qute sweep {sweep.path.name}`: {len(sweep.trials)} trials, seeds {','.join(map(str, seeds))} "
+             f"(mean ± std over seeds); {'; '.join(fixed)}.", "",
+             "| setting | " + " | ".join(c for _, c in cols) + " | params | trials |",
+             "|---|" + "---:|" * (len(cols) + 2)]
+    for r in summary_rows(sweep, result):
+        cells = [f"{r[k][0]:.3f} ± {r[k][1]:.3f}" if r[k] else "n/a" for k, _ in cols]
+        failed = f", {len(r['failed'])} failed" if r["failed"] else ""
+        params = f"{r['params']:,}" if r["params"] is not None else ""
+        lines.append(f"| {r['setting']} | " + " | ".join(cells) + f" | {params} | {r['finished']} of {r['trials']}{failed} |")
+    if result.failed:
+        lines += ["", "Failed trials (each tried twice):"] + [f"- {n}: {why}" for n, why in sorted(result.failed.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(sweep: Sweep, result: SweepResult) -> tuple[Path, Path]:
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    md, js = sweep.out / RESULTS_MD, sweep.out / RESULTS_JSON
+    md.write_text(render(sweep, result))
+    js.write_text(json.dumps({"sweep": str(sweep.path), "varying": sweep.varying,
+                              "rows": summary_rows(sweep, result),
+                              "trials": [{"name": t.name, **t.settings(), "record": result.records.get(t.name),
+                                          "failed": result.failed.get(t.name)} for t in sweep.trials]},
+                             indent=2) + "\n")
+    return md, js

@@ -1,0 +1,109 @@
+"""`qute sweep`: a grid of runs as Ray tasks on a local Ray (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+pytest.importorskip("ray")
+
+from qute.cli import main  # noqa: E402
+from qute.run import load_run  # noqa: E402
+from qute.sweep import load_sweep  # noqa: E402
+
+TINY = """
+[sweep]
+out = "out"
+[train]
+dataset = "digits"
+method = ["base", "qute"]
+seed = [0, 1]
+epochs = 2
+[eval]
+corruptions = "gaussian_noise"
+"""
+
+
+def _sweep(tmp_path, capsys, text=TINY, *extra):
+    f = tmp_path / "sweep.toml"
+    f.write_text(textwrap.dedent(text))
+    try:
+        code = main(["sweep", str(f), "--cpus", "2", *extra])
+    except SystemExit as e:  # exit 1: a trial failed
+        code = e.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_a_tiny_sweep_runs_on_ray_and_gathers_its_table(tmp_path, capsys):
+    code, out, err = _sweep(tmp_path, capsys)
+    assert code == 0, err
+    assert "4 trial(s) sent to Ray (2 CPUs)" in err
+    rows = [line for line in out.splitlines() if line.startswith("| method=")]
+    assert [r.split(" |")[0] for r in rows] == ["| method=base", "| method=qute"]
+    for r in rows:
+        cells = r.split(" | ")
+        # Acc .. AUROC OOD; accuracy-drop AUPRC is n/a when a 2-epoch model's stream has no drop
+        assert cells[-1].strip(" |") == "2 of 2" and all("±" in c for c in cells[1:8])
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [t["name"] for t in saved["trials"]] == ["method-base_seed-0", "method-base_seed-1",
+                                                     "method-qute_seed-0", "method-qute_seed-1"]
+    for t in saved["trials"]:
+        assert t["failed"] is None and t["record"]["summary"]["f1"] > 0
+        run = load_run(tmp_path / "out" / "runs" / t["name"])  # an ordinary run directory
+        assert run.train.method == t["train"]["method"] and run.train.seed == t["train"]["seed"]
+        metrics = json.loads((run.path / "metrics.json").read_text())
+        assert metrics["summary"] == t["record"]["summary"]
+    # means over the two seeds, as the table prints them
+    base = [t["record"]["summary"]["f1"] for t in saved["trials"] if t["train"]["method"] == "base"]
+    assert f"{sum(base) / 2:.3f} ±" in rows[0]
+    table = (tmp_path / "out" / "results.md").read_text()
+
+    # again: every trial is finished, nothing runs, the same table
+    code, out, err = _sweep(tmp_path, capsys)
+    assert code == 0 and "4 of 4 trials already finished: kept" in err and "sent to Ray" not in err
+    assert (tmp_path / "out" / "results.md").read_text() == table
+
+
+def test_a_failing_trial_is_retried_then_reported_not_dropped(tmp_path, capsys):
+    text = TINY.replace('method = ["base", "qute"]', 'method = "base"')
+    blocked = tmp_path / "out" / "runs" / "seed-0"
+    blocked.mkdir(parents=True)  # a folder qute did not make: the trial may not replace it
+    (blocked / "notes.txt").write_text("the user's")
+    code, out, err = _sweep(tmp_path, capsys, text)
+    assert code == 1
+    assert "seed-0: FAILED twice" in err and "seed-1: F1" in err
+    assert "| 1 of 2, 1 failed |" in out and "- seed-0: " in out
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["trials"][0]["failed"] and saved["trials"][1]["record"] is not None
+    assert (blocked / "notes.txt").read_text() == "the user's"  # untouched
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[sweep]\nout = "o"\n[train]\nmethod = ["qute", "nope"]\n', "unknown method 'nope'; choose one of"),
+    ('[sweep]\nout = "o"\n[train]\nseed = []\n', "[train] seed is an empty list"),
+    ('[sweep]\nout = "o"\n[train]\nseed = [1, 1]\n', "lists a value twice"),
+    ('[sweep]\nout = "o"\n[train]\nepochs = ["2"]\n', "epochs must be an integer"),
+    ('[sweep]\nout = "o"\n[train]\nbatchsize = 3\n', "unknown key 'batchsize' in [train]"),
+    ('[sweep]\n[train]\nseed = 1\n', '[sweep] takes one key, out = "FOLDER"'),
+    ('[sweeps]\nout = "o"\n', "unknown table [sweeps]"),
+    ('[sweep\n', "is not valid TOML"),
+])
+def test_bad_sweep_files_fail_before_any_work(tmp_path, capsys, text, message):
+    code, out, err = _sweep(tmp_path, capsys, text)
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_grid_is_every_combination_in_file_order(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('[sweep]\nout = "o"\n[train]\nmethod = ["base", "qute"]\nk = [2, 3]\nseed = [0, 1, 2]\nepochs = 1\n'
+                 '[eval]\nwindow = [50, 100]\n')
+    sw = load_sweep(f)
+    assert sw.varying == ["train.method", "train.k", "train.seed", "eval.window"]
+    assert len(sw.trials) == 24 and len({t.name for t in sw.trials}) == 24
+    assert sw.trials[0].name == "method-base_k-2_seed-0_window-50"
+    assert all(t.eval.seed == t.train.seed for t in sw.trials)  # eval follows the training seed
+    assert sw.out == (tmp_path / "o").resolve()
