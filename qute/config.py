@@ -22,7 +22,7 @@ from pathlib import Path
 
 from qute.errors import QuteError
 
-ARCHS = ("mnist-cnn", "ds-cnn", "resnet8")
+ARCHS = ("mnist-cnn", "mnist-cnn-mp", "ds-cnn", "resnet8")
 METHODS = ("qute", "base", "ee-ensemble", "deep-ensemble", "mc-dropout")
 MAX_K = 16
 

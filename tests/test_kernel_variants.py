@@ -162,6 +162,7 @@ CLAIMS = {
     "fc_perchannel": lambda f: _fc(f) and f["scales"] == f["w"][0],
     "add_residual": lambda f: f["opcode"] == "CONV_2D",  # then the ADD (checked below)
     "avgpool": lambda f: f["opcode"] == "AVERAGE_POOL_2D",
+    "maxpool": lambda f: f["opcode"] == "MAX_POOL_2D",
     "chain_dscnn": lambda f: _conv(f, (10, 4), lambda c: c == 1, 2),
     "chain_resnet": lambda f: _conv(f, (3, 3)),
 }

@@ -30,6 +30,18 @@ def test_mnist_cnn_is_the_papers_size():
     assert 3_700 <= base.count_params() <= 4_100
 
 
+def test_mnist_cnn_mp_pools_instead_of_striding():
+    strided = models.build(NetSpec("mnist-cnn", "qute", (28, 28, 1), 10), training=False)
+    pooled = models.build(NetSpec("mnist-cnn-mp", "qute", (28, 28, 1), 10), training=False)
+    assert pooled.count_params() == strided.count_params()  # the same convolutions and heads
+    assert [pooled.get_layer(f"bb_pool{i}").output.shape[1] for i in (1, 2, 3)] == [14, 7, 3]
+    assert all(pooled.get_layer(f"bb_conv{i}").strides == (1, 1) for i in (1, 2, 3))
+    assert pooled.get_layer("block_0_dw").output.shape[1:3] == (3, 3)
+    # 8x8 digits: one pooling, then the map is too small for another
+    small = models.build(NetSpec("mnist-cnn-mp", "base", (8, 8, 1), 10), training=False)
+    assert [layer.name for layer in small.layers if "pool" in layer.name and layer.name.startswith("bb_")] == ["bb_pool1"]
+
+
 def test_qute_training_graph_has_exits_blocks_and_original_head():
     spec = NetSpec("mnist-cnn", "qute", (28, 28, 1), 10, k=3)
     model = models.build(spec, training=True)
@@ -78,7 +90,7 @@ def test_block_loss_does_not_train_the_tied_kernel():
 
 
 def test_bad_spec_names_the_allowed_values():
-    with pytest.raises(QuteError, match="mnist-cnn, ds-cnn, resnet8"):
+    with pytest.raises(QuteError, match="mnist-cnn, mnist-cnn-mp, ds-cnn, resnet8"):
         NetSpec("lenet", "qute", (8, 8, 1), 10)
     with pytest.raises(QuteError, match="choose one of: qute, base"):
         NetSpec("mnist-cnn", "bagging", (8, 8, 1), 10)

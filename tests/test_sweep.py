@@ -107,3 +107,13 @@ def test_the_grid_is_every_combination_in_file_order(tmp_path):
     assert sw.trials[0].name == "method-base_k-2_seed-0_window-50"
     assert all(t.eval.seed == t.train.seed for t in sw.trials)  # eval follows the training seed
     assert sw.out == (tmp_path / "o").resolve()
+
+
+def test_the_committed_sweeps_are_valid():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "bench" / "sweeps").glob("*.toml"))
+    assert files
+    for f in files:
+        sw = load_sweep(f)
+        assert sw.trials and len({t.name for t in sw.trials}) == len(sw.trials)

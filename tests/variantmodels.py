@@ -50,7 +50,8 @@ from fbmodels import ACTS, ModelBuilder, padding
 _ACT_CYCLE = ("NONE", "RELU", "RELU6")
 
 # Op versions as the converter writes them for int8 (the generator and TFLM accept any).
-_VERSION = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1}
+_VERSION = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2,
+            "RESHAPE": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,6 +375,24 @@ def _(r, act):
             "padding": pad, "activation": act}
 
 
+@_cls("maxpool", "maxpool")  # 2x2/2 as QUTE's pooled backbone, global as its heads, or any window
+def _(r, act):
+    h, w = _hw(r, 1, 10)
+    shape = r.random()
+    if shape < 0.35:
+        k, s, pad = (h, w), (1, 1), "VALID"
+    elif shape < 0.7:
+        k, s, pad = (2, 2), (2, 2), "VALID"
+        h, w = max(h, 2), max(w, 2)
+    else:
+        k = (_int(r, 1, 3), _int(r, 1, 3))
+        s, pad = (_int(r, 1, 3), _int(r, 1, 3)), _pad(r)
+        h, w = max(h, k[0]), max(w, k[1])
+    # channels: whole words, and tails of 1-3
+    return {"kind": "maxpool", "in_shape": [h, w, _int(r, 1, 40)], "kernel": list(k), "stride": list(s),
+            "padding": pad, "activation": act}
+
+
 @_cls("chain_dscnn", "chain")  # KWS DS-CNN: conv 10x4/2, [dw 3x3, conv 1x1] x2, global pool, FC
 def _(r, act):
     h, w = _int(r, 12, 22), _int(r, 6, 10)
@@ -404,7 +423,7 @@ def _(r, act):
 
 
 FAMILY_OPCODES = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "fc": "FULLY_CONNECTED", "add": "ADD",
-                  "avgpool": "AVERAGE_POOL_2D"}
+                  "avgpool": "AVERAGE_POOL_2D", "maxpool": "MAX_POOL_2D"}
 
 
 def draw(seed: int) -> list[dict]:
@@ -594,7 +613,7 @@ class _Net:
         self.b.op("ADD", [a, b], [y], version=_VERSION["ADD"], fusedActivationFunction=ACTS[c["activation"]])
         return y
 
-    def avgpool(self, x: int, c: dict, name: str) -> int:
+    def pool(self, x: int, c: dict, name: str, opcode: str = "AVERAGE_POOL_2D") -> int:
         n, H, W, C = self.shape[x]
         if c.get("global"):
             k, s, pad = (H, W), (1, 1), "VALID"
@@ -603,7 +622,7 @@ class _Net:
         oh, ow = _out_size(pad, H, k[0], s[0], 1), _out_size(pad, W, k[1], s[1], 1)
         scale, zp = self.q[x]
         y = self.act((n, oh, ow, C), scale, zp, name, self.dev[x] * 0.7)
-        self.b.op("AVERAGE_POOL_2D", [x], [y], version=_VERSION["AVERAGE_POOL_2D"], padding=padding(pad),
+        self.b.op(opcode, [x], [y], version=_VERSION[opcode], padding=padding(pad),
                   strideH=s[0], strideW=s[1], filterHeight=k[0], filterWidth=k[1],
                   fusedActivationFunction=ACTS[c["activation"]])
         return y
@@ -673,9 +692,9 @@ def build(seed: int, branches: list[dict] | None = None, expose_adapters: bool =
             net.note(z, name, "CONV_2D", "residual conv", c["conv"])
             y = net.add(z, t, c, f"{name}/add")
             net.note(y, name, "ADD", "op", c)
-        elif kind == "avgpool":
-            y = net.avgpool(t, c, f"{name}/pool")
-            net.note(y, name, "AVERAGE_POOL_2D", "op", c)
+        elif kind in ("avgpool", "maxpool"):
+            y = net.pool(t, c, f"{name}/pool", FAMILY_OPCODES[kind])
+            net.note(y, name, FAMILY_OPCODES[kind], "op", c)
         elif kind == "chain":
             y = t
             for k, step in enumerate(c["steps"]):
@@ -687,7 +706,7 @@ def build(seed: int, branches: list[dict] | None = None, expose_adapters: bool =
                 elif step["kind"] == "add":
                     y = net.add(y, t, step, sname)
                 elif step["kind"] == "avgpool":
-                    y = net.avgpool(y, step, sname)
+                    y = net.pool(y, step, sname)
                 elif step["kind"] == "fc":
                     y = net.reshape(y, (1, step["depth"]), f"{sname}/rows")
                     y = net.fc(y, step, sname)

@@ -1,6 +1,9 @@
 #include "qute_pool.h"
 
+#include <string.h>
+
 #include "qute_common.h"
+#include "qute_simd.h"
 
 /* The window of output (oy, ox) clipped to the input: [y0, y1) x [x0, x1) in input coordinates. */
 typedef struct {
@@ -50,12 +53,28 @@ void qute_avg_pool_s8(const qute_pool_params *p, const int8_t *input, int8_t *ou
 
 void qute_max_pool_s8(const qute_pool_params *p, const int8_t *input, int8_t *output)
 {
+#if QUTE_HAVE_SIMD
+    const uint32_t lo4 = (uint32_t)(uint8_t)p->act_min * 0x01010101u, hi4 = (uint32_t)(uint8_t)p->act_max * 0x01010101u;
+#endif
     for (int32_t b = 0; b < p->batches; ++b) {
         const int8_t *in = input + b * p->in_h * p->in_w * p->depth;
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
             for (int32_t ox = 0; ox < p->out_w; ++ox) {
                 qute_window w = pool_window(p, oy, ox);
-                for (int32_t c = 0; c < p->depth; ++c) {
+                int32_t c = 0;
+#if QUTE_HAVE_SIMD
+                for (; c + 4 <= p->depth; c += 4, output += 4) { /* four channels per word */
+                    uint32_t m = 0x80808080u;
+                    for (int32_t y = w.y0; y < w.y1; ++y) {
+                        for (int32_t x = w.x0; x < w.x1; ++x) {
+                            m = qute_max_s8x4(m, qute_read_s8x4(in + (y * p->in_w + x) * p->depth + c));
+                        }
+                    }
+                    m = qute_min_s8x4(qute_max_s8x4(m, lo4), hi4);
+                    memcpy(output, &m, 4);
+                }
+#endif
+                for (; c < p->depth; ++c) {
                     int32_t m = INT8_MIN;
                     for (int32_t y = w.y0; y < w.y1; ++y) {
                         for (int32_t x = w.x0; x < w.x1; ++x) {

@@ -73,6 +73,22 @@ static inline int32_t qute_smlatt(uint32_t a, uint32_t b, int32_t acc)
     return r;
 }
 
+/* Lane-wise maximum and minimum of four signed bytes: SSUB8 sets a lane's GE flag where a >= b,
+ * SEL then picks that lane from the first operand or the second. */
+static inline uint32_t qute_max_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t r, t;
+    __asm__("ssub8 %1, %2, %3\n\tsel %0, %2, %3" : "=r"(r), "=&r"(t) : "r"(a), "r"(b) : "cc");
+    return r;
+}
+
+static inline uint32_t qute_min_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t r, t;
+    __asm__("ssub8 %1, %2, %3\n\tsel %0, %3, %2" : "=r"(r), "=&r"(t) : "r"(a), "r"(b) : "cc");
+    return r;
+}
+
 #else
 
 static inline uint32_t qute_pack16(int32_t lo, int32_t hi)
@@ -115,6 +131,26 @@ static inline int32_t qute_smlabb(uint32_t a, uint32_t b, int32_t acc)
 static inline int32_t qute_smlatt(uint32_t a, uint32_t b, int32_t acc)
 {
     return (int32_t)((uint32_t)acc + (uint32_t)(qute_lane_hi(a) * qute_lane_hi(b)));
+}
+
+static inline uint32_t qute_max_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t r = 0;
+    for (int i = 0; i < 32; i += 8) {
+        const int8_t x = (int8_t)(uint8_t)(a >> i), y = (int8_t)(uint8_t)(b >> i);
+        r |= (uint32_t)(uint8_t)(x >= y ? x : y) << i;
+    }
+    return r;
+}
+
+static inline uint32_t qute_min_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t r = 0;
+    for (int i = 0; i < 32; i += 8) {
+        const int8_t x = (int8_t)(uint8_t)(a >> i), y = (int8_t)(uint8_t)(b >> i);
+        r |= (uint32_t)(uint8_t)(x >= y ? y : x) << i;
+    }
+    return r;
 }
 
 #endif
