@@ -111,6 +111,11 @@ def load_sweep(path: str | Path) -> Sweep:
         ev = make_config("eval", {"path": str(path), "eval": {"seed": train.seed, **tables["eval"]}}, {})
         name = "_".join(_name_part(k, chosen[k]) for k in varying) or "trial"
         trials.append(Trial(name, train, ev))
+    names = [t.name for t in trials]
+    if len(set(names)) != len(names):  # values that differ only in characters a folder name cannot keep
+        clash = next(n for n in names if names.count(n) > 1)
+        raise QuteError(f"{path}: two trials would share the folder runs/{clash}; make the listed values differ "
+                        "in more than '/', ':' and spaces")
     return Sweep(path, out, trials, varying)
 
 

@@ -90,6 +90,7 @@ def test_a_failing_trial_is_retried_then_reported_not_dropped(tmp_path, capsys):
     ('[sweep]\n[train]\nseed = 1\n', '[sweep] takes one key, out = "FOLDER"'),
     ('[sweeps]\nout = "o"\n', "unknown table [sweeps]"),
     ('[sweep\n', "is not valid TOML"),
+    ('[sweep]\nout = "o"\n[train]\ndataset = ["npz:a/b.npz", "npz:a_b.npz"]\n', "two trials would share the folder"),
 ])
 def test_bad_sweep_files_fail_before_any_work(tmp_path, capsys, text, message):
     code, out, err = _sweep(tmp_path, capsys, text)
