@@ -362,15 +362,20 @@ def _(r, act):
             "activation": act, "out_zp": _int(r, -128, 127), "gain": round(float(10 ** r.uniform(-0.3, 0.3)), 4)}
 
 
+def _any_window(r, h, w):
+    """A pooling window and stride of 1-3 each, any padding; the input grown to hold the window."""
+    k = (_int(r, 1, 3), _int(r, 1, 3))
+    s, pad = (_int(r, 1, 3), _int(r, 1, 3)), _pad(r)
+    return k, s, pad, max(h, k[0]), max(w, k[1])
+
+
 @_cls("avgpool", "avgpool")
 def _(r, act):
     h, w = _hw(r, 1, 10)
     if r.random() < 0.5:  # global, as KWS and ResNet-8 end
         k, s, pad = (h, w), (1, 1), "VALID"
     else:
-        k = (_int(r, 1, 3), _int(r, 1, 3))
-        s, pad = (_int(r, 1, 3), _int(r, 1, 3)), _pad(r)
-        h, w = max(h, k[0]), max(w, k[1])
+        k, s, pad, h, w = _any_window(r, h, w)
     return {"kind": "avgpool", "in_shape": [h, w, _int(r, 1, 32)], "kernel": list(k), "stride": list(s),
             "padding": pad, "activation": act}
 
@@ -385,9 +390,7 @@ def _(r, act):
         k, s, pad = (2, 2), (2, 2), "VALID"
         h, w = max(h, 2), max(w, 2)
     else:
-        k = (_int(r, 1, 3), _int(r, 1, 3))
-        s, pad = (_int(r, 1, 3), _int(r, 1, 3)), _pad(r)
-        h, w = max(h, k[0]), max(w, k[1])
+        k, s, pad, h, w = _any_window(r, h, w)
     # channels: whole words, and tails of 1-3
     return {"kind": "maxpool", "in_shape": [h, w, _int(r, 1, 40)], "kernel": list(k), "stride": list(s),
             "padding": pad, "activation": act}

@@ -218,7 +218,7 @@ static void im2col(const qute_conv_params *p, const int8_t *in_b, int32_t y, int
 static void im2col_wide(const qute_conv_params *p, const int8_t *in_b, int32_t y, int32_t x, uint32_t *wide, int lane)
 {
     const int32_t ih = p->input_h, iw = p->input_w, c = p->input_c, kw = p->filter_w, words = c / 4;
-    const uint32_t zp4 = (uint32_t)(uint8_t)(int8_t)(-p->input_offset) * 0x01010101u;
+    const uint32_t zp4 = qute_splat_s8x4(-p->input_offset);
     const uint32_t ze = qute_sxtb16(zp4), zo = qute_sxtb16_ror8(zp4);
     const int32_t oy = y * p->stride_h - p->pad_h, ox = x * p->stride_w - p->pad_w;
     const int whole_row = p->dilation_w == 1 && ox >= 0 && ox + kw <= iw;

@@ -212,11 +212,6 @@ void qute_depthwise_conv2d_s8(const qute_depthwise_conv_params *p, const int8_t 
 #define DW_RQ 22         /* first requantization word of a group */
 #define DW_ZROW 64       /* words of input zero points: 256 bytes of stack, 64 groups per chunk */
 
-static inline uint32_t dw_bytes4(int32_t v)
-{
-    return (uint32_t)(uint8_t)(int8_t)v * 0x01010101u;
-}
-
 /* ---- the requantization of one lane, in C */
 
 DW_INLINE int32_t dw_requant(int32_t acc, const int32_t *q, int lane, const qute_dw_packed_params *p,
@@ -690,11 +685,11 @@ DW_INLINE void dw3x3_op(const qute_dw_packed_params *p, const int8_t *input, int
     const int32_t sh = p->stride_h, sw = p->stride_w, dh = p->dilation_h, dw = p->dilation_w;
     const int32_t cs = dw * c, rs = dh * w * c, full = c / 4;
     uint32_t zrow[DW_ZROW];
-    const uint32_t zp4 = dw_bytes4(p->input_zero_point);
+    const uint32_t zp4 = qute_splat_s8x4(p->input_zero_point);
     for (int32_t j = 0; j < DW_ZROW; ++j) {
         zrow[j] = zp4;
     }
-    const uint32_t bounds[2] = {dw_bytes4(p->act_min), dw_bytes4(p->act_max)};
+    const uint32_t bounds[2] = {qute_splat_s8x4(p->act_min), qute_splat_s8x4(p->act_max)};
     /* output columns whose window lies inside the input: x_lo .. x_hi */
     const int32_t x_lo = (p->pad_w + sw - 1) / sw;
     const int32_t last = w - 1 - 2 * dw + p->pad_w;

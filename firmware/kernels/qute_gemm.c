@@ -23,7 +23,7 @@ typedef struct {
 static inline out_rq output_requant(const qute_requant_params *rq)
 {
     const out_rq o = {rq->output_offset, rq->act_min, rq->act_max, rq->single_rounding,
-                      (uint32_t)(uint8_t)rq->act_min * 0x01010101u, (uint32_t)(uint8_t)rq->act_max * 0x01010101u};
+                      qute_splat_s8x4(rq->act_min), qute_splat_s8x4(rq->act_max)};
     return o;
 }
 
@@ -90,15 +90,7 @@ static inline uint32_t pack_bytes(int32_t b0, int32_t b1, int32_t b2, int32_t b3
 /* Each signed byte of v clamped to [the byte of lo4, the byte of hi4]. */
 static inline uint32_t clamp_bytes(uint32_t v, uint32_t lo4, uint32_t hi4)
 {
-    uint32_t t;
-    __asm__("ssub8 %[t], %[v], %[lo]\n\t"
-            "sel %[v], %[v], %[lo]\n\t"
-            "ssub8 %[t], %[hi], %[v]\n\t"
-            "sel %[v], %[v], %[hi]"
-            : [v] "+r"(v), [t] "=&r"(t)
-            : [lo] "r"(lo4), [hi] "r"(hi4)
-            : "cc");
-    return v;
+    return qute_min_s8x4(qute_max_s8x4(v, lo4), hi4);
 }
 
 /* Channels c and c + 1 of two rows (s: row 0 then row 1), the fast form. */
@@ -178,6 +170,19 @@ static inline void widen_2rows(const int8_t *a0, const int8_t *a1, int32_t k4, u
         wide[1] = qute_sxtb16_ror8(x0);
         wide[2] = qute_sxtb16(x1);
         wide[3] = qute_sxtb16_ror8(x1);
+    }
+}
+
+/* Int8 word j of the int8 layout as its two pairs; under the int16 layout (w16) they are stored
+ * split, as words 2j and 2j + 1. */
+static inline void split_word(const uint32_t *w, int32_t j, int w16, uint32_t *e, uint32_t *o)
+{
+    if (w16) {
+        *e = w[2 * j];
+        *o = w[2 * j + 1];
+    } else {
+        *e = qute_sxtb16(w[j]);
+        *o = qute_sxtb16_ror8(w[j]);
     }
 }
 
@@ -281,9 +286,9 @@ static inline void dot_1x4(const uint32_t *wa, const uint32_t *wb, const int8_t 
     s[3] = s3;
 }
 
-/* The same two loops on int16 weights (qute_gemm.h's second layout): the weights come split, so
- * a word of input costs 12 instructions for 16 multiply-accumulates in the two-row loop and 15
- * in the one-row loop. */
+/* The same two loops on int16 weights (qute_gemm.h's second layout): the weights come split and
+ * one LDM loads a channel pair's four words (so they sit in r8-r11), so a word of input costs 11
+ * instructions for 16 multiply-accumulates in the two-row loop and 13 in the one-row loop. */
 #define QUTE_DOT_2X2_W16_STEP                                                                          \
     "ldmia %[w]!, {r8, r9, r10, r11}\n\t" /* a0, a1, b0, b1 */                                          \
     "ldrd %[xe], %[xo], [%[x]], #8\n\t"                                                                \
@@ -374,19 +379,6 @@ static inline void dot_1x4_w16(const uint32_t *wa, const uint32_t *wb, const int
 
 #else
 
-/* Int8 word j of the int8 layout as its two pairs; under the int16 layout (w16) they are stored
- * split, as words 2j and 2j + 1. */
-static inline void split_word(const uint32_t *w, int32_t j, int w16, uint32_t *e, uint32_t *o)
-{
-    if (w16) {
-        *e = w[2 * j];
-        *o = w[2 * j + 1];
-    } else {
-        *e = qute_sxtb16(w[j]);
-        *o = qute_sxtb16_ror8(w[j]);
-    }
-}
-
 /* Two rows (widened) x two channels: each weight word is split once and used for both rows. */
 static inline void dot_2x2_any(const uint32_t *w, const uint32_t *x, int32_t k4, int32_t s[4], int w16)
 {
@@ -452,18 +444,6 @@ static inline void dot_1x4_w16(const uint32_t *wa, const uint32_t *wb, const int
 
 #endif
 
-#if defined(QUTE_SIMD_NATIVE) && defined(__OPTIMIZE__)
-static inline void split_word(const uint32_t *w, int32_t j, int w16, uint32_t *e, uint32_t *o)
-{
-    if (w16) {
-        *e = w[2 * j];
-        *o = w[2 * j + 1];
-    } else {
-        *e = qute_sxtb16(w[j]);
-        *o = qute_sxtb16_ror8(w[j]);
-    }
-}
-#endif
 
 /* One row x one channel whose words are `stride` int8-layout words apart. */
 static inline int32_t dot_1x1(const uint32_t *w, int32_t stride, const int8_t *a, int32_t k4, int32_t s, int w16)

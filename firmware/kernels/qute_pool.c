@@ -54,7 +54,7 @@ void qute_avg_pool_s8(const qute_pool_params *p, const int8_t *input, int8_t *ou
 void qute_max_pool_s8(const qute_pool_params *p, const int8_t *input, int8_t *output)
 {
 #if QUTE_HAVE_SIMD
-    const uint32_t lo4 = (uint32_t)(uint8_t)p->act_min * 0x01010101u, hi4 = (uint32_t)(uint8_t)p->act_max * 0x01010101u;
+    const uint32_t lo4 = qute_splat_s8x4(p->act_min), hi4 = qute_splat_s8x4(p->act_max);
 #endif
     for (int32_t b = 0; b < p->batches; ++b) {
         const int8_t *in = input + b * p->in_h * p->in_w * p->depth;

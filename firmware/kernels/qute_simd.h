@@ -26,6 +26,12 @@
 #define QUTE_HAVE_SIMD 0
 #endif
 
+/* The int8 value x in all four bytes of a word. */
+static inline uint32_t qute_splat_s8x4(int32_t x)
+{
+    return (uint32_t)(uint8_t)x * 0x01010101u;
+}
+
 /* Four int8 values as one word, from any address (Cortex-M4/M7 load unaligned words). */
 static inline uint32_t qute_read_s8x4(const int8_t *p)
 {
@@ -143,14 +149,10 @@ static inline uint32_t qute_max_s8x4(uint32_t a, uint32_t b)
     return r;
 }
 
+/* each lane's {max, min} is {a, b}: the minimum is what the maximum leaves */
 static inline uint32_t qute_min_s8x4(uint32_t a, uint32_t b)
 {
-    uint32_t r = 0;
-    for (int i = 0; i < 32; i += 8) {
-        const int8_t x = (int8_t)(uint8_t)(a >> i), y = (int8_t)(uint8_t)(b >> i);
-        r |= (uint32_t)(uint8_t)(x >= y ? y : x) << i;
-    }
-    return r;
+    return a ^ b ^ qute_max_s8x4(a, b);
 }
 
 #endif
