@@ -66,7 +66,8 @@ def cli():
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float, help="Adam learning rate (decayed by --lr-decay every epoch).")
 @click.option("--lr-decay", type=float)
-@click.option("--untied", is_flag=True, default=None, help="qute: give every output block its own depthwise kernel.")
+@click.option("--untied/--tied", default=None,
+              help="qute: every output block has a depthwise kernel of its own (default), or shares its exit's (the paper's QUTE).")
 @click.option("--temperature/--no-temperature", default=None,
               help="Fit one temperature on the validation split and fold it into the heads (default: on).")
 @click.option("--seed", type=int)
@@ -96,8 +97,10 @@ def train(config_path, out, force, **flags):
     with outdir.staging(out, RUN, force) as folder:
         from qute.train import train as run_training
 
+        what = [cfg.arch] + ([] if cfg.method == "base" else [f"K={cfg.k}"])
+        what += ["tied"] if cfg.method == "qute" and not cfg.untied else []
         click.echo(
-            f"training {cfg.method} ({cfg.arch}, K={cfg.k}{', untied' if cfg.untied else ''}) on {cfg.dataset}: "
+            f"training {cfg.method} ({', '.join(what)}) on {cfg.dataset}: "
             f"{len(data.x_train):,} train / {len(data.x_val):,} val / {len(data.x_test):,} test, {cfg.epochs} epochs",
             err=True,
         )

@@ -13,6 +13,10 @@ grid is every combination of the lists. [sweep] says where the runs and results 
     [eval]
     ood = "fashion_mnist"
 
+`int8 = true` in [sweep] also quantizes every trial (`qute quantize`) and evaluates the int8 model on
+TFLite Micro (`qute eval --stages int8`); the table then shows what int8 changes (NLL, ECE, OOD
+AUROC). A finished trial without its int8 results gets only those.
+
 Each trial trains (`qute train`'s run directory, metrics.json as `qute eval` writes it), on a local
 Ray started for the sweep (bounded to the machine's cores) or on an existing cluster (`--address`;
 its workers need qute installed and `out` and the data on a shared file system). A trial that
@@ -56,6 +60,7 @@ class Sweep:
     out: Path
     trials: list[Trial]
     varying: list[str]  # "train.method", "train.seed", ... in the file's order
+    int8: bool = False
 
     @property
     def runs(self) -> Path:
@@ -84,8 +89,11 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     data = read_tables(path, TABLES, "sweep file")
     sweep = data.get("sweep", {})
-    if set(sweep) - {"out"} or not isinstance(sweep.get("out"), str) or not sweep["out"]:
-        raise QuteError(f"{path}: [sweep] takes one key, out = \"FOLDER\" (where the runs and results go)")
+    if set(sweep) - {"out", "int8"} or not isinstance(sweep.get("out"), str) or not sweep["out"]:
+        raise QuteError(f"{path}: [sweep] takes out = \"FOLDER\" (where the runs and results go) and "
+                        "optionally int8 = true")
+    if not isinstance(sweep.get("int8", False), bool):
+        raise QuteError(f"{path}: [sweep] int8 must be true or false, got {sweep['int8']!r}")
     out = Path(sweep["out"])
     if not out.is_absolute():
         out = path.parent / out
@@ -116,7 +124,7 @@ def load_sweep(path: str | Path) -> Sweep:
         clash = next(n for n in names if names.count(n) > 1)
         raise QuteError(f"{path}: two trials would share the folder runs/{clash}; make the listed values differ "
                         "in more than '/', ':' and spaces")
-    return Sweep(path, out, trials, varying)
+    return Sweep(path, out, trials, varying, sweep.get("int8", False))
 
 
 def check_data(sweep: Sweep, progress: Callable[[str], None] = lambda s: None) -> None:
@@ -137,9 +145,10 @@ def finished(trial: Trial, runs: Path) -> dict | None:
     return record if record.get("settings") == json.loads(json.dumps(trial.settings())) else None
 
 
-def run_trial(trial: Trial, runs: Path) -> dict:
+def run_trial(trial: Trial, runs: Path, int8: bool = False) -> dict:
     """Trains and evaluates one trial into runs/<name> (a staging folder until it is complete):
-    the run directory `qute train` writes, metrics.json as `qute eval` writes it, and trial.json."""
+    the run directory `qute train` writes, metrics.json as `qute eval` writes it, and trial.json;
+    with `int8`, also the quantized model and its evaluation on TFLite Micro."""
     from codegen import outdir
     from qute.data import load_dataset
     from qute.evaluate import evaluate
@@ -150,6 +159,11 @@ def run_trial(trial: Trial, runs: Path) -> dict:
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit)
     cfg = cfg.for_dataset(len(data.x_train))
     target = runs / trial.name
+    record = finished(trial, runs)
+    if record is not None:  # trained and evaluated before; only the int8 results are missing
+        record["int8"] = _int8_summary(load_run(target), trial, data)
+        write_json(target / TRIAL_FILE, record)
+        return record
     with outdir.staging(target, RUN, force=True) as folder:
         result = train(cfg, data)
         save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature)
@@ -158,8 +172,19 @@ def run_trial(trial: Trial, runs: Path) -> dict:
         write_json(folder / "metrics.json", ev.to_json())
         record = {"name": trial.name, "settings": trial.settings(), "summary": ev.summary, "params": ev.params,
                   "temperature": result.temperature}
+        if int8:
+            record["int8"] = _int8_summary(run, trial, data, result.model)
         write_json(folder / TRIAL_FILE, record)
     return record
+
+
+def _int8_summary(run, trial: Trial, data, model=None) -> dict:
+    """`qute quantize RUN` then the int8 stage of `qute eval`: the int8 model's metrics."""
+    from qute.evaluate import evaluate
+    from qute.quantize import quantize_run, write_result
+
+    write_result(run.path, quantize_run(run, model=model, dataset=data))
+    return evaluate(run, trial.eval, data_dir=trial.train.data_dir, model=model, dataset=data, stage="int8").summary
 
 
 def run_sweep(sweep: Sweep, address: str | None = None, cpus: int | None = None,
@@ -174,7 +199,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, cpus: int | None = None,
     todo = []
     for t in sweep.trials:
         record = finished(t, sweep.runs)
-        if record is not None:
+        if record is not None and (not sweep.int8 or "int8" in record):
             result.records[t.name] = record
             result.skipped.append(t.name)
         else:
@@ -198,7 +223,7 @@ def run_sweep(sweep: Sweep, address: str | None = None, cpus: int | None = None,
         ray.init(address=address, **quiet)
     try:
         task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=True)(run_trial)
-        pending = {task.remote(t, sweep.runs): t for t in todo}
+        pending = {task.remote(t, sweep.runs, sweep.int8): t for t in todo}
         progress(f"{len(todo)} trial(s) sent to Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -233,11 +258,23 @@ def summary_rows(sweep: Sweep, result: SweepResult) -> list[dict]:
                "failed": [t.name for t in trials if t.name in result.failed],
                "params": recs[0]["params"] if recs else None}
         for key, _ in (("accuracy", "Acc"), *TABLE_COLUMNS):
-            v = np.array([r["summary"].get(key, np.nan) for r in recs], float)
-            v = v[np.isfinite(v)]
-            row[key] = (float(v.mean()), float(v.std())) if len(v) else None
+            row[key] = _mean_std([r["summary"].get(key, np.nan) for r in recs])
+        if sweep.int8:
+            for key, _ in INT8_COLUMNS:
+                metric = key.removeprefix("int8_")
+                row[key] = _mean_std([r["int8"][metric] - r["summary"][metric] for r in recs if "int8" in r])
         rows.append(row)
     return rows
+
+
+# what int8 on TFLite Micro changes, trial by trial (int8 minus float)
+INT8_COLUMNS = (("int8_nll", "int8 ΔNLL"), ("int8_ece", "int8 ΔECE"), ("int8_auroc_ood", "int8 ΔOOD"))
+
+
+def _mean_std(values) -> tuple[float, float] | None:
+    v = np.array(values, float)
+    v = v[np.isfinite(v)]
+    return (float(v.mean()), float(v.std())) if len(v) else None
 
 
 def _setting(t: Trial, key: str):
@@ -248,7 +285,7 @@ def _setting(t: Trial, key: str):
 def render(sweep: Sweep, result: SweepResult) -> str:
     from qute.evaluate import TABLE_COLUMNS
 
-    cols = (("accuracy", "Acc"), *TABLE_COLUMNS)
+    cols = (("accuracy", "Acc"), *TABLE_COLUMNS, *(INT8_COLUMNS if sweep.int8 else ()))
     seeds = sorted({t.train.seed for t in sweep.trials})
     fixed = [f"{k.split('.', 1)[1]} {_value(_setting(sweep.trials[0], k))}" for k in
              (f"train.{n}" for n in ("dataset", "arch", "k", "epochs", "batch_size")) if k not in sweep.varying]
@@ -257,7 +294,7 @@ def render(sweep: Sweep, result: SweepResult) -> str:
              "| setting | " + " | ".join(c for _, c in cols) + " | params | trials |",
              "|---|" + "---:|" * (len(cols) + 2)]
     for r in summary_rows(sweep, result):
-        cells = [f"{r[k][0]:.3f} ± {r[k][1]:.3f}" if r[k] else "n/a" for k, _ in cols]
+        cells = [f"{r[k][0]:{'+' if k.startswith('int8_') else ''}.3f} ± {r[k][1]:.3f}" if r[k] else "n/a" for k, _ in cols]
         failed = f", {len(r['failed'])} failed" if r["failed"] else ""
         params = f"{r['params']:,}" if r["params"] is not None else ""
         lines.append(f"| {r['setting']} | " + " | ".join(cells) + f" | {params} | {r['finished']} of {r['trials']}{failed} |")

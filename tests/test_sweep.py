@@ -67,6 +67,33 @@ def test_a_tiny_sweep_runs_on_ray_and_gathers_its_table(tmp_path, capsys):
     assert (tmp_path / "out" / "results.md").read_text() == table
 
 
+def test_int8_results_are_added_to_finished_trials_without_training_again(tmp_path, capsys):
+    text = TINY.replace('method = ["base", "qute"]', 'method = "qute"')
+    code, out, err = _sweep(tmp_path, capsys, text)
+    assert code == 0 and "ΔNLL" not in out
+    runs = tmp_path / "out" / "runs"
+    trained = {p: p.stat().st_mtime_ns for p in runs.glob("*/model.keras")}
+    assert len(trained) == 2
+    code, out, err = _sweep(tmp_path, capsys, text.replace('out = "out"', 'out = "out"\nint8 = true'))
+    assert code == 0, err
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/model.keras")} == trained  # not retrained
+    header = next(line for line in out.splitlines() if line.startswith("| setting"))
+    assert header.split(" | ")[-5:-2] == ["int8 ΔNLL", "int8 ΔECE", "int8 ΔOOD"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    for t in saved["trials"]:
+        rec = t["record"]
+        assert (runs / t["name"] / "model.int8.tflite").is_file()
+        metrics = json.loads((runs / t["name"] / "quantization.json").read_text())
+        assert metrics["stages"]["int8_tflm"]["accuracy"] > 0
+        assert set(rec["int8"]) == set(rec["summary"]) and rec["int8"] != rec["summary"]
+    row = saved["rows"][0]
+    deltas = [t["record"]["int8"]["nll"] - t["record"]["summary"]["nll"] for t in saved["trials"]]
+    assert row["int8_nll"][0] == pytest.approx(sum(deltas) / 2)
+    # a third run has nothing left to do
+    code, out, err = _sweep(tmp_path, capsys, text.replace('out = "out"', 'out = "out"\nint8 = true'))
+    assert code == 0 and "2 of 2 trials already finished: kept" in err
+
+
 def test_a_failing_trial_is_retried_then_reported_not_dropped(tmp_path, capsys):
     text = TINY.replace('method = ["base", "qute"]', 'method = "base"')
     blocked = tmp_path / "out" / "runs" / "seed-0"
@@ -87,7 +114,8 @@ def test_a_failing_trial_is_retried_then_reported_not_dropped(tmp_path, capsys):
     ('[sweep]\nout = "o"\n[train]\nseed = [1, 1]\n', "lists a value twice"),
     ('[sweep]\nout = "o"\n[train]\nepochs = ["2"]\n', "epochs must be an integer"),
     ('[sweep]\nout = "o"\n[train]\nbatchsize = 3\n', "unknown key 'batchsize' in [train]"),
-    ('[sweep]\n[train]\nseed = 1\n', '[sweep] takes one key, out = "FOLDER"'),
+    ('[sweep]\n[train]\nseed = 1\n', '[sweep] takes out = "FOLDER"'),
+    ('[sweep]\nout = "o"\nint8 = "yes"\n', "[sweep] int8 must be true or false"),
     ('[sweeps]\nout = "o"\n', "unknown table [sweeps]"),
     ('[sweep\n', "is not valid TOML"),
     ('[sweep]\nout = "o"\n[train]\ndataset = ["npz:a/b.npz", "npz:a_b.npz"]\n', "two trials would share the folder"),
