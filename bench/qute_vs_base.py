@@ -9,7 +9,7 @@ Issue 10 ("Measuring it"): the QUTE ensemble against a single-head base model of
 on the device; the paper reports +3-6% latency for QUTE over base, and ours must stay within 5%.
 
 1. Models. Unless --qute and --base are given, `qute train --dataset mnist --method qute` and
-   `--method base` (the default backbone, mnist-cnn, and the default K = 3; the CLI's `--method`
+   `--method base` (the default backbone, mnist-cnn-mp, and the default K = 3; the CLI's `--method`
    or `[train] method` of qute.toml picks the method), `--epochs 1 --seed 0`, then `qute quantize`.
    One epoch is enough: instruction counts depend on the architecture (the graph, its shapes and
    the kernels), not on how well it is trained. The runs are kept in WORK/runs and reused when
@@ -49,14 +49,16 @@ from pathlib import Path
 
 import numpy as np
 
+import readme_section  # bench/, next to this file
 from qute import transcript
+from qute.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CORES = {"m7": ("mps2-an500", "Cortex-M7"), "m4": ("mps2-an386", "Cortex-M4")}
 MODELS = ("base", "qute")
 GOAL = 1.05  # issue 10: QUTE within 5% of base
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-README_START, README_END = "<!-- qute-vs-base -->", "<!-- /qute-vs-base -->"
+ARCH = TrainConfig.arch  # what `qute train` trains without --arch
 
 
 class BenchError(RuntimeError):
@@ -97,7 +99,7 @@ def cached_run(folder: Path, want: dict) -> bool:
 
 def train_model(method: str, args, work: Path) -> Path:
     run = work / "runs" / f"mnist-{method}"
-    want = {"dataset": "mnist", "method": method, "k": args.k, "epochs": args.epochs, "seed": args.seed}
+    want = {"dataset": "mnist", "arch": ARCH, "method": method, "k": args.k, "epochs": args.epochs, "seed": args.seed}
     if cached_run(run, want):
         log(f"  {method}: reusing {run}")
         return run
@@ -533,7 +535,7 @@ def _bench(args, cores, work: Path, t0: float, argv) -> int:
 
     shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--readme"]
     command = " ".join([".venv/bin/python bench/qute_vs_base.py", *shown])
-    origin = ("trained here: qute train --dataset mnist --method qute|base (mnist-cnn, K="
+    origin = (f"trained here: qute train --dataset mnist --method qute|base ({ARCH}, K="
               f"{args.k}) --epochs {args.epochs} --seed {args.seed}, then qute quantize (one epoch is enough: "
               "instruction counts depend on the graph and the kernels, not on the weights' accuracy)"
               if len(trained) == 2 else f"given: --qute {args.qute}, --base {args.base}"
@@ -634,12 +636,10 @@ def _commit() -> str | None:
 
 
 def write_readme(section: str) -> None:
-    path = ROOT / "README.md"
-    text = path.read_text()
-    a, b = text.find(README_START), text.find(README_END)
-    if a < 0 or b < a:
-        raise BenchError(f"README.md has no {README_START} ... {README_END} section to rewrite")
-    path.write_text(text[: a + len(README_START)] + "\n" + section + "\n" + text[b:])
+    try:
+        readme_section.replace("qute-vs-base", section)
+    except LookupError as e:
+        raise BenchError(str(e)) from None
     log("rewrote README.md's qute-vs-base section")
 
 

@@ -121,7 +121,7 @@ class NetSpec:
     input_shape: tuple[int, int, int]
     num_classes: int
     k: int = 3
-    untied: bool = False
+    untied: bool = True  # qute: output blocks with depthwise kernels of their own (False: the paper's tie)
     dropout: float = 0.1
 
     def __post_init__(self):

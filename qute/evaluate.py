@@ -197,7 +197,7 @@ def evaluate(run: Run, cfg: EvalConfig, data_dir=None, model=None, dataset=None,
     if cid_conf:
         confidence["CID"] = np.concatenate(cid_conf)
     return Evaluation(
-        method=run.spec.method + ("-untied" if run.spec.method == "qute" and run.spec.untied else "")
+        method=run.spec.method + ("-tied" if run.spec.method == "qute" and not run.spec.untied else "")
         + ("" if stage == "float" else f" ({stage})"),
         arch=run.spec.arch,
         dataset=run.train.dataset,

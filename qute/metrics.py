@@ -26,6 +26,7 @@ __all__ = [
     "average_precision",
     "brier",
     "choose_rho",
+    "detection_delay",
     "ece",
     "evaluate",
     "f1",
@@ -387,6 +388,24 @@ def accuracy_drop(
         window_confidence=conf,
         positive=positive,
     )
+
+
+def detection_delay(conf_id, conf_shift, window: int = 100, false_alarm: float = 0.0) -> float:
+    """Shifted samples seen when the first alarm fires, rho set on the ID stream alone.
+
+    rho is :func:`choose_rho` of ``conf_id`` (``false_alarm = 0``: no alarm on any window of the
+    ID stream). The monitor then watches ``conf_id`` followed by ``conf_shift``; the delay is the
+    count of shifted samples in the first alarming window that holds any (1 at best), or inf when
+    no window alarms.
+    """
+    f_id = _vector(conf_id, "conf_id")
+    f_sh = _vector(conf_shift, "conf_shift")
+    window = _window(window, f_id.shape[0], "the ID stream")
+    rho = choose_rho(f_id, window, false_alarm)
+    # windows starting after n_id - window hold shifted samples; window i holds i + window - n_id
+    first = f_id.shape[0] - window + 1
+    alarms = np.flatnonzero(alarm_timeline(np.concatenate((f_id, f_sh)), window, rho)[first:])
+    return float(alarms[0] + 1) if alarms.size else math.inf
 
 
 # ------------------------------------------------------------------------- summary

@@ -381,3 +381,21 @@ def test_evaluate_uses_mean_of_heads():
     a = np.array([[0.9, 0.0, 0.1], [0.1, 0.8, 0.1], [0.5, 0.2, 0.3], [0.2, 0.0, 0.8]])
     b = 2 * P - a
     assert m.evaluate(Y, np.stack([a, b]))["nll"] == pytest.approx(m.nll(Y, P), rel=1e-6)
+
+
+def test_detection_delay_by_hand():
+    # ID windows (w=2): .85 .85 .9 -> rho .85, no alarm on the ID stream; the window [.9, .7]
+    # (two shifted samples) is the first below it
+    assert m.detection_delay([0.9, 0.8, 0.9, 0.9], [0.9, 0.7, 0.5], window=2) == 2.0
+    assert m.detection_delay([0.9, 0.8, 0.9, 0.9], [0.1, 0.9], window=2) == 1.0
+    assert m.detection_delay([0.9, 0.8, 0.9, 0.9], [0.9, 0.9, 0.95], window=2) == math.inf
+    # allowing alarms on two of the three ID windows raises rho to .9: [.9, .82] alarms
+    assert m.detection_delay([0.9, 0.8, 0.9, 0.9], [0.9, 0.82], window=2, false_alarm=0.67) == 2.0
+    assert m.detection_delay([0.9, 0.8, 0.9, 0.9], [0.9, 0.82], window=2) == math.inf
+
+
+def test_detection_delay_is_shorter_when_confidence_falls_further():
+    _, conf_id, _, _ = _streams(1, related=True)
+    rng = np.random.default_rng(2)
+    slight, steep = rng.uniform(0.55, 0.95, 1000), rng.uniform(0.2, 0.6, 1000)
+    assert 1 <= m.detection_delay(conf_id, steep) < m.detection_delay(conf_id, slight) < math.inf

@@ -43,7 +43,7 @@ def test_mnist_cnn_mp_pools_instead_of_striding():
 
 
 def test_qute_training_graph_has_exits_blocks_and_original_head():
-    spec = NetSpec("mnist-cnn", "qute", (28, 28, 1), 10, k=3)
+    spec = NetSpec("mnist-cnn", "qute", (28, 28, 1), 10, k=3, untied=False)
     model = models.build(spec, training=True)
     assert sorted(model.output_names) == sorted(
         ["exit_0", "exit_1", "exit_2", "head_0", "head_1", "head_2", "head"]
@@ -77,7 +77,7 @@ def test_loss_weights_follow_the_papers_formula():
 
 
 def test_block_loss_does_not_train_the_tied_kernel():
-    spec = NetSpec("mnist-cnn", "qute", (8, 8, 1), 10, k=2)
+    spec = NetSpec("mnist-cnn", "qute", (8, 8, 1), 10, k=2, untied=False)
     model = models.build(spec, training=True)
     x = tf.random.uniform((4, 8, 8, 1))
     kernel = model.get_layer("exit_1_dw").kernel

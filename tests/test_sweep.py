@@ -85,7 +85,7 @@ def test_int8_results_are_added_to_finished_trials_without_training_again(tmp_pa
         assert (runs / t["name"] / "model.int8.tflite").is_file()
         metrics = json.loads((runs / t["name"] / "quantization.json").read_text())
         assert metrics["stages"]["int8_tflm"]["accuracy"] > 0
-        assert set(rec["int8"]) == set(rec["summary"]) and rec["int8"] != rec["summary"]
+        assert set(rec["int8"]) == set(rec["summary"]) - {"auprc_drop"} and rec["int8"]["nll"] != rec["summary"]["nll"]
     row = saved["rows"][0]
     deltas = [t["record"]["int8"]["nll"] - t["record"]["summary"]["nll"] for t in saved["trials"]]
     assert row["int8_nll"][0] == pytest.approx(sum(deltas) / 2)
