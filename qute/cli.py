@@ -104,21 +104,7 @@ def train(config_path, out, force, **flags):
             f"{len(data.x_train):,} train / {len(data.x_val):,} val / {len(data.x_test):,} test, {cfg.epochs} epochs",
             err=True,
         )
-        last = {}
-        with click.progressbar(
-            length=cfg.epochs,
-            label="epochs",
-            show_pos=True,
-            item_show_func=lambda _: (
-                f"loss {last['loss']:.3f}  val acc {last['val_accuracy']:.3f}" if last else None
-            ),
-            file=sys.stderr,
-        ) as bar:
-
-            def on_epoch(rec, _model):
-                last.update(rec)
-                bar.update(1)
-
+        with _EpochProgress(cfg.epochs) as on_epoch:
             result = run_training(cfg, data, on_epoch=on_epoch)
         save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature)
     h = result.history[-1]
@@ -132,6 +118,39 @@ def train(config_path, out, force, **flags):
         f"wrote {out}: {result.spec.num_heads} head(s), {result.model.count_params():,} parameters, "
         f"val accuracy {h['val_accuracy']:.3f}, val NLL {h['val_nll']:.3f}"
     )
+
+
+class _EpochProgress:
+    """Training progress on stderr: a bar on a terminal; in a log (CI, nohup, a pipe), one line
+    per epoch, at most about 20 of them, so the log shows progress and the latest numbers."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.done, self.last = epochs, 0, {}
+        self.tty = sys.stderr.isatty()
+        self.every = max(1, -(-epochs // 20))
+
+    def _numbers(self) -> str:
+        r = self.last
+        return f"loss {r['loss']:.3f}  val acc {r['val_accuracy']:.3f}" if "loss" in r and "val_accuracy" in r else ""
+
+    def __enter__(self):
+        if self.tty:
+            self.bar = click.progressbar(length=self.epochs, label="epochs", show_pos=True, file=sys.stderr,
+                                         item_show_func=lambda _: self._numbers() or None).__enter__()
+        return self
+
+    def __call__(self, record: dict, _model=None) -> None:
+        self.last.update(record)
+        self.done += 1
+        if self.tty:
+            self.bar.update(1)
+        elif self.done % self.every == 0 or self.done == self.epochs:
+            click.echo(f"epoch {self.done}/{self.epochs}  {self._numbers()}".rstrip(), err=True)
+
+    def __exit__(self, *exc):
+        if self.tty:
+            self.bar.__exit__(*exc)
+        return False
 
 
 @cli.command("eval")

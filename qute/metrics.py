@@ -1,7 +1,8 @@
 """Evaluation metrics: accuracy and calibration, failure and OOD detection, and the
 QUTE paper's accuracy-drop detection on a sliding window of a data stream.
 
-Plain numpy; labels are integer arrays of shape (N,), probabilities float arrays
+F1, AUROC and average precision are scikit-learn's; what no library has (ECE with its stated
+binning, the accuracy-drop protocol, its detection delay) is numpy here. Labels are integer arrays of shape (N,), probabilities float arrays
 of shape (N, C).  The predicted class is the argmax of the probabilities with ties
 going to the lowest index, as in :mod:`qute.uncertainty`.  Metrics are computed in
 float64 and returned as Python floats.  Bad input raises
@@ -14,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn import metrics as skm
 
 from qute.errors import QuteError
 
@@ -126,20 +128,10 @@ def accuracy(y, probs) -> float:
 
 
 def f1(y, probs) -> float:
-    """Support-weighted mean over classes of the per-class F1 (sklearn's average="weighted").
-
-    Per class c: F1_c = 2 TP / (2 TP + FP + FN), 0 when undefined; the weights are the
-    class counts in ``y``, so classes absent from ``y`` do not count.
-    """
+    """Support-weighted mean over classes of the per-class F1 (sklearn's average="weighted"):
+    classes absent from ``y`` weigh 0, an undefined F1 counts 0."""
     labels, p = _labels_probs(y, probs)
-    pred = np.argmax(p, axis=1)
-    n_classes = p.shape[1]
-    support = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    predicted = np.bincount(pred, minlength=n_classes).astype(np.float64)
-    tp = np.bincount(labels[pred == labels], minlength=n_classes).astype(np.float64)
-    denom = support + predicted
-    per_class = np.divide(2.0 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
-    return float(np.sum(per_class * support) / np.sum(support))
+    return float(skm.f1_score(labels, np.argmax(p, axis=1), average="weighted", zero_division=0))
 
 
 def nll(y, probs, eps: float = 1e-12) -> float:
@@ -190,19 +182,6 @@ def ece(y, probs, n_bins: int = 15) -> float:
 # ------------------------------------------------------------------ ranking metrics
 
 
-def _average_ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``scores`` in ascending order, tied values sharing their mean rank."""
-    order = np.argsort(scores, kind="mergesort")
-    ordered = scores[order]
-    n = ordered.shape[0]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    ends = np.concatenate((starts[1:], [n]))  # exclusive
-    group_rank = (starts + 1 + ends) / 2.0  # mean of the ranks starts+1 .. ends
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = np.repeat(group_rank, ends - starts)
-    return ranks
-
-
 def _labels_and_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     pos = _binary(labels, "labels")
     s = _vector(scores, "scores")
@@ -214,44 +193,22 @@ def _labels_and_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auroc(labels, scores) -> float:
-    """Area under the ROC curve of ``scores`` for detecting ``labels == 1``.
-
-    Rank-based (Mann-Whitney U / (n_pos * n_neg)), ties counted as one half, which is
-    what sklearn's roc_auc_score gives.  nan when only one class is present.
-    """
+    """Area under the ROC curve of ``scores`` for detecting ``labels == 1`` (ties count one half);
+    nan when only one class is present."""
     pos, s = _labels_and_scores(labels, scores)
-    n_pos = int(pos.sum())
-    n_neg = pos.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if pos.all() or not pos.any():
         return math.nan
-    ranks = _average_ranks(s)
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(skm.roc_auc_score(pos, s))
 
 
 def average_precision(labels, scores) -> float:
-    """Average precision of ``scores`` for detecting ``labels == 1``, sklearn's definition.
-
-    With the distinct score values as thresholds, from the highest down, and
-    everything scoring >= the threshold flagged: AP = sum_n (R_n - R_{n-1}) P_n with
-    R_0 = 0 (no interpolation).  nan when there are no positives (sklearn returns 0
-    with a warning there).
-    """
+    """Average precision of ``scores`` for detecting ``labels == 1``: sum_n (R_n - R_{n-1}) P_n
+    over the distinct scores from the highest down, no interpolation; nan when there are no
+    positives (where sklearn warns and returns 0)."""
     pos, s = _labels_and_scores(labels, scores)
-    n_pos = int(pos.sum())
-    if n_pos == 0:
+    if not pos.any():
         return math.nan
-    order = np.argsort(-s, kind="mergesort")
-    s_desc = s[order]
-    hits = pos[order].astype(np.float64)
-    # last position of each run of equal scores = one threshold
-    last = np.flatnonzero(np.concatenate((s_desc[1:] != s_desc[:-1], [True])))
-    tp = np.cumsum(hits)[last]
-    flagged = (last + 1).astype(np.float64)
-    precision = tp / flagged
-    recall = tp / n_pos
-    gain = np.diff(np.concatenate(([0.0], recall)))
-    return float(np.sum(gain * precision))
+    return float(skm.average_precision_score(pos, s))
 
 
 def failure_auroc(y, probs, uncertainty=None) -> float:

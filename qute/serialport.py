@@ -1,7 +1,8 @@
 """``qute run --port``: a build's firmware on a real board, read (and fed) over its serial port.
 
-POSIX ttys only (Linux, macOS: ``/dev/ttyACM0``, ``/dev/ttyUSB0``, ``/dev/cu.usbmodem*``), set raw
-at the board's console baud rate (8N1, no flow control).
+Through pyserial, so any port it opens works (Linux ``/dev/ttyACM0``, macOS
+``/dev/cu.usbmodem*``, Windows ``COM3``), raw at the board's console baud rate (8N1, no flow
+control).
 
 * A build with embedded inputs prints its transcript once after reset: the host opens the port,
   asks for a reset, and reads from the next ``QUTE start`` line to its ``QUTE done`` line.
@@ -14,13 +15,11 @@ at the board's console baud rate (8N1, no flow control).
 
 from __future__ import annotations
 
-import os
 import re
-import select
-import termios
 import time
-import tty
 from collections.abc import Callable
+
+import serial
 
 from qute.errors import QuteError, RunFailure
 
@@ -28,38 +27,30 @@ READY_WAIT = 2.0  # seconds to wait for "QUTE ready" before sending regardless
 
 
 class Port:
-    """A raw serial tty; bytes in and out, with deadlines."""
+    """A raw serial port; bytes in and out, with deadlines."""
 
     def __init__(self, path: str, baud: int):
-        speed = getattr(termios, f"B{baud}", None)
-        if speed is None:
+        if baud not in serial.Serial.BAUDRATES:
             raise QuteError(f"unsupported --baud {baud}; use a standard rate such as 115200")
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-        except OSError as e:
-            raise QuteError(f"cannot open {path}: {e.strerror}; is the board connected "
-                            f"(ls /dev/ttyACM* /dev/ttyUSB*) and the port yours (group dialout)?") from None
-        try:
-            tty.setraw(self.fd)
-            attrs = termios.tcgetattr(self.fd)
-            attrs[4] = attrs[5] = speed
-            attrs[2] = (attrs[2] & ~(termios.CSTOPB | termios.PARENB | getattr(termios, "CRTSCTS", 0))) | termios.CLOCAL | termios.CREAD
-            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
-            termios.tcflush(self.fd, termios.TCIOFLUSH)
-        except termios.error as e:
-            os.close(self.fd)
-            raise QuteError(f"{path} is not a serial port ({e})") from None
+            self.port = serial.Serial(path, baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
+                                      stopbits=serial.STOPBITS_ONE, timeout=0, rtscts=False, xonxoff=False)
+        except serial.SerialException as e:
+            if e.errno is None:  # opened, but the line settings do not apply: not a serial port
+                raise QuteError(f"{path} is not a serial port ({e})") from None
+            raise QuteError(f"cannot open {path}: {e.strerror or e}; is the board connected "
+                            f"(ls /dev/ttyACM* /dev/ttyUSB*, or COM ports on Windows) and the port yours "
+                            f"(group dialout)?") from None
+        self.port.reset_input_buffer()
         self.path = path
         self.received = b""
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.port.close()
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        self.port.write(data)
+        self.port.flush()
 
     def read_until(self, done: Callable[[bytes], bool], deadline: float) -> bool:
         """Reads into self.received until done(self.received) or the deadline; whether done."""
@@ -67,12 +58,11 @@ class Port:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            ready, _, _ = select.select([self.fd], [], [], min(left, 0.2))
-            if ready:
-                try:
-                    self.received += os.read(self.fd, 4096)
-                except OSError:  # a pseudo-terminal whose other side is not attached yet
-                    time.sleep(0.05)
+            self.port.timeout = min(left, 0.2)
+            try:
+                self.received += self.port.read(max(1, self.port.in_waiting))
+            except serial.SerialException:  # a pseudo-terminal whose other side is not attached yet
+                time.sleep(0.05)
         return True
 
 
