@@ -19,30 +19,18 @@ with the command that would produce it:
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from pathlib import Path
+
+import jinja2
 
 from codegen import outdir
 from qute.errors import QuteError
 from qute.run import write_atomic
 
 REPORT_FILE = "report.html"
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:70em;color:#222;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
-.missing{background:#fff4e0;border-left:4px solid #e0a000;padding:.5em 1em}
-code{background:#f4f4f4;padding:0 .25em}img{max-width:100%;border:1px solid #ddd;margin:.4em .4em 0 0}
-.note{color:#555;font-size:.9em}
-"""
-
-
-def _e(v) -> str:
-    return html.escape(str(v))
+TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
 
 
 def _num(v, digits: int = 4) -> str:
@@ -56,18 +44,7 @@ def _num(v, digits: int = 4) -> str:
         return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
     if isinstance(v, list):
         return ", ".join(_num(x, digits) for x in v)
-    return _e(v)
-
-
-def _table(head: list[str], rows: list[list]) -> str:
-    h = "".join(f"<th>{_e(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+    return str(v)
 
 
 def _read_json(path: Path):
@@ -78,16 +55,36 @@ def _read_json(path: Path):
 
 
 class _Page:
-    def __init__(self):
-        self.parts: list[str] = []
-        self.missing: list[tuple[str, str]] = []
+    """The page's sections as plain data (title, blocks); the template turns them into HTML."""
 
-    def add(self, text: str) -> None:
-        self.parts.append(text)
+    def __init__(self):
+        self.sections: list[dict] = []
+        self.missing: list[dict] = []
+
+    def section(self, title: str) -> None:
+        self.sections.append({"title": title, "blocks": []})
+
+    def _add(self, kind: str, **fields) -> None:
+        self.sections[-1]["blocks"].append({"kind": kind, **fields})
+
+    def note(self, text: str) -> None:
+        self._add("note", text=text)
+
+    def p(self, text: str) -> None:
+        self._add("p", text=text)
+
+    def h3(self, text: str) -> None:
+        self._add("h3", text=text)
+
+    def table(self, head: list[str], rows: list[list[str]]) -> None:
+        self._add("table", head=head, rows=rows)
+
+    def img(self, path: Path, alt: str) -> None:
+        self._add("img", alt=alt, data=base64.b64encode(Path(path).read_bytes()).decode("ascii"))
 
     def lack(self, what: str, command: str) -> None:
-        self.missing.append((what, command))
-        self.add(f'<p class="missing">{_e(what)}: not available. Produce it with <code>{_e(command)}</code></p>')
+        self.missing.append({"what": what, "command": command})
+        self._add("missing", what=what, command=command)
 
 
 def find_builds(run_dir: Path) -> list[Path]:
@@ -106,12 +103,12 @@ def find_transcript(build: Path) -> Path | None:
 def _evaluation(page: _Page, run, run_dir: Path, compute: bool, data_dir, progress) -> None:
     from qute.evaluate import TABLE_COLUMNS
 
-    page.add("<h2>Evaluation</h2>")
+    page.section("Evaluation")
     mpath = run_dir / "metrics.json"
     metrics, plots_dir = None, run_dir
     if mpath.is_file():
         metrics = _read_json(mpath)
-        page.add(f'<p class="note">from {_e(mpath)} (qute eval)</p>')
+        page.note(f"from {mpath} (qute eval)")
     elif compute:
         import tempfile
 
@@ -125,42 +122,42 @@ def _evaluation(page: _Page, run, run_dir: Path, compute: bool, data_dir, progre
         metrics = ev.to_json()
         plots_dir = Path(tempfile.mkdtemp(prefix="qute-report-"))
         write_plots(ev, plots_dir)
-        page.add(f'<p class="note">{_e(run_dir)} has no metrics.json: computed now with qute.evaluate '
-                 f'(default settings); <code>qute eval {_e(run_dir)}</code> saves it</p>')
+        page.note(f"{run_dir} has no metrics.json: computed now with qute.evaluate (default settings); "
+                  f"qute eval {run_dir} saves it")
     if metrics is None:
         page.lack("evaluation table (metrics.json)", f"qute eval {run_dir}")
     else:
         rows = list((metrics.get("stages") or {}).values()) or [metrics]  # one row per stage of qute eval --stages
-        page.add(_table(["method", "Acc"] + [c for _, c in TABLE_COLUMNS] + ["params"],
-                        [[_e(r.get("method", "?")), _num(r.get("summary", {}).get("accuracy"), 3)]
-                         + [_num(r.get("summary", {}).get(k), 3) for k, _ in TABLE_COLUMNS] + [_num(r.get("params"))]
-                         for r in rows]))
+        page.table(["method", "Acc"] + [c for _, c in TABLE_COLUMNS] + ["params"],
+                   [[str(r.get("method", "?")), _num(r.get("summary", {}).get("accuracy"), 3)]
+                    + [_num(r.get("summary", {}).get(k), 3) for k, _ in TABLE_COLUMNS] + [_num(r.get("params"))]
+                    for r in rows])
         dev = next((r["device"] for r in rows if "device" in r), None)
         if dev:
-            page.add(f'<p class="note">device row: {_e(dev.get("board"))} firmware on QEMU {_e(dev.get("qemu_machine"))}, '
-                     f'{_num(dev.get("inputs"))} inputs over the UART; {_num(dev.get("output_bytes_differing_from_tflm"))} of '
-                     f'{_num(dev.get("output_bytes_compared"))} output bytes differ from TFLite Micro, '
-                     f'{_num(dev.get("scores_differing_from_host"))} of {_num(dev.get("scores_compared"))} uncertainty '
-                     f'scores from the host</p>')
+            page.note(f"device row: {dev.get('board')} firmware on QEMU {dev.get('qemu_machine')}, "
+                      f"{_num(dev.get('inputs'))} inputs over the UART; {_num(dev.get('output_bytes_differing_from_tflm'))} of "
+                      f"{_num(dev.get('output_bytes_compared'))} output bytes differ from TFLite Micro, "
+                      f"{_num(dev.get('scores_differing_from_host'))} of {_num(dev.get('scores_compared'))} uncertainty "
+                      f"scores from the host")
         else:
             page.lack("the int8 and device rows of the evaluation table", f"qute eval {run_dir} --stages float,int8,device")
         ood = metrics.get("ood") or {}
         if ood:
-            page.add(f"<p>OOD set: {_e(ood.get('name'))} ({_num(ood.get('samples'))} images); ECE with "
-                     f"{_num(metrics.get('ece_bins'))} bins</p>")
+            page.p(f"OOD set: {ood.get('name')} ({_num(ood.get('samples'))} images); ECE with "
+                   f"{_num(metrics.get('ece_bins'))} bins")
         corr = metrics.get("corruptions") or {}
         if corr:
-            page.add("<h3>Corruptions</h3>")
-            page.add(_table(["corruption", "accuracy", "accuracy by severity 1..5", "mean confidence", "AUPRC drop",
-                             "positive windows"],
-                            [[_e(k), _num(v.get("accuracy"), 3), _num(v.get("accuracy_by_severity"), 3),
-                              _num(v.get("mean_confidence"), 3), _num(v.get("auprc_drop"), 3),
-                              f"{_num(v.get('positive_windows'))} / {_num(v.get('windows'))}"] for k, v in corr.items()]))
-    page.add("<h3>Reliability and confidence</h3>")
+            page.h3("Corruptions")
+            page.table(["corruption", "accuracy", "accuracy by severity 1..5", "mean confidence", "AUPRC drop",
+                        "positive windows"],
+                       [[k, _num(v.get("accuracy"), 3), _num(v.get("accuracy_by_severity"), 3),
+                         _num(v.get("mean_confidence"), 3), _num(v.get("auprc_drop"), 3),
+                         f"{_num(v.get('positive_windows'))} / {_num(v.get('windows'))}"] for k, v in corr.items()])
+    page.h3("Reliability and confidence")
     for name, what in (("reliability.png", "reliability diagram"), ("confidence_hist.png", "confidence histograms (ID / corrupted / OOD)")):
         p = plots_dir / name
         if p.is_file():
-            page.add(_img(p, what))
+            page.img(p, what)
         else:
             page.lack(f"{what} ({name})", f"qute eval {run_dir}")
     if plots_dir != run_dir:
@@ -170,7 +167,7 @@ def _evaluation(page: _Page, run, run_dir: Path, compute: bool, data_dir, progre
 
 
 def _quantization(page: _Page, run_dir: Path) -> None:
-    page.add("<h2>Quantization stages</h2>")
+    page.section("Quantization stages")
     qpath = run_dir / "quantization.json"
     if not qpath.is_file():
         page.lack("quantization stages (quantization.json)", f"qute quantize {run_dir}")
@@ -184,48 +181,48 @@ def _quantization(page: _Page, run_dir: Path) -> None:
     for name in ("float", "int8_tflm", "c"):
         st = stages.get(name)
         if st is None:
-            rows.append([_e(name)] + ["n/a"] * len(keys))
+            rows.append([name] + ["n/a"] * len(keys))
             continue
-        row = [_e(name)]
-        for k, _ in keys:
-            v = st.get(k)
-            row.append(_num(len(v)) if k == "flips" and isinstance(v, list) else _num(v))
-        rows.append(row)
-    page.add(_table(["stage"] + [c for _, c in keys], rows))
-    page.add(f'<p class="note">{_num(q.get("test_samples"))} test images; int8 model {_num(q.get("tflite_bytes"))} bytes '
-             f'({_e(q.get("model_file"))}); ops {_e(", ".join(f"{k} x{v}" for k, v in (q.get("ops") or {}).items()))}</p>')
+        rows.append([name] + [_num(len(st[k])) if k == "flips" and isinstance(st.get(k), list) else _num(st.get(k))
+                              for k, _ in keys])
+    page.table(["stage"] + [c for _, c in keys], rows)
+    page.note(f"{_num(q.get('test_samples'))} test images; int8 model {_num(q.get('tflite_bytes'))} bytes "
+              f"({q.get('model_file')}); ops {', '.join(f'{k} x{v}' for k, v in (q.get('ops') or {}).items())}")
 
 
 def _calibration(page: _Page, run_dir: Path) -> None:
-    page.add("<h2>Calibration (abstain threshold, accuracy-drop monitor)</h2>")
+    page.section("Calibration (abstain threshold, accuracy-drop monitor)")
     cpath = run_dir / "calibration.json"
     if not cpath.is_file():
         page.lack("calibration (calibration.json)", f"qute calibrate {run_dir}")
         return
     c = _read_json(cpath)
     a, m, v = c.get("abstain", {}), c.get("monitor", {}), c.get("validation", {})
-    page.add(_table(["what", "value"], [
-        ["scores from", _e(c.get("scores_from"))],
+    rows = [
+        ["scores from", str(c.get("scores_from"))],
         ["validation images", _num(v.get("images"))],
         ["validation accuracy", _num(v.get("accuracy"))],
-        ["abstain", (f"accept when {_e(a.get('score'))} {_e(a.get('accept_when'))} {_num(a.get('threshold'), 6)} "
-                     f"(float32 {_e(a.get('threshold_f32'))})")],
+        ["abstain", (f"accept when {a.get('score')} {a.get('accept_when')} {_num(a.get('threshold'), 6)} "
+                     f"(float32 {a.get('threshold_f32')})")],
         ["abstain TPR on validation", f"{_num(a.get('validation_tpr'))} (target {_num(a.get('target_tpr'))})"],
-        ["monitor", (f"alarm when the mean of the last {_num(m.get('window'))} confidences &lt; rho = {_num(m.get('rho'), 6)} "
-                     f"(float32 {_e(m.get('rho_f32'))})")],
+        ["monitor", (f"alarm when the mean of the last {_num(m.get('window'))} confidences < rho = {_num(m.get('rho'), 6)} "
+                     f"(float32 {m.get('rho_f32')})")],
         ["validation alarms", (f"{_num(m.get('validation_alarms'))} of {_num(m.get('validation_windows'))} windows "
                                f"(false-alarm rate {_num(m.get('false_alarm'))})")],
-    ] + ([["integer-only boards (no FPU)", (
-        f"accept when {_e(a.get('score'))} ({_e(a.get('threshold_int_format'))}) {_e(a.get('accept_when'))} "
-        f"{_num(a.get('threshold_int'))} (TPR {_num(a.get('validation_tpr_int'))}); alarm when the sum of the last "
-        f"{_num(m.get('window'))} Q16 confidences &lt; {_num(m.get('rho_sum'))} "
-        f"({_num(m.get('validation_alarms_int'))} validation alarms)")]] if a.get("threshold_int") is not None else [])))
+    ]
+    if a.get("threshold_int") is not None:
+        rows.append(["integer-only boards (no FPU)", (
+            f"accept when {a.get('score')} ({a.get('threshold_int_format')}) {a.get('accept_when')} "
+            f"{_num(a.get('threshold_int'))} (TPR {_num(a.get('validation_tpr_int'))}); alarm when the sum of the last "
+            f"{_num(m.get('window'))} Q16 confidences < {_num(m.get('rho_sum'))} "
+            f"({_num(m.get('validation_alarms_int'))} validation alarms)")])
+    page.table(["what", "value"], rows)
 
 
 def _monitor(page: _Page, run_dir: Path) -> None:
     from qute.monitor import PLOT_FILE, TIMELINE_FILE
 
-    page.add("<h2>Accuracy-drop timeline (device)</h2>")
+    page.section("Accuracy-drop timeline (device)")
     found = sorted(p.parent for p in run_dir.glob(f"*/{TIMELINE_FILE}"))
     if not found:
         page.lack("accuracy-drop timeline (qute monitor)",
@@ -233,20 +230,20 @@ def _monitor(page: _Page, run_dir: Path) -> None:
         return
     for folder in found:
         tl = _read_json(folder / TIMELINE_FILE)
-        page.add(f"<h3>{_e(folder.name)}: {_e(tl.get('inputs_from'))}</h3>")
-        page.add(_table(["board", "window", "rho", "ID part ends", "alarms in ID part", "first alarm device",
-                         "first alarm host", "match"],
-                        [[_e(tl.get("board")), _num(tl.get("window")), _num(tl.get("rho"), 6), _num(tl.get("id_end")),
-                          _num(tl.get("alarms_in_id_part")), _num(tl.get("first_alarm_device")),
-                          _num(tl.get("first_alarm_host")), _num(tl.get("match"))]]))
+        page.h3(f"{folder.name}: {tl.get('inputs_from')}")
+        page.table(["board", "window", "rho", "ID part ends", "alarms in ID part", "first alarm device",
+                    "first alarm host", "match"],
+                   [[str(tl.get("board")), _num(tl.get("window")), _num(tl.get("rho"), 6), _num(tl.get("id_end")),
+                     _num(tl.get("alarms_in_id_part")), _num(tl.get("first_alarm_device")),
+                     _num(tl.get("first_alarm_host")), _num(tl.get("match"))]])
         if (folder / PLOT_FILE).is_file():
-            page.add(_img(folder / PLOT_FILE, "accuracy-drop timeline"))
+            page.img(folder / PLOT_FILE, "accuracy-drop timeline")
 
 
 def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | None) -> None:
     from qute.build import load_build
 
-    page.add("<h2>Build: memory and latency</h2>")
+    page.section("Build: memory and latency")
     if build is None:
         builds = find_builds(run_dir)
         if not builds:
@@ -257,29 +254,28 @@ def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | No
             return
         build = builds[0]
         if len(builds) > 1:
-            page.add(f'<p class="note">builds found: {_e(", ".join(str(b) for b in builds))}; shown: {_e(build)} '
-                     f"(choose with --build)</p>")
+            page.note(f"builds found: {', '.join(str(b) for b in builds)}; shown: {build} (choose with --build)")
     b = load_build(build)
     m = b.manifest
-    page.add(f"<p>{_e(build)}: board {_e(m.get('board'))}; model {_e(m['model'].get('origin'))}; "
-             f"{_num(m['inputs'].get('samples'))} inputs ({_e(m['inputs'].get('from'))})</p>")
+    page.p(f"{build}: board {m.get('board')}; model {m['model'].get('origin')}; "
+           f"{_num(m['inputs'].get('samples'))} inputs ({m['inputs'].get('from')})")
     mem_path = build / "memory.json"
     if not mem_path.is_file():
         page.lack("memory report (memory.json)", f"qute build --board {m.get('board')} {run_dir} -o {build}")
     else:
         mem = _read_json(mem_path)
-        page.add(f"<h3>Memory on {_e(mem.get('board'))} ({_e(mem.get('elf'))}, linked for {_e(mem.get('linked_for'))})</h3>")
-        rows = [[_e(s["name"]), f"0x{s['address']:x}", _num(s["size"]), _num(s["flash"]) if s["flash"] else "",
+        page.h3(f"Memory on {mem.get('board')} ({mem.get('elf')}, linked for {mem.get('linked_for')})")
+        rows = [[s["name"], f"0x{s['address']:x}", _num(s["size"]), _num(s["flash"]) if s["flash"] else "",
                  _num(s["ram"]) if s["ram"] else ""] for s in mem.get("sections", [])]
         f, r = mem.get("flash", {}), mem.get("ram", {})
-        rows.append(["<b>total</b>", "", "", _num(f.get("used")), _num(r.get("used"))])
+        rows.append(["total", "", "", _num(f.get("used")), _num(r.get("used"))])
         rows.append(["capacity", "", "", _num(f.get("capacity")), _num(r.get("capacity"))])
         rows.append(["used", "", "", f"{_num(f.get('percent'), 1)}%", f"{_num(r.get('percent'), 1)}%"])
-        page.add(_table(["section", "address", "size", "flash", "RAM"], rows))
-        page.add(f'<p class="note">model arena {_num(m["model"].get("arena_bytes"))} B (inputs and outputs included), weights '
-                 f'{_num(m["model"].get("weights_bytes"))} B, per-op parameters {_num(m["model"].get("parameter_bytes"))} B '
-                 f"(build.json)</p>")
-    page.add("<h3>Latency</h3>")
+        page.table(["section", "address", "size", "flash", "RAM"], rows)
+        page.note(f"model arena {_num(m['model'].get('arena_bytes'))} B (inputs and outputs included), weights "
+                  f"{_num(m['model'].get('weights_bytes'))} B, per-op parameters {_num(m['model'].get('parameter_bytes'))} B "
+                  f"(build.json)")
+    page.h3("Latency")
     transcript = transcript or find_transcript(build)
     if transcript is None:
         page.lack("latency: no saved firmware transcript (transcript.txt) for this build", f"qute run {build}")
@@ -297,9 +293,9 @@ def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | No
     counter = (t.start or {}).get("counter", "?")
     what = ("instructions per inference (QEMU -icount shift=0, not cycles)" if counter == "instructions"
             else f"{counter} per inference")
-    page.add(_table(["counter", "samples", "mean", "min", "max"],
-                    [[_e(what), _num(len(cyc)), _num(round(sum(cyc) / len(cyc))), _num(min(cyc)), _num(max(cyc))]]))
-    page.add(f'<p class="note">from {_e(transcript)}</p>')
+    page.table(["counter", "samples", "mean", "min", "max"],
+               [[what, _num(len(cyc)), _num(round(sum(cyc) / len(cyc))), _num(min(cyc)), _num(max(cyc))]])
+    page.note(f"from {transcript}")
 
 
 def write_report(run_dir, out=None, build=None, transcript=None, compute: bool = True, data_dir=None,
@@ -322,24 +318,17 @@ def write_report(run_dir, out=None, build=None, transcript=None, compute: bool =
     outdir.writable(out)  # before the evaluation it may run
     page = _Page()
     title = f"qute report: {run_dir.name} ({run.spec.method}, {run.spec.arch}, K={run.spec.num_heads}, {run.train.dataset})"
-    page.add(f"<h1>{_e(title)}</h1>")
-    page.add(f'<p class="note">run {_e(run_dir.resolve())}; qute {_e(__version__)}</p>')
     _evaluation(page, run, run_dir, compute, data_dir, progress)
     _quantization(page, run_dir)
     _calibration(page, run_dir)
     _monitor(page, run_dir)
     _build(page, run_dir, build, Path(transcript) if transcript else None)
-    summary = "<h2>Missing pieces</h2>"
-    if page.missing:
-        summary += "<ul>" + "".join(f"<li>{_e(w)}: <code>{_e(c)}</code></li>" for w, c in page.missing) + "</ul>"
-    else:
-        summary += "<p>none</p>"
-    doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-           f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
-           + "\n".join(page.parts[:2]) + "\n" + summary + "\n" + "\n".join(page.parts[2:]) + "\n</body></html>\n")
+    env = jinja2.Environment(autoescape=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    doc = env.from_string(TEMPLATE.read_text()).render(
+        title=title, run_path=run_dir.resolve(), version=__version__, missing=page.missing, sections=page.sections)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic({out: doc.encode()})
     except OSError as e:
         raise QuteError(f"cannot write {out} ({e.strerror})") from None
-    return out, page.missing
+    return out, [(m["what"], m["command"]) for m in page.missing]

@@ -28,9 +28,10 @@ def test_wheel_carries_firmware_and_boards(wheel):
         for f in (ROOT / src).rglob("*"):
             if f.is_file() and f.suffix in (".c", ".h", ".j2", ".ld", ".toml", ".md"):
                 assert f"qute/_{src}/{f.relative_to(ROOT / src)}" in names
-    for f in (ROOT / "codegen").rglob("*"):
-        if f.is_file() and f.suffix in (".py", ".j2") and "__pycache__" not in f.parts:
-            assert f"codegen/{f.relative_to(ROOT / 'codegen')}" in names
+    for pkg in ("codegen", "qute"):  # their modules and templates (the report's, the C model's)
+        for f in (ROOT / pkg).rglob("*"):
+            if f.is_file() and f.suffix in (".py", ".j2") and "__pycache__" not in f.parts:
+                assert f"{pkg}/{f.relative_to(ROOT / pkg)}" in names
     assert not any(n.startswith("tests/") for n in names)
 
 
