@@ -13,6 +13,7 @@ import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,8 @@ def _run_failure(proc) -> HostRunError:
 
 
 def kernels_dir() -> Path:
-    from qute.resources import firmware_dir  # no TensorFlow behind it
-
-    return firmware_dir() / "kernels"
+    """The C runtime the generated code calls (package data, firmware/kernels in a checkout)."""
+    return Path(str(resources.files("codegen.kernels")))
 
 
 def write_sources(gen: Generated, folder: Path, prefix: str = "qute_model") -> list[Path]:

@@ -67,6 +67,7 @@ import numpy as np
 
 from codegen import outdir
 from qute.errors import QuteError, RunFailure
+from qute.tf_loader import load_tensorflow
 
 DEFAULT_SAMPLES = 50
 MANIFEST = "build.json"
@@ -192,10 +193,9 @@ def _from_run(path: Path, samples: int, data_dir, progress, stream: str | None =
     tfl = path / TFLITE_FILE
     if not tfl.is_file():
         progress(f"{path} has no {TFLITE_FILE}: quantizing it first (qute quantize {path})")
-        from qute.cli import _import_tensorflow
         from qute.quantize import quantize_run, write_result
 
-        _import_tensorflow()
+        load_tensorflow()
         write_result(path, quantize_run(run, data_dir=data_dir, progress=lambda s: progress("  " + s)))
     from qute.data import load_dataset
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from qute.errors import QuteError
 from qute.run import write_atomic
+from qute.tf_loader import load_tensorflow
 
 CALIBRATION_FILE = "calibration.json"
 KIND = "qute-calibration"
@@ -219,12 +220,11 @@ def validation_scores(run, data_dir=None, progress=lambda s: None, window: int =
         probs = np.stack([dequantize(h, p) for h, p in zip(heads, params)]).astype(np.float32)
         return (summarize(probs), "int8", hashlib.sha256(tflite).hexdigest(), data.y_val,
                 _int_scores(heads, params, progress))
-    from qute.cli import _import_tensorflow
-    from qute.evaluate import head_probs
+    from qute.models import ensemble_heads
 
     progress(f"{run.path} has no {TFLITE_FILE}: using the float model (quantize first for device-exact thresholds)")
-    _import_tensorflow()
-    probs = head_probs(run, run.load_model(), data.x_val)
+    load_tensorflow()
+    probs = ensemble_heads(run.spec, run.load_model(), data.x_val)
     return summarize(probs), "float", None, data.y_val, None
 
 

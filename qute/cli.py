@@ -13,28 +13,11 @@ import click
 
 from codegen.ir import CodegenError
 from qute.errors import QuteError
+from qute.tf_loader import load_tensorflow
 
 from qute.config import ARCHS, METHODS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def _import_tensorflow():
-    """Imports TensorFlow with its start-up chatter kept off the user's terminal.
-
-    TensorFlow's C++ side prints a few lines to file descriptor 2 before its log level applies,
-    so the level alone does not silence them; only commands that train or evaluate pay for it.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import keras  # noqa: F401
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _seconds(ctx, param, value):
@@ -92,7 +75,7 @@ def train(config_path, out, force, **flags):
 
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit)
     cfg = cfg.for_dataset(len(data.x_train))
-    _import_tensorflow()
+    load_tensorflow()
     from qute.run import save_run
     with outdir.staging(out, RUN, force) as folder:
         from qute.train import train as run_training
@@ -200,7 +183,7 @@ def eval_(run_dir, config_path, data_dir, stages, board, **flags):
 
         board = board or make_config("build", project, {}).board or DEFAULT_BOARD
         device = DeviceStage(run, board, data_dir, progress=lambda s: click.echo(f"  device: {s}", err=True))
-    _import_tensorflow()
+    load_tensorflow()
     from qute.data import load_dataset
     from qute.evaluate import evaluate, format_table, write_plots
 
@@ -263,7 +246,7 @@ def quantize(run_dir, samples, data_dir):
 
     check_samples(samples)
     run = load_run(run_dir)
-    _import_tensorflow()
+    load_tensorflow()
     from qute.quantize import format_table, quantize_run, write_result
 
     result = quantize_run(run, samples=samples, data_dir=data_dir, progress=lambda label: click.echo(f"  {label}", err=True))

@@ -58,18 +58,6 @@ class Evaluation:
         }
 
 
-def head_probs(run: Run, model, x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(K, N, C) head probabilities; mc-dropout samples its one head K times with dropout on."""
-    from qute.train import predict_heads
-
-    if run.spec.method != "mc-dropout":
-        return predict_heads(model, x)
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    return np.concatenate([predict_heads(model, x, training=True) for _ in range(run.spec.k)])
-
-
 def corruption_list(spec: str) -> list[str]:
     if spec in ("all", "", None):
         return list(qdata.CORRUPTIONS)
@@ -111,7 +99,9 @@ def stage_predictor(run: Run, stage: str, model, seed: int):
     The device stage needs a firmware build: :class:`qute.device.DeviceStage` is its predictor.
     """
     if stage == "float":
-        return lambda x: head_probs(run, model, x, seed)
+        from qute.models import ensemble_heads
+
+        return lambda x: ensemble_heads(run.spec, model, x, seed)
     if stage == "int8":
         from qute.quantize import TFLITE_FILE, int8_head_probs
 

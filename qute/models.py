@@ -281,3 +281,33 @@ def export_inference(spec: NetSpec, train_model: keras.Model) -> keras.Model:
         else:
             layer.set_weights(src.get_weights())
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction
+
+
+def predict_heads(model: keras.Model, x: np.ndarray, names=None, batch_size: int = 1024, training=False) -> np.ndarray:
+    """Head probabilities as one (K, N, C) float32 array, heads in name order.
+
+    Works for the inference graph (a list of outputs) and the training graph (a dict; pass the
+    head names to pick). `training=True` keeps dropout active (MC dropout).
+    """
+    chunks = []
+    for start in range(0, len(x), batch_size):
+        out = model(ops.convert_to_tensor(x[start : start + batch_size]), training=training)
+        if isinstance(out, dict):
+            out = [out[n] for n in names]
+        elif not isinstance(out, (list, tuple)):
+            out = [out]
+        chunks.append(np.stack([np.asarray(o) for o in out]))
+    return np.concatenate(chunks, axis=1).astype(np.float32)
+
+
+def ensemble_heads(spec: NetSpec, model: keras.Model, x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The (K, N, C) head probabilities the method averages: its heads, or for mc-dropout its one
+    head sampled K times with dropout on (the samples fixed by `seed`)."""
+    if spec.method != "mc-dropout":
+        return predict_heads(model, x)
+    keras.utils.set_random_seed(seed)
+    return np.concatenate([predict_heads(model, x, training=True) for _ in range(spec.k)])

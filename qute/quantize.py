@@ -446,7 +446,7 @@ def quantize_run(
         dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
     if model is None:
         model = run.load_model()
-    from qute.train import predict_heads
+    from qute.models import predict_heads
 
     heads = head_names(run.spec.num_heads)
     idx = calibration_indices(len(dataset.x_train), samples, seed)

@@ -28,6 +28,7 @@ import jinja2
 from codegen import outdir
 from qute.errors import QuteError
 from qute.run import write_atomic
+from qute.tf_loader import load_tensorflow
 
 REPORT_FILE = "report.html"
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
@@ -112,12 +113,11 @@ def _evaluation(page: _Page, run, run_dir: Path, compute: bool, data_dir, progre
     elif compute:
         import tempfile
 
-        from qute.cli import _import_tensorflow
         from qute.config import EvalConfig
         from qute.evaluate import evaluate, write_plots
 
         progress(f"{run_dir} has no metrics.json: evaluating it now (qute.evaluate, default settings)")
-        _import_tensorflow()
+        load_tensorflow()
         ev = evaluate(run, EvalConfig(), data_dir=data_dir, progress=lambda s: progress("  " + s))
         metrics = ev.to_json()
         plots_dir = Path(tempfile.mkdtemp(prefix="qute-report-"))

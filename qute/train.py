@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
             idx = order[start : start + cfg.batch_size]
             total += float(step(tf.constant(data.x_train[idx]), tf.constant(data.y_train[idx])))
             batches += 1
-        heads = predict_heads(model, data.x_val, names=models.head_names(spec.num_heads))
+        heads = models.predict_heads(model, data.x_val, names=models.head_names(spec.num_heads))
         mean = heads.mean(axis=0)
         record = {
             "epoch": epoch + 1,
@@ -116,11 +116,8 @@ def scale_temperature(model: keras.Model, spec: NetSpec, cfg: TrainConfig, data:
     from qute import metrics
     from qute.temperature import fit_temperature, fold_temperature, tempered
 
-    def val_heads():
-        if spec.method != "mc-dropout":
-            return predict_heads(model, data.x_val)
-        keras.utils.set_random_seed(cfg.seed)  # the same K dropout samples before and after folding
-        return np.concatenate([predict_heads(model, data.x_val, training=True) for _ in range(spec.k)])
+    def val_heads():  # mc-dropout: the same K dropout samples before and after folding
+        return models.ensemble_heads(spec, model, data.x_val, cfg.seed)
 
     before = val_heads()
     t = fit_temperature(before, data.y_val)
@@ -134,20 +131,3 @@ def scale_temperature(model: keras.Model, spec: NetSpec, cfg: TrainConfig, data:
 
     return {"value": t, "fitted_on": f"validation split ({len(y)} images)", "before": summary(before),
             "after": summary(after), "expected_after": summary(tempered(before, t).astype(np.float32))}
-
-
-def predict_heads(model: keras.Model, x: np.ndarray, names=None, batch_size: int = 1024, training=False) -> np.ndarray:
-    """Head probabilities as one (K, N, C) float32 array, heads in name order.
-
-    Works for the inference graph (a list of outputs) and the training graph (a dict; pass the
-    head names to pick). `training=True` keeps dropout active (MC dropout).
-    """
-    chunks = []
-    for start in range(0, len(x), batch_size):
-        out = model(tf.constant(x[start : start + batch_size]), training=training)
-        if isinstance(out, dict):
-            out = [out[n] for n in names]
-        elif not isinstance(out, (list, tuple)):
-            out = [out]
-        chunks.append(np.stack([np.asarray(o) for o in out]))
-    return np.concatenate(chunks, axis=1).astype(np.float32)

@@ -6,7 +6,8 @@ from qute import models
 from qute.config import TrainConfig
 from qute.errors import QuteError
 from qute.models import NetSpec
-from qute.train import predict_heads, train
+from qute.models import predict_heads
+from qute.train import train
 
 
 @pytest.mark.parametrize("arch", models.ARCHS)

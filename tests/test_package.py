@@ -27,7 +27,11 @@ def test_wheel_carries_firmware_and_boards(wheel):
     for src in ("firmware", "boards"):
         for f in (ROOT / src).rglob("*"):
             if f.is_file() and f.suffix in (".c", ".h", ".j2", ".ld", ".toml", ".md"):
-                assert f"qute/_{src}/{f.relative_to(ROOT / src)}" in names
+                rel = f.relative_to(ROOT / src)
+                # the kernels are codegen's: the generated C's runtime, found without qute
+                where = f"codegen/kernels/{rel.name}" if rel.parts[0] == "kernels" else f"qute/_{src}/{rel}"
+                assert where in names, where
+    assert not any(n.startswith("qute/_firmware/kernels/") for n in names)
     for pkg in ("codegen", "qute"):  # their modules and templates (the report's, the C model's)
         for f in (ROOT / pkg).rglob("*"):
             if f.is_file() and f.suffix in (".py", ".j2") and "__pycache__" not in f.parts:
@@ -43,7 +47,9 @@ def test_installed_copy_finds_its_data_outside_the_checkout(wheel, tmp_path):
         "f, b = r.firmware_dir(), r.boards_dir();"
         "assert str(f).startswith(%r), f;"
         "assert (f / 'README.md').is_file() and (b / 'README.md').is_file();"
-        "print('ok')" % str(site)
+        "import codegen.host as h; k = h.kernels_dir();"
+        "assert str(k).startswith(%r) and (k / 'qute_conv.c').is_file(), k;"
+        "print('ok')" % (str(site), str(site))
     )
     # PYTHONPATH puts the unpacked wheel ahead of the checkout's editable install
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(site)},

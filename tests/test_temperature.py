@@ -49,7 +49,7 @@ def test_fold_changes_the_heads_exactly_like_the_temperature(tmp_path):
 
     from qute.config import NetSpec
     from qute.models import build
-    from qute.train import predict_heads
+    from qute.models import predict_heads
 
     spec = NetSpec(arch="mnist-cnn", method="qute", k=3, input_shape=(8, 8, 1), num_classes=10)
     keras.utils.set_random_seed(0)
