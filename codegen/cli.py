@@ -92,8 +92,9 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-def run_cli(group: click.Group, prog: str, argv=None, user_errors: tuple = (CodegenError,)) -> int:
-    """Runs a click group: a user's mistake is one line on stderr and exit status 2, never a traceback.
+def run_cli(group: click.Group, prog: str, argv=None, user_errors: tuple = (CodegenError,), failures: tuple = ()) -> int:
+    """Runs a click group: a user's mistake is one line on stderr and exit status 2, never a traceback;
+    a run that went wrong (one of `failures`: a mismatch, a crash, a time-out) its message and 1.
 
     Ctrl-C exits 130 and SIGTERM 143 (128 + the signal, as a shell reports a process the signal
     killed), each with one line, after the cleanup of whatever was being written.
@@ -107,6 +108,9 @@ def run_cli(group: click.Group, prog: str, argv=None, user_errors: tuple = (Code
     except (OutputError, *user_errors) as e:
         click.echo(f"{prog}: error: {e}", err=True)
         return 2
+    except failures as e:
+        click.echo(f"{prog}: {e}", err=True)
+        return 1
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort as e:  # click turns Ctrl-C (and end of input) into Abort

@@ -12,12 +12,49 @@ from pathlib import Path
 import click
 
 from codegen.ir import CodegenError
-from qute.errors import QuteError
+from qute.errors import QuteError, RunFailure
 from qute.tf_loader import load_tensorflow
 
-from qute.config import ARCHS, METHODS
+from qute.config import ARCHS, METHODS, STAGES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def data_dir_option(note: str = ""):
+    """--data-dir, as every command that reads a dataset takes it."""
+    return click.option("--data-dir", type=click.Path(file_okay=False),
+                        help=f"Folder holding the datasets (else $QUTE_DATA, else ../shared/data){' ' + note if note else ''}.")
+
+
+def config_option(note: str = ""):
+    """--config: the qute.toml whose tables give the command's defaults."""
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        help=f"qute.toml project file (default: ./qute.toml when present){' ' + note if note else ''}.")
+
+
+def board_option(help: str):
+    """--board: a name from boards/ (qute boards lists them)."""
+    return click.option("--board", metavar="BOARD", help=help)
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list of distinct names from `choices`, in the order given."""
+
+    name = "LIST"
+
+    def __init__(self, choices, what: str = "name"):
+        self.choices, self.what = tuple(choices), what
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        names = [s.strip() for s in value.split(",") if s.strip()]
+        for name in names or [""]:
+            if name not in self.choices:
+                self.fail(f"unknown {self.what} {name!r}; choose from: {', '.join(self.choices)}", param, ctx)
+        if len(set(names)) != len(names):
+            self.fail(f"a {self.what} is given twice: {value}", param, ctx)
+        return names
 
 
 def _seconds(ctx, param, value):
@@ -40,7 +77,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file (default: ./qute.toml when present).")
+@config_option()
 @click.option("--dataset", help="digits, mnist, fashion_mnist, cifar10, svhn or npz:PATH.")
 @click.option("--arch", type=click.Choice(ARCHS), help="Backbone.")
 @click.option("--method", type=click.Choice(METHODS), help="Ensemble method (or base).")
@@ -55,7 +92,7 @@ def cli():
               help="Fit one temperature on the validation split and fold it into the heads (default: on).")
 @click.option("--seed", type=int)
 @click.option("--limit", type=int, help="Train on at most this many samples (quick runs).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (else $QUTE_DATA, else ../shared/data).")
+@data_dir_option()
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="Run directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing run directory (only one qute train made).")
 def train(config_path, out, force, **flags):
@@ -138,15 +175,15 @@ class _EpochProgress:
 
 @cli.command("eval")
 @click.argument("run_dir", type=click.Path())
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file.")
+@config_option()
 @click.option("--ood", help="OOD set: a dataset name or a synthetic set (noise, blobs, ...). Default: per dataset.")
 @click.option("--corruptions", help="'all' or a comma-separated list of corruption names.")
 @click.option("--window", type=int, help="Accuracy-drop sliding window (default 100).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
-@click.option("--stages", default="float", show_default=True,
+@data_dir_option()
+@click.option("--stages", type=CommaList(STAGES, "stage"), default="float", show_default=True,
               help="Comma-separated: float (the Keras model), int8 (the quantized model on TFLite Micro), "
                    "device (the firmware under QEMU, inputs sent over its UART).")
-@click.option("--board", help="Board of the device stage (default: qute.toml's [build] board, else nucleo-f746).")
+@board_option("Board of the device stage (default: qute.toml's [build] board, else nucleo-f746).")
 def eval_(run_dir, config_path, data_dir, stages, board, **flags):
     """Evaluate a run's uncertainty on ID, corrupted and OOD data.
 
@@ -162,18 +199,13 @@ def eval_(run_dir, config_path, data_dir, stages, board, **flags):
       qute eval runs/mnist-qute --stages float,int8,device --board nucleo-f746
     """
     from qute.config import make_config, read_project
-    from qute.evaluate import STAGES, corruption_list
+    from qute.evaluate import corruption_list
     from qute.run import load_run
 
     project = read_project(config_path)
     cfg = make_config("eval", project, flags)
     corruption_list(cfg.corruptions)  # a bad name fails before anything slow
-    names = [s.strip() for s in stages.split(",") if s.strip()]
-    for name in names or [""]:
-        if name not in STAGES:
-            raise QuteError(f"unknown stage {name!r} in --stages; choose from: {', '.join(STAGES)}")
-    if len(set(names)) != len(names):
-        raise QuteError(f"--stages names a stage twice: {stages}")
+    names = stages
     if board is not None and "device" not in names:
         raise QuteError("--board is for the device stage: add device to --stages")
     run = load_run(run_dir)
@@ -230,7 +262,7 @@ def _same_number(a, b) -> bool:
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--samples", type=int, default=500, show_default=True, help="Training images in the representative (calibration) dataset.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
+@data_dir_option()
 def quantize(run_dir, samples, data_dir):
     """Convert a run's model to a full-integer int8 TFLite model and check it on TFLM.
 
@@ -257,10 +289,10 @@ def quantize(run_dir, samples, data_dir):
 
 @cli.command()
 @click.argument("model", type=click.Path())
-@click.option("--samples", default=100, show_default=True, type=int, help="Random int8 inputs (plus as many test images for a run).")
+@click.option("--samples", default=100, show_default=True, type=click.IntRange(min=0), help="Random int8 inputs (plus as many test images for a run).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--sanitize", is_flag=True, help="Also build with AddressSanitizer and UBSan.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (runs only).")
+@data_dir_option("(runs only)")
 def verify(model, samples, seed, sanitize, data_dir):
     """Compile MODEL's generated C on the host and compare every output byte with TFLite Micro.
 
@@ -274,8 +306,6 @@ def verify(model, samples, seed, sanitize, data_dir):
     """
     from qute.verify import model_inputs, verify as verify_model
 
-    if samples < 0:
-        raise QuteError(f"--samples must be 0 or more, got {samples}")
     path = Path(model)
     data = None
     if path.is_dir():
@@ -302,14 +332,10 @@ def verify(model, samples, seed, sanitize, data_dir):
 
     for line in shape_notes(tflite):
         click.echo(line)
-    from qute.errors import RunFailure
 
-    try:
-        results = [verify_model(tflite, inputs)]
-        if sanitize:
-            results.append(verify_model(tflite, inputs, sanitize=True))
-    except RunFailure as e:
-        _failure(e)
+    results = [verify_model(tflite, inputs)]
+    if sanitize:
+        results.append(verify_model(tflite, inputs, sanitize=True))
     for r in results:
         click.echo(f"{path}: {'ASan+UBSan build' if r.sanitized else 'gcc -O2 build'}, "
                    f"{len(inputs[0])} inputs ({samples} random{f', {len(data)} test images' if data is not None else ''})")
@@ -334,12 +360,6 @@ def boards():
     click.echo(boards_table(list_boards()))
 
 
-def _failure(e) -> None:
-    """A run that went wrong (mismatch, crash, time-out, failed flash): its message, exit status 1."""
-    click.echo(f"qute: {e}", err=True)
-    sys.exit(1)
-
-
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--score", type=click.Choice(["confidence", "margin", "entropy", "mi"]), default="confidence", show_default=True,
@@ -347,7 +367,7 @@ def _failure(e) -> None:
 @click.option("--target-tpr", type=float, default=0.95, show_default=True, help="Fraction of in-distribution validation images to accept.")
 @click.option("--window", type=int, default=100, show_default=True, help="Accuracy-drop monitor window: the last M confidences.")
 @click.option("--false-alarm", type=float, default=0.0, show_default=True, help="Fraction of ID validation windows allowed to alarm.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
+@data_dir_option()
 def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
     """Set the device's abstain threshold and accuracy-drop monitor from the validation split.
 
@@ -368,12 +388,12 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
 
 @cli.command()
 @click.argument("model", required=False, type=click.Path())
-@click.option("--board", help="Board to build for (qute boards lists them).")
+@board_option("Board to build for (qute boards lists them).")
 @click.option("-o", "--output", "out", type=click.Path(), help="Project folder to write (default: build-BOARD, or build-BOARD-emulator; inside RUN_DIR for a run).")
 @click.option("--samples", type=int, help="Test inputs to embed in the firmware (default 50).")
 @click.option("--emulator", is_flag=True, help="Only the emulator build (QUTE_EMULATOR, linked for the board's QEMU machine).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file ([build] model, board, samples).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets (runs only).")
+@config_option("([build] model, board, samples)")
+@data_dir_option("(runs only)")
 @click.option("--stream", help="Runs only: embed a stream of --samples test images per part, e.g. "
               "id,corrupt:gaussian_noise:5 (ID images, then the next ones corrupted).")
 @click.option("--inputs", "inputs", type=click.Choice(["embedded", "uart"]), default="embedded", show_default=True,
@@ -406,14 +426,10 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
       qute build --board nucleo-l432kc runs/digits --weights int8
     """
     from qute.build import build as make_build, format_memory
-    from qute.errors import RunFailure
 
-    try:
-        r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
-                       progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs, force=force,
-                       profile=profile, weights=weights)
-    except RunFailure as e:
-        _failure(e)
+    r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
+                   progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs, force=force,
+                   profile=profile, weights=weights)
     m = r.manifest
     b = r.board
     if inputs == "uart":
@@ -493,10 +509,10 @@ def sweep(sweep_file, address, cpus):
 
 @cli.command("run")
 @click.argument("build_dir", required=False, type=click.Path())
-@click.option("--board", help="Board the build is for (default: the build's).")
+@board_option("Board the build is for (default: the build's).")
 @click.option("--emulator", type=click.Choice(["qemu", "renode"]), default="qemu", show_default=True)
 @click.option("--timeout", type=float, default=300, show_default=True, callback=_seconds, help="Seconds before the emulator run counts as hung.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="qute.toml project file (without BUILD_DIR).")
+@config_option("(without BUILD_DIR)")
 @click.option("--port", metavar="TTY", help="Read the flashed board over this serial port instead of emulating "
               "(e.g. /dev/ttyACM0): reset the board when asked; --inputs uart builds are fed their inputs.")
 @click.option("--baud", type=int, help="Baud rate of --port (default: the board's console rate).")
@@ -518,13 +534,9 @@ def run_(build_dir, board, emulator, timeout, config_path, port, baud):
       qute run runs/digits/build-f746 --port /dev/ttyACM0      (after qute flash)
     """
     from qute.emulate import run as run_emulator
-    from qute.errors import RunFailure
 
-    try:
-        r = run_emulator(board, build_dir, emulator, timeout, progress=lambda s: click.echo(s, err=True),
-                         config_path=config_path, port=port, baud=baud)
-    except RunFailure as e:
-        _failure(e)
+    r = run_emulator(board, build_dir, emulator, timeout, progress=lambda s: click.echo(s, err=True),
+                     config_path=config_path, port=port, baud=baud)
     if emulator == "renode":
         click.echo("renode-test passed")
         return
@@ -535,7 +547,7 @@ def run_(build_dir, board, emulator, timeout, config_path, port, baud):
 
 @cli.command()
 @click.argument("build_dir", type=click.Path())
-@click.option("--board", help="Board to flash (default: the build's).")
+@board_option("Board to flash (default: the build's).")
 @click.option("--probe", type=click.Choice(["auto", "openocd", "pyocd", "stlink", "gdb"]), default="auto", show_default=True)
 @click.option("--gdb-server", metavar="HOST:PORT", help="GDB server to load through (--probe gdb): OpenOCD :3333, st-util :4242, pyOCD :3333, QEMU -gdb.")
 @click.option("--timeout", type=float, default=300, show_default=True, callback=_seconds)
@@ -553,26 +565,22 @@ def flash(build_dir, board, probe, gdb_server, timeout):
       qute flash --board nucleo-f746 runs/digits/build-f746
       qute flash --board nucleo-f746 --probe gdb --gdb-server localhost:3333 runs/digits/build-f746
     """
-    from qute.errors import RunFailure
     from qute.flash import flash as do_flash
 
-    try:
-        r = do_flash(board, build_dir, probe, gdb_server, timeout, progress=lambda s: click.echo(s, err=True))
-    except RunFailure as e:
-        _failure(e)
+    r = do_flash(board, build_dir, probe, gdb_server, timeout, progress=lambda s: click.echo(s, err=True))
     click.echo(f"flashed {r.elf} with {r.probe}: written, verified and started")
     click.echo(f"next: qute run {build_dir} --port /dev/ttyACM0   (the board's serial port; reset it when asked)")
 
 
 @cli.command()
 @click.argument("path", type=click.Path())
-@click.option("--board", help="Board to build for (the emulator variant runs under QEMU); not needed for a BUILD_DIR.")
+@board_option("Board to build for (the emulator variant runs under QEMU); not needed for a BUILD_DIR.")
 @click.option("--stream", help="With a RUN_DIR: the stream to embed, e.g. id,corrupt:contrast:5 (--samples images per part).")
-@click.option("--samples", type=int, help="Test images per part of the stream (default 50).")
+@click.option("--samples", type=click.IntRange(min=1), help="Test images per part of the stream (default 50).")
 @click.option("-o", "--output", "out", type=click.Path(),
               help="Folder for the build, monitor.json, monitor.png and transcript.txt (default RUN_DIR/monitor-BOARD, or BUILD_DIR/monitor).")
 @click.option("--timeout", type=float, default=300, show_default=True, callback=_seconds, help="Seconds before the emulator run counts as hung.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
+@data_dir_option()
 @click.option("--force", is_flag=True, help="Replace an existing output folder (only one qute monitor made).")
 def monitor(path, board, stream, samples, out, timeout, data_dir, force):
     """Play an ID-then-shifted stream through the firmware's accuracy-drop monitor under QEMU.
@@ -589,16 +597,10 @@ def monitor(path, board, stream, samples, out, timeout, data_dir, force):
       qute monitor runs/digits --board mps2-an500 --stream id,corrupt:contrast:5 --samples 100
       qute monitor runs/digits/build-stream
     """
-    from qute.errors import RunFailure
     from qute.monitor import PLOT_FILE, TIMELINE_FILE, format_timeline, play_stream
 
-    if samples is not None and samples < 1:
-        raise QuteError(f"--samples must be a positive integer, got {samples}")
-    try:
-        tl = play_stream(path, board, stream, samples, out, data_dir=data_dir, timeout=timeout,
-                         progress=lambda s: click.echo(s, err=True), force=force)
-    except RunFailure as e:
-        _failure(e)
+    tl = play_stream(path, board, stream, samples, out, data_dir=data_dir, timeout=timeout,
+                     progress=lambda s: click.echo(s, err=True), force=force)
     click.echo(format_timeline(tl))
     o = Path(tl["out"])
     click.echo(f"wrote {o / TIMELINE_FILE}, {o / PLOT_FILE}, {o / 'transcript.txt'}")
@@ -612,7 +614,7 @@ def monitor(path, board, stream, samples, out, timeout, data_dir, force):
 @click.option("--build", "build_dir", type=click.Path(file_okay=False), help="Build folder for memory and latency (default: the first build found under RUN_DIR).")
 @click.option("--transcript", type=click.Path(dir_okay=False), help="A saved firmware transcript (QEMU output) for latency (default: transcript.txt beside the build).")
 @click.option("--no-eval", is_flag=True, help="Do not evaluate the run when it has no metrics.json (list it as missing).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the datasets.")
+@data_dir_option()
 def report(run_dir, out, build_dir, transcript, no_eval, data_dir):
     """Write one self-contained HTML page about a run: evaluation, quantization, calibration, build.
 
@@ -639,7 +641,7 @@ def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     from codegen.cli import run_cli
 
-    return run_cli(cli, "qute", argv, (QuteError, CodegenError))
+    return run_cli(cli, "qute", argv, (QuteError, CodegenError), (RunFailure,))
 
 
 if __name__ == "__main__":

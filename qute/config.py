@@ -25,6 +25,7 @@ from qute.errors import QuteError
 ARCHS = ("mnist-cnn", "mnist-cnn-mp", "ds-cnn", "resnet8")
 METHODS = ("qute", "base", "ee-ensemble", "deep-ensemble", "mc-dropout")
 MAX_K = 16
+STAGES = ("float", "int8", "device")  # what qute eval evaluates: Keras, int8 on TFLite Micro, firmware
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 
 from qute import data as qdata
 from qute import metrics, uncertainty
-from qute.config import EvalConfig
+from qute.config import STAGES, EvalConfig
 from qute.errors import QuteError
 from qute.run import Run
 
@@ -90,7 +90,6 @@ def _id_metrics(y, probs, scores) -> dict:
     }
 
 
-STAGES = ("float", "int8", "device")
 
 
 def stage_predictor(run: Run, stage: str, model, seed: int):
