@@ -119,7 +119,7 @@ class DeviceStage:
             self._tmp = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from qute.quantize import _head_probs, input_params, output_heads, output_params, quantize
+        from qute.quantize import heads_from_outputs, input_params, output_heads, output_params, quantize
 
         if self._build is None:
             raise RuntimeError("DeviceStage is used outside its with-block")
@@ -129,13 +129,13 @@ class DeviceStage:
             part = self._batch(xq[start:start + BATCH], start, len(xq))
             outs = part if outs is None else [np.concatenate([a, b]) for a, b in zip(outs, part)]
         k = self.run.spec.num_heads
-        return _head_probs(outs, output_heads(self.tflite, k), output_params(self.tflite, k))
+        return heads_from_outputs(outs, output_heads(self.tflite, k), output_params(self.tflite, k))
 
     def _batch(self, xq: np.ndarray, start: int, total: int) -> list[np.ndarray]:
         """Runs one batch; its outputs indexed like the flatbuffer's (as TFLM's are)."""
         from qute import oracle
         from qute.build import device_scores
-        from qute.emulate import _facts_from_manifest, execute
+        from qute.emulate import facts_from_manifest, execute
 
         m = self._build.manifest
         n = len(xq)
@@ -153,7 +153,7 @@ class DeviceStage:
             self.stats.bytes_compared += int(want.size)
             self.stats.bytes_differing += int(np.sum(h != want)) if h.shape == want.shape else int(want.size)
             outs[o["flatbuffer_index"]] = h
-        host = device_scores(_facts_from_manifest(m), heads, m.get("uncertainty_path") if self.stats.scores_kind == "int" else None)
+        host = device_scores(facts_from_manifest(m), heads, m.get("uncertainty_path") if self.stats.scores_kind == "int" else None)
         if host is not None:
             self.stats.scores_compared += 4 * n
             self.stats.scores_differing += _scores_differing(t.samples, host, self.stats.scores_kind == "int")

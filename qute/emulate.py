@@ -276,7 +276,7 @@ def check(build, transcript, board) -> RunResult:
     uncertainty, accuracy, correct = {}, None, None
     up = m.get("uncertainty_path") or {}
     int_path = up if up.get("kind") == "int" else None
-    host = device_scores(_facts_from_manifest(m), device, int_path) if m["ensemble"] else None
+    host = device_scores(facts_from_manifest(m), device, int_path) if m["ensemble"] else None
     if host is not None:
         want = host_score_rows(host, bool(int_path))
         for i in range(n):
@@ -479,7 +479,7 @@ def _check_monitor(m: dict, got: dict, present: np.ndarray, host, n: int) -> dic
     }
 
 
-def _facts_from_manifest(m: dict):
+def facts_from_manifest(m: dict):
     """What ensemble_scores needs (outputs' quantization, ensemble flag) without regenerating the model."""
     from types import SimpleNamespace
 

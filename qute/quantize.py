@@ -364,7 +364,8 @@ def int8_heads(tflite_bytes: bytes, x: np.ndarray, num_heads: int | None = None)
     return np.stack([np.asarray(outs[i], dtype=np.int8) for i in order]), output_params(tflite_bytes, num_heads)
 
 
-def _head_probs(outs: list[np.ndarray], order: list[int], params: list[QuantParams]) -> np.ndarray:
+def heads_from_outputs(outs: list[np.ndarray], order: list[int], params: list[QuantParams]) -> np.ndarray:
+    """The int8 model's raw outputs -> (K, N, C) float32 head probabilities, heads in name order."""
     return np.stack([dequantize(outs[i], p) for i, p in zip(order, params)]).astype(np.float32)
 
 
@@ -376,7 +377,7 @@ def _c_stage(tflite, x_q, tflm_outs, order, params, y, float_heads) -> dict:
         ours = run_c(tflite, [x_q])
     except (QuteError, RunFailure) as e:  # the report says what went wrong with the C; the rest stands
         return {"error": str(e).splitlines()[0]}
-    report = stage_report(y, _head_probs(ours, order, params), reference=float_heads)
+    report = stage_report(y, heads_from_outputs(ours, order, params), reference=float_heads)
     report["bytes_differing_from_int8_tflm"] = int(sum(np.sum(a != b) for a, b in zip(ours, tflm_outs)))
     report["bytes_compared"] = int(sum(a.size for a in tflm_outs))
     return report
@@ -462,7 +463,7 @@ def quantize_run(
     order = output_heads(tflite, len(heads))
     x_q = quantize(dataset.x_test, in_p)
     tflm_outs = run_tflm(tflite, x_q)
-    int8_heads = _head_probs(tflm_outs, order, out_p)
+    int8_heads = heads_from_outputs(tflm_outs, order, out_p)
     step("running the generated C on the test images")
     c_stage = _c_stage(tflite, x_q, tflm_outs, order, out_p, y, float_heads)
     g = _graph(tflite)

@@ -1,7 +1,8 @@
 """Import layering, read from the syntax tree (function-local imports included, nothing imported).
 
 - codegen is a compiler of its own: it imports neither qute nor TensorFlow/Keras;
-- the library does not import its command line (qute.cli); only the entry points do.
+- the library does not import its command line (qute.cli); only the entry points do;
+- no module imports another one's private (underscored) names.
 """
 
 from __future__ import annotations
@@ -49,3 +50,13 @@ def test_the_library_does_not_import_its_command_line():
     bad = [str(f.relative_to(ROOT)) for f in _sources("qute") if f not in entry
            and any(m == "qute.cli" or m.startswith("qute.cli.") for m in imports(f))]
     assert not bad, f"modules importing qute.cli: {bad}"
+
+
+def test_no_module_imports_another_ones_private_names():
+    bad = []
+    for f in _sources("qute") + _sources("codegen"):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                    and node.module.split(".")[0] in ("qute", "codegen")):
+                bad += [f"{f.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, f"private names imported across modules: {bad}"

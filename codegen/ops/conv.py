@@ -41,7 +41,7 @@ def wrap_int32(values: np.ndarray) -> np.ndarray:
     return (((v + (1 << 31)) % (1 << 32)) - (1 << 31)).astype(np.int32)
 
 
-class _ConvBase:
+class ConvBase:
     quantized_dim = 0
 
     def _fail(self, op: Op, what: str) -> CodegenError:
@@ -142,7 +142,7 @@ class _ConvBase:
 
 
 @register
-class Conv2D(_ConvBase):
+class Conv2D(ConvBase):
     # Versions 1-8 differ in the types they admit (int8 is v3, grouped v6, int4 filters v7, int16
     # activations v4/v8); check() accepts int8 activations and int8 filters only.
     opcodes = {"CONV_2D": (1, 2, 3, 4, 5, 6, 7, 8)}

@@ -1,6 +1,6 @@
 """DEPTHWISE_CONV_2D: int8 activations, int8 symmetric per-channel weights, int32 bias.
 
-The checks, padding and requantization are CONV_2D's (codegen.ops.conv._ConvBase); this module
+The checks, padding and requantization are CONV_2D's (codegen.ops.conv.ConvBase); this module
 owns the depthwise layout (filter [1, h, w, channels], output channel c * multiplier + m) and the
 choice of depthwise kernel (firmware/kernels/qute_depthwise_conv.h):
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from codegen.ir import Graph, Op, Tensor
 from codegen.ops import register
-from codegen.ops.conv import _ConvBase, wrap_int32
+from codegen.ops.conv import ConvBase, wrap_int32
 from codegen.quant import activation_range, conv_multipliers
 
 GROUP_WORDS = 34  # QUTE_DW3X3_GROUP_WORDS
@@ -94,7 +94,7 @@ def pack_3x3(filt: np.ndarray, acc_init: np.ndarray, mults, shifts, output_zp: i
 
 
 @register
-class DepthwiseConv2D(_ConvBase):
+class DepthwiseConv2D(ConvBase):
     # v3 is int8 per-channel; the other versions differ in admitted types (hybrid, int16, int4),
     # which check() rejects.
     opcodes = {"DEPTHWISE_CONV_2D": (1, 2, 3, 4, 5, 6, 7)}
