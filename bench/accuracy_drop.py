@@ -34,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import readme_section  # noqa: E402  (bench/, next to this file)
+from sweep_results import finished_trials  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Our corruptions that MNIST-C (Mu & Gilmer, 2019) also has; it adds glass blur, spatter and
@@ -50,24 +51,6 @@ def fail(msg: str):
     """Bad input: one line and exit status 2."""
     log(f"error: {msg}")
     raise SystemExit(2)
-
-
-def method_label(train: dict) -> str:
-    from qute.config import TrainConfig
-
-    label = train["method"] + ("-tied" if train["method"] == "qute" and not train["untied"] else "")
-    return label if train["arch"] == TrainConfig.arch else f"{label} ({train['arch']})"
-
-
-def sweep_runs(folder: Path) -> list[tuple[str, int, Path]]:
-    """(method label, seed, run directory) of every finished trial of a sweep folder."""
-    path = folder / "results.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        fail(f"{path}: not a finished sweep's results ({e}); run qute sweep first")
-    return [(method_label(t["train"]), t["train"]["seed"], folder / "runs" / t["name"])
-            for t in saved["trials"] if t["record"] is not None]
 
 
 def measure(run_dir: Path, corruptions, severity: int, window: int, stage: str, cache: dict) -> dict:
@@ -194,14 +177,12 @@ def main(argv=None) -> int:
         fail(f"--severity must be one of {', '.join(map(str, qdata.SEVERITIES))}, got {args.severity}")
     if args.window < 2:
         fail(f"--window must be at least 2, got {args.window}")
-    runs = [r for folder in args.sweeps for r in sweep_runs(folder)]
+    try:
+        runs = [(t.label, t.seed, t.run_dir) for t in finished_trials(args.sweeps)]
+    except ValueError as e:
+        fail(str(e))
     if not runs:
         fail("the sweeps hold no finished trial")
-    seen: dict[tuple[str, int], Path] = {}
-    for label, seed, run_dir in runs:
-        if (label, seed) in seen:
-            fail(f"{label} seed {seed} is in two sweeps ({seen[label, seed]} and {run_dir}): pass one of them")
-        seen[label, seed] = run_dir
 
     started = time.time()
     results: dict[str, dict[int, dict]] = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import qute.data as qd
+import qute.data.sources as qds
 from qute.data import (
     CORRUPTIONS,
     DATASETS,
@@ -38,8 +38,8 @@ def offline(monkeypatch, tmp_path_factory):
     def no_network(*args, **kwargs):
         return False
 
-    monkeypatch.setattr(qd, "_online", no_network)
-    monkeypatch.setattr(qd, "_system_dirs", lambda name: [])
+    monkeypatch.setattr(qds, "online", no_network)
+    monkeypatch.setattr(qds, "system_dirs", lambda name: [])
     monkeypatch.setenv("QUTE_DATA", str(tmp_path_factory.mktemp("empty_data")))
 
 
@@ -297,7 +297,7 @@ def test_online_fallback_uses_keras_loader(tmp_path, monkeypatch):
         (rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), rng.integers(0, 10, 20).astype(np.uint8)),
         (rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), rng.integers(0, 10, 5).astype(np.uint8)),
     )
-    monkeypatch.setattr(qd, "_online", lambda *a, **k: True)
+    monkeypatch.setattr(qds, "online", lambda *a, **k: True)
     monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda: fake)
     ds = load_dataset("mnist", data_dir=tmp_path)
     assert ds.source == "keras.datasets.mnist" and ds.input_shape == (28, 28, 1)

@@ -1,0 +1,47 @@
+"""The finished trials of `qute sweep` folders, labelled by method, for the benchmark tables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from qute.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Trial:
+    label: str  # method_label
+    seed: int
+    run_dir: Path
+    record: dict  # trial.json: settings, summary, params, and int8 when the sweep asked for it
+
+
+def method_label(train: dict) -> str:
+    """The method, "-tied" for the paper's QUTE, then what differs from the defaults (backbone, K)."""
+    label = train["method"] + ("-tied" if train["method"] == "qute" and not train["untied"] else "")
+    differ = [train["arch"]] if train["arch"] != TrainConfig.arch else []
+    differ += [f"K={train['k']}"] if train["k"] != TrainConfig.k and train["method"] != "base" else []
+    return f"{label} ({', '.join(differ)})" if differ else label
+
+
+def finished_trials(folders: list[Path]) -> list[Trial]:
+    """Every finished trial of the sweeps, in their files' order; ValueError when a folder holds
+    no results.json or two sweeps hold the same method and seed."""
+    trials, seen = [], {}
+    for folder in folders:
+        path = folder / "results.json"
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a finished sweep's results ({e}); run qute sweep first") from None
+        for t in saved["trials"]:
+            if t["record"] is None:
+                continue
+            trial = Trial(method_label(t["train"]), t["train"]["seed"], folder / "runs" / t["name"], t["record"])
+            if (trial.label, trial.seed) in seen:
+                raise ValueError(f"{trial.label} seed {trial.seed} is in two sweeps ({seen[trial.label, trial.seed]} "
+                                 f"and {trial.run_dir}): pass one of them")
+            seen[trial.label, trial.seed] = trial.run_dir
+            trials.append(trial)
+    return trials
