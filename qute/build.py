@@ -67,6 +67,7 @@ import numpy as np
 
 from codegen import outdir
 from qute.errors import QuteError, RunFailure
+from qute.expectation import Expectation, ModelFacts, int_path_for, model_facts, read_graph
 from qute.tf_loader import load_tensorflow
 
 DEFAULT_SAMPLES = 50
@@ -224,7 +225,7 @@ def _from_tflite(path: Path, samples: int) -> ModelSource:
     from qute import oracle
 
     tflite = path.read_bytes()
-    _graph(tflite, str(path))
+    read_graph(tflite, str(path))
     try:
         x = oracle.random_inputs(tflite, samples, RANDOM_SEED)
     except ValueError as e:
@@ -266,16 +267,6 @@ def resolve_model(model: str | None, samples: int, data_dir=None, project: dict 
     raise QuteError(f"{model} does not exist; give a run directory, an int8 .tflite file, or nothing (the embedded default)")
 
 
-def _graph(tflite: bytes, label: str = "the model"):
-    from codegen.ir import CodegenError
-    from codegen.reader import read_model
-
-    try:
-        return read_model(bytes(tflite), label)
-    except CodegenError as e:
-        raise QuteError(str(e)) from None
-
-
 def write_default(run_dir: str | Path, folder: Path | None = None) -> Path:
     """Replaces the embedded default (firmware/default) with a quantized run: `make default-model`."""
     from qute.data import load_dataset
@@ -311,48 +302,6 @@ def write_default(run_dir: str | Path, folder: Path | None = None) -> Path:
 # --------------------------------------------------------------------------- what to embed
 
 
-@dataclass
-class ModelFacts:
-    """The generated model and what main.c needs to know about it."""
-
-    gen: object  # codegen.emit.Generated
-    graph: object
-    outputs: list[dict]  # API order: name, size, scale, zero_point, flatbuffer index
-    ensemble: bool
-    classes: int
-    input_size: int
-
-
-def model_facts(tflite: bytes, weights16: bool = False) -> ModelFacts:
-    from codegen.emit import generate
-    from codegen.ir import CodegenError
-
-    graph = _graph(tflite)
-    if len(graph.inputs) != 1:
-        raise QuteError(f"qute build takes single-input models; this one has {len(graph.inputs)} inputs")
-    try:
-        gen = generate(graph, weights16=weights16)
-    except CodegenError as e:
-        raise QuteError(str(e)) from None
-    outputs = []
-    for t in gen.output_order:
-        x = graph.tensor(t)
-        scale, zp = x.qparams()
-        outputs.append({"name": graph.output_label(t), "size": int(x.size), "scale": float(np.float32(scale)),
-                        "zero_point": int(zp), "flatbuffer_index": graph.outputs.index(t)})
-    sizes = {o["size"] for o in outputs}
-
-    def probabilities(o):  # the int8 range of the output maps into [0, 1]
-        with np.errstate(over="ignore"):  # a huge scale is simply not a probability
-            lo = np.float32(-128 - o["zero_point"]) * np.float32(o["scale"])
-            hi = np.float32(127 - o["zero_point"]) * np.float32(o["scale"])
-        return lo >= 0 and hi <= 1
-
-    ensemble = len(sizes) == 1 and min(sizes) >= 2 and all(probabilities(o) for o in outputs)
-    return ModelFacts(gen, graph, outputs, ensemble, outputs[0]["size"] if ensemble else 0,
-                      int(graph.tensor(graph.inputs[0]).size))
-
-
 def profile_ops(facts: ModelFacts) -> dict:
     """What `qute run` puts beside a profiled build's per-op counts: each op that runs code, with
     its opcode, the kernel it calls and its MACs (codegen.report), in the order the model runs them."""
@@ -361,84 +310,6 @@ def profile_ops(facts: ModelFacts) -> dict:
     rows = build_report(facts.graph, gen=facts.gen).ops
     return {"define": PROFILE_DEFINE,
             "ops": [{"index": r.index, "opcode": r.opcode, "kernel": r.kernel, "macs": r.macs} for r in rows if r.index in facts.gen.kernels]}
-
-
-def reference_outputs(tflite: bytes, facts: ModelFacts, inputs: np.ndarray) -> tuple[list[np.ndarray], str]:
-    """The host int8 reference (TFLM; see qute.oracle.reference) in the generated model's output
-    order, each (N, size)."""
-    from qute import oracle
-
-    outs, engine = oracle.reference(bytes(tflite), [np.asarray(inputs, dtype=np.int8)])
-    n = len(inputs)
-    return [np.asarray(outs[o["flatbuffer_index"]]).reshape(n, -1) for o in facts.outputs], engine
-
-
-def ensemble_scores(facts: ModelFacts, heads: list[np.ndarray]):
-    """qute.uncertainty.summarize of the dequantized heads ((N, C) int8 each), or None."""
-    if not facts.ensemble:
-        return None
-    from qute.quantize import QuantParams, dequantize
-    from qute.uncertainty import summarize
-
-    probs = np.stack([dequantize(h, QuantParams(o["scale"], o["zero_point"])) for h, o in zip(heads, facts.outputs)])
-    return summarize(probs)
-
-
-def int_path_for(board, facts: ModelFacts) -> dict | None:
-    """The integer-only uncertainty path's parameters for an ensemble on a board with no FPU, else None.
-
-    The heads' scale as an unsigned Q24 multiplier (exact for a qute model's 1/256: 65536; other
-    scales are rounded to the nearest Q24 value, on the device and in qute.uncertainty.summarize_int
-    alike) and their zero point; every head must share them (the C takes one of each).
-    """
-    if board.fpu != "none" or not facts.ensemble:
-        return None
-    try:
-        return int_head_quant((o["scale"], o["zero_point"]) for o in facts.outputs)
-    except QuteError as e:
-        raise QuteError(f"{board.name} has no FPU, and {e}") from None
-
-
-def int_head_quant(scales_zero_points) -> dict:
-    """The integer-only path's head quantization from each head's (scale, zero point): see int_path_for.
-
-    Also what qute calibrate scores the validation split with, so its integer thresholds are the device's.
-    """
-    quant = {(float(np.float32(scale)), int(zp)) for scale, zp in scales_zero_points}
-    if len(quant) != 1:
-        raise QuteError(f"the integer-only uncertainty path needs every head with the same "
-                        f"int8 scale and zero point; this model's heads have {sorted(quant)}")
-    scale, zp = quant.pop()
-    q24 = int(round(scale * (1 << 24)))
-    if not 1 <= q24 <= 1 << 24:
-        raise QuteError(f"the integer-only uncertainty path needs a head scale in "
-                        f"[2^-24, 1]; this model's is {scale}")
-    return {"kind": "int", "scale_q24": q24, "zero_point": zp, "exact_scale": q24 == scale * (1 << 24)}
-
-
-def device_scores(facts, heads: list[np.ndarray], int_path: dict | None = None):
-    """What the device computes from the heads: summarize_int on integer-only builds, else summarize."""
-    if not facts.ensemble:
-        return None
-    if int_path:
-        from qute.uncertainty import summarize_int
-
-        return summarize_int(np.stack([np.asarray(h, dtype=np.int8) for h in heads]),
-                             int_path["scale_q24"], int_path["zero_point"])
-    return ensemble_scores(facts, heads)
-
-
-def expected_done_line(facts: ModelFacts, source: ModelSource, heads: list[np.ndarray],
-                       int_path: dict | None = None) -> str:
-    from qute.transcript import done_line, outputs_crc32
-
-    n = len(source.inputs)
-    crc = outputs_crc32([[h[s] for h in heads] for s in range(n)])
-    correct = None
-    if source.labelled:
-        scores = device_scores(facts, heads, int_path)
-        correct = int(np.sum(scores.predicted == source.labels)) if scores is not None else 0
-    return done_line(n, crc, correct)
 
 
 def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str, int_path: dict | None = None,
@@ -1020,9 +891,10 @@ def build(
         check_fit_before_link(emu_board, facts, source, uart_inputs)
 
     progress("running the host reference (TFLite Micro) on the embedded inputs")
-    heads, engine = reference_outputs(source.tflite, facts, source.inputs)
-    int_path = int_path_for(board, facts)
-    done = expected_done_line(facts, source, heads, int_path)
+    int_path = int_path_for(board, facts.layout)
+    expect = Expectation.of(source.tflite, facts.layout, source.inputs, int_path,
+                            source.labels if source.labelled else None)
+    done, engine = expect.done_line(), expect.engine
 
     variants = [_variant(board, True)] if emulator else [_variant(board, False), _variant(board, True)]
     if int_path:  # no FPU: the integer-only uncertainty path, in every variant (same compiler flags)

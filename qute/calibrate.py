@@ -9,7 +9,7 @@ Two constants per run, written to ``RUN_DIR/calibration.json`` and compiled into
   ``mi`` (mutual information; higher = less certain) when ``score <= threshold``. The threshold is
   the k-th most certain validation score with k = ceil(target_tpr * N), so at least k of N are
   accepted (exactly k without ties).
-* rho of the accuracy-drop monitor (:mod:`qute.monitor`): the validation split played as an
+* rho of the accuracy-drop monitor (:mod:`qute.drift`): the validation split played as an
   ID-only stream through the monitor's exact arithmetic; rho is the (a+1)-th smallest full-window
   mean with a = floor(false_alarm * windows) (the rule of :func:`qute.metrics.choose_rho`), so
   the ID stream raises at most a alarms -- none with the default false_alarm 0.
@@ -24,7 +24,7 @@ on the raw int8 heads), so from the int8 model the same two rules are also appli
 integers (format version 2): ``abstain.threshold_int`` (Q16 for confidence and margin, Q20 nats
 for entropy and mi; same accept direction) and ``monitor.rho_sum``, the (a+1)-th smallest exact
 sum of a full window of Q16 confidences, the integer monitor alarming while its window's sum is
-``< rho_sum`` (:func:`qute.monitor.simulate_int`). Version 1 files (no integer constants) still
+``< rho_sum`` (:func:`qute.drift.simulate_int`). Version 1 files (no integer constants) still
 load; builds for boards with no FPU then leave the abstain flag and the monitor out.
 """
 
@@ -74,7 +74,7 @@ def score_name(score: str) -> str:
 
 
 def _check(target_tpr, window, false_alarm) -> tuple[float, int, float]:
-    from qute.monitor import check_window
+    from qute.drift import check_window
 
     try:
         t, f = float(target_tpr), float(false_alarm)
@@ -127,13 +127,13 @@ def accepted_int(values, score: str, threshold: int) -> np.ndarray:
 
 def choose_monitor_rho(confidences, window: int, false_alarm: float) -> tuple[np.float32, np.ndarray]:
     """(float32 rho, the ID stream's window means) under the device's exact monitor arithmetic."""
-    from qute import monitor
+    from qute import drift
 
     c = np.asarray(confidences, dtype=np.float32).reshape(-1)
     if c.size < window:
         raise QuteError(f"the validation split has {c.size} images, fewer than the monitor window {window}; "
                         f"choose a smaller --window")
-    means, _ = monitor.simulate(c, window, np.float32(0))
+    means, _ = drift.simulate(c, window, np.float32(0))
     full = means[window - 1:]
     # metrics.choose_rho's rule (the (a+1)-th smallest window mean), applied to the device's float32 means
     # (choose_rho itself re-derives the means from float64 cumulative sums, which is not the device's arithmetic)
@@ -143,13 +143,13 @@ def choose_monitor_rho(confidences, window: int, false_alarm: float) -> tuple[np
 def choose_monitor_rho_sum(confidence_q16, window: int, false_alarm: float) -> tuple[int, np.ndarray]:
     """(rho_sum, the ID stream's full-window sums) under the integer-only device's monitor arithmetic:
     choose_monitor_rho's rule on the exact window sums of Q16 confidences (alarm iff sum < rho_sum)."""
-    from qute import monitor
+    from qute import drift
 
     c = np.asarray(confidence_q16).reshape(-1)
     if c.size < window:
         raise QuteError(f"the validation split has {c.size} images, fewer than the monitor window {window}; "
                         f"choose a smaller --window")
-    sums, _ = monitor.simulate_int(c, window, 0)
+    sums, _ = drift.simulate_int(c, window, 0)
     full = sums[window - 1:]
     return int(_smallest_allowed(full, false_alarm)), full
 
@@ -229,8 +229,8 @@ def validation_scores(run, data_dir=None, progress=lambda s: None, window: int =
 
 
 def _int_scores(heads: np.ndarray, params, progress):
-    """summarize_int of the raw heads with the scale and zero point a build derives (qute.build.int_head_quant)."""
-    from qute.build import int_head_quant
+    """summarize_int of the raw heads with the scale and zero point a build derives (qute.uncertainty.int_head_quant)."""
+    from qute.uncertainty import int_head_quant
     from qute.uncertainty import summarize_int
 
     try:
@@ -326,7 +326,7 @@ def load_calibration(path: str | Path) -> Calibration:
             raise ValueError("not a qute calibration file")
         c = Calibration(data)
         score_name(c.score)
-        from qute.monitor import check_window
+        from qute.drift import check_window
 
         check_window(c.window)
         if not (np.isfinite(c.threshold) and np.isfinite(c.rho)):
@@ -334,7 +334,7 @@ def load_calibration(path: str | Path) -> Calibration:
         if (c.threshold_int is None) != (c.rho_sum is None):
             raise ValueError("one of threshold_int and rho_sum without the other")
         if c.has_int:
-            from qute.monitor import check_rho_sum
+            from qute.drift import check_rho_sum
 
             if isinstance(c.threshold_int, bool) or not isinstance(c.threshold_int, int) or not 0 <= c.threshold_int < 2**31:
                 raise ValueError(f"threshold_int must be an integer in [0, 2**31), got {c.threshold_int!r}")

@@ -588,7 +588,7 @@ def monitor(path, board, stream, samples, out, timeout, data_dir, force):
     PATH is a calibrated run (qute calibrate): it is built (emulator variant) with --stream
     embedded, into OUT/build; or an existing stream build (qute build --stream). Prints the alarm
     timeline: where the ID part ends, window accuracy, window mean confidence, rho, and the first
-    alarm on the device and in the host simulation (qute.monitor.simulate; simulate_int on boards
+    alarm on the device and in the host simulation (qute.drift.simulate; simulate_int on boards
     with no FPU); exit 1 if they differ.
     Writes OUT/monitor.json (the timeline), OUT/monitor.png and OUT/transcript.txt.
 

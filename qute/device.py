@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from qute.errors import QuteError, RunFailure
+from qute.expectation import Expectation, HeadLayout, arithmetic, compare
 
 DEFAULT_BOARD = "nucleo-f746"
 BATCH = 2000  # inputs per QEMU session: bounds each time-out and shows progress on big sets
@@ -106,8 +107,8 @@ class DeviceStage:
             raise QuteError(f"{self.run.path}: the build's model is not the run's {len(self.tflite):,}-byte int8 model")
         m = self._build.manifest
         self.stats.machine = m.get("qemu_machine") or self.board.qemu_machine
-        up = m.get("uncertainty_path") or {}
-        self.stats.scores_kind = "int" if up.get("kind") == "int" else "float32"
+        path = arithmetic(HeadLayout.from_manifest(m), m.get("uncertainty_path"))
+        self.stats.scores_kind = path.kind if path else "float32"
         return self
 
     def __exit__(self, *exc) -> None:
@@ -133,11 +134,8 @@ class DeviceStage:
 
     def _batch(self, xq: np.ndarray, start: int, total: int) -> list[np.ndarray]:
         """Runs one batch; its outputs indexed like the flatbuffer's (as TFLM's are)."""
-        from qute import oracle
-        from qute.build import device_scores
-        from qute.emulate import facts_from_manifest, execute
+        from qute.emulate import execute
 
-        m = self._build.manifest
         n = len(xq)
         if total > BATCH:
             self.progress(f"inputs {start + 1:,}-{start + n:,} of {total:,}")
@@ -145,31 +143,12 @@ class DeviceStage:
         if len(t.samples) != n or [s.index for s in t.samples] != list(range(n)):
             raise RunFailure(f"the firmware answered {len(t.samples)} of {n} inputs")
         self.stats.counter = (t.start or {}).get("counter", self.stats.counter)
-        heads = [np.stack([np.asarray(s.heads[j], dtype=np.int8) for s in t.samples]) for j in range(len(m["outputs"]))]
-        ref, _engine = oracle.reference(self.tflite, [xq])
-        outs: dict[int, np.ndarray] = {}
-        for o, h in zip(m["outputs"], heads):
-            want = np.asarray(ref[o["flatbuffer_index"]]).reshape(n, -1)
-            self.stats.bytes_compared += int(want.size)
-            self.stats.bytes_differing += int(np.sum(h != want)) if h.shape == want.shape else int(want.size)
-            outs[o["flatbuffer_index"]] = h
-        host = device_scores(facts_from_manifest(m), heads, m.get("uncertainty_path") if self.stats.scores_kind == "int" else None)
-        if host is not None:
-            self.stats.scores_compared += 4 * n
-            self.stats.scores_differing += _scores_differing(t.samples, host, self.stats.scores_kind == "int")
+        c = compare(t.samples, Expectation.from_build(self._build, xq))
+        self.stats.bytes_compared += c.bytes_compared
+        self.stats.bytes_differing += c.bytes_differing
+        self.stats.scores_compared += c.scores_compared
+        self.stats.scores_differing += c.scores_differing
         self.stats.inputs += n
         self.stats.cycles.extend(int(s.cycles) for s in t.samples)
-        return [outs[i] for i in range(len(outs))]  # every output of the graph is listed in the manifest
-
-
-def _scores_differing(samples, host, integer: bool) -> int:
-    """How many of the device's four scores per sample differ from the host's, bit for bit."""
-    from qute.emulate import host_score_rows
-
-    want = host_score_rows(host, integer)
-    if integer:
-        got = [s.iscores for s in samples]
-        return sum(4 if g is None else int(np.sum(np.asarray(g, dtype=np.int64) != w)) for g, w in zip(got, want))
-    got = [s.scores for s in samples]
-    return sum(4 if g is None else int(np.sum(np.asarray(g, dtype=np.float32).view(np.uint32) != w.view(np.uint32)))
-               for g, w in zip(got, want))
+        by_index = {o["flatbuffer_index"]: h for o, h in zip(self._build.manifest["outputs"], c.device_heads)}
+        return [by_index[i] for i in range(len(by_index))]  # every output of the graph is listed in the manifest

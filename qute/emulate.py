@@ -9,9 +9,9 @@ time-out. Its console lines (qute/transcript.py) are parsed and every output byt
 with the host int8 reference (:func:`qute.oracle.reference`: TFLite Micro's reference kernels)
 on the same embedded inputs (the build's inputs.npz), and the device's float32 ensemble scores
 with :func:`qute.uncertainty.summarize` of its heads. Calibrated builds (``qute calibrate``): the device's abstain
-flags, window means and alarms against :func:`qute.monitor.simulate` on the host's scores, with the
+flags, window means and alarms against :func:`qute.drift.simulate` on the host's scores, with the
 first alarm on both sides; on integer-only builds (no FPU) the integer scores, abstain flags, exact
-window sums and alarms against :func:`qute.monitor.simulate_int` on
+window sums and alarms against :func:`qute.drift.simulate_int` on
 :func:`qute.uncertainty.summarize_int`. Under ``-icount shift=0`` the counter gives
 executed instructions, deterministic run after run; they are not the board's cycles.
 
@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from qute.errors import QuteError, RunFailure
+from qute.expectation import Expectation, compare, compare_decisions
+from qute.transcript import PREFIX, READY_LINE, TranscriptError, op_counts, parse, uart_payload
 
 EMULATORS = ("qemu", "renode")
 DEFAULT_TIMEOUT = 300.0
@@ -130,7 +132,7 @@ class RunResult:
             lines.append(f"monitor (m={mon['window']}, {rule}): first alarm device {at(mon['first_alarm_device'])}, "
                          f"host {at(mon['first_alarm_host'])}; alarms on {mon['alarms_device']} sample(s); "
                          f"{mon['mean_differing']} window {'sum' if integer else 'mean'}(s) and {mon['alarm_differing']} "
-                         f"alarm state(s) differ from qute.monitor.simulate{'_int' if integer else ''}")
+                         f"alarm state(s) differ from qute.drift.simulate{'_int' if integer else ''}")
         elif self.monitor_note:
             lines.append(f"monitor:             none ({self.monitor_note})")
         if self.profile is not None:
@@ -152,26 +154,6 @@ def qemu_command(qemu: str, machine: str, elf: Path, uart_inputs: bool = False) 
     serial = ["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"] if uart_inputs else []
     return [qemu, "-M", machine, "-nographic", "-monitor", "none", *serial, "-semihosting", "-icount", "shift=0",
             "-kernel", str(elf)]
-
-
-UART_MAGIC = b"QUTI"
-READY_LINE = b"QUTE ready "  # the firmware's UART receiver is on (qute/transcript.py)
-
-
-def uart_payload(x: np.ndarray, labels: np.ndarray | None = None) -> bytes:
-    """What a `--inputs uart` firmware reads: "QUTI", N (uint32 LE), then per input its label
-    (int16 LE, -1 for none) and its int8 values (firmware/main.c.j2)."""
-    x = np.asarray(x, dtype=np.int8)
-    x = x.reshape(len(x), int(np.prod(x.shape[1:], dtype=np.int64)))
-    y = np.full(len(x), -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
-    if len(y) != len(x):
-        raise ValueError(f"{len(x)} inputs but {len(y)} labels")
-    if len(y) and (y.min() < -1 or y.max() > 32767):
-        raise ValueError("labels must be in -1..32767")
-    frames = np.empty((len(x), 2 + x.shape[1]), dtype=np.uint8)
-    frames[:, :2] = y.astype("<i2").view(np.uint8).reshape(-1, 2)
-    frames[:, 2:] = x.view(np.uint8)
-    return UART_MAGIC + np.uint32(len(x)).astype("<u4").tobytes() + frames.tobytes()
 
 
 def run_process(cmd: list[str], timeout: float, cwd: Path | None = None, stdin: bytes | None = None,
@@ -231,16 +213,10 @@ def _tail(text: str, n: int = 6) -> str:
 
 
 def check(build, transcript, board) -> RunResult:
-    """Compares a parsed transcript with the host reference for the build's inputs."""
-    from qute import oracle
-    from qute.build import device_scores
-
+    """Compares a parsed transcript with what the build's firmware must print (qute.expectation)."""
     m = build.manifest
-    x, y = build.inputs()
-    n = len(x)
-    tflite = build.tflite()
-    outs, engine = oracle.reference(tflite, [x])
-    ref = [np.asarray(outs[o["flatbuffer_index"]]).reshape(n, -1) for o in m["outputs"]]
+    expect = Expectation.from_build(build)
+    n, engine = expect.samples, expect.engine
     problems = []
     start = transcript.start or {}
     if not transcript.start:
@@ -250,52 +226,11 @@ def check(build, transcript, board) -> RunResult:
     got = {s.index: s for s in transcript.samples}
     if sorted(got) != list(range(n)) or len(transcript.samples) != n:
         problems.append(f"expected sample lines 0..{n - 1}, got {len(transcript.samples)} line(s)")
-    per_output = [{"name": o["name"], "bytes": 0, "differing": 0} for o in m["outputs"]]
-    device = [np.zeros_like(r) for r in ref]
-    present = np.zeros(n, dtype=bool)
-    for i in range(n):
-        s = got.get(i)
-        if s is None:
-            continue
-        if len(s.heads) != len(ref) or any(len(h) != r.shape[1] for h, r in zip(s.heads, ref)):
-            problems.append(f"sample {i}: {len(s.heads)} output(s) of sizes {[len(h) for h in s.heads]}, "
-                            f"expected {[r.shape[1] for r in ref]}")
-            continue
-        present[i] = True
-        for k, h in enumerate(s.heads):
-            device[k][i] = h
-    for k, r in enumerate(ref):
-        per_output[k]["bytes"] = int(r.size)
-        diff = (device[k] != r)
-        diff[~present] = True  # a missing sample counts as all its bytes wrong
-        per_output[k]["differing"] = int(diff.sum())
-    total = sum(p["bytes"] for p in per_output)
-    differing = sum(p["differing"] for p in per_output)
-
-    scores_cmp = scores_diff = pred_diff = 0
+    c = compare(transcript.samples, expect)
+    problems += c.problems
+    present, host = c.present, c.scores
     uncertainty, accuracy, correct = {}, None, None
-    up = m.get("uncertainty_path") or {}
-    int_path = up if up.get("kind") == "int" else None
-    host = device_scores(facts_from_manifest(m), device, int_path) if m["ensemble"] else None
     if host is not None:
-        want = host_score_rows(host, bool(int_path))
-        for i in range(n):
-            s = got.get(i)
-            if s is None or not present[i]:
-                continue
-            if int_path:
-                if s.iscores is None:
-                    problems.append(f"sample {i}: no iscores= on an integer-only ensemble build")
-                    continue
-                scores_cmp += 4
-                scores_diff += int(np.sum(s.iscores != want[i]))
-            else:
-                if s.scores is None:
-                    problems.append(f"sample {i}: no scores= on an ensemble model")
-                    continue
-                scores_cmp += 4
-                scores_diff += int(np.sum(s.scores.view(np.uint32) != want[i].view(np.uint32)))
-            pred_diff += int(s.pred != int(host.predicted[i]))
         ok = present
         uncertainty = {
             "confidence": float(np.mean(host.confidence[ok])) if ok.any() else float("nan"),
@@ -303,21 +238,20 @@ def check(build, transcript, board) -> RunResult:
             "entropy": float(np.mean(host.entropy[ok])) if ok.any() else float("nan"),
             "mutual_information": float(np.mean(host.mutual_information[ok])) if ok.any() else float("nan"),
         }
-        if m["inputs"]["labelled"]:
+        if expect.labels is not None:
+            y = expect.labels
             preds = np.array([got[i].pred if i in got else -1 for i in range(n)])
             right = preds == y
             correct = int(right.sum())
             accuracy = correct / n if n else 0.0
             uncertainty["confidence_correct"] = float(np.mean(host.confidence[right & ok])) if (right & ok).any() else float("nan")
             uncertainty["confidence_wrong"] = float(np.mean(host.confidence[~right & ok])) if (~right & ok).any() else None
-    monitor = _check_monitor(m, got, present, host, n)
+    monitor = compare_decisions(transcript.samples, expect, host, present)
     done = transcript.done
     done_ok = False
     if done is None:
         problems.append("no summary line (QUTE done ...)")
     else:
-        from qute.transcript import PREFIX
-
         line = f"{PREFIX} done " + " ".join(f"{k}={v}" for k, v in done.items())
         done_ok = line == m["expected_done_line"]
         if not done_ok:
@@ -329,11 +263,11 @@ def check(build, transcript, board) -> RunResult:
         ucycles = np.array([got[i].ucycles for i in sorted(got)], dtype=np.int64)
     return RunResult(
         board=board.name, machine=board.qemu_machine, elf=build.elf(True), note=board.emulation_note, samples=n,
-        counter=start.get("counter", "?"), cycles=cycles, bytes_compared=total, bytes_differing=differing,
-        per_output=per_output, scores_compared=scores_cmp, scores_differing=scores_diff,
-        predictions_differing=pred_diff, done_line_ok=done_ok, reference=engine, accuracy=accuracy, correct=correct,
+        counter=start.get("counter", "?"), cycles=cycles, bytes_compared=c.bytes_compared,
+        bytes_differing=c.bytes_differing, per_output=c.per_output, scores_compared=c.scores_compared,
+        scores_differing=c.scores_differing, predictions_differing=c.predictions_differing, done_line_ok=done_ok, reference=engine, accuracy=accuracy, correct=correct,
         uncertainty=uncertainty, problems=problems, monitor=monitor, monitor_note=m.get("calibration_note") or "",
-        ucycles=ucycles, scores_kind="int" if int_path else "float32", profile=profile,
+        ucycles=ucycles, scores_kind=expect.path.kind if expect.path else "float32", profile=profile,
     )
 
 
@@ -343,7 +277,6 @@ def op_profile(m: dict, transcript, got: dict, counter: str, problems: list[str]
     None for a build without --profile. An input whose ``op`` lines do not name the build's ops in
     order is a problem (the firmware and its build.json disagree) and is left out of the means.
     """
-    from qute.transcript import op_counts
 
     prof = m.get("profile")
     if not prof:
@@ -404,86 +337,6 @@ def format_profile(p: dict) -> list[str]:
     lines.append(f"  {'':>3}  {'whole run (cycles= of the sample lines)':<{21 + width}} {p['macs']:>12,} "
                  f"{p['invoke']:>14,.0f} {ratio(p['per_mac'])} {share(100.0 if p['invoke'] else None)}")
     return lines
-
-
-def host_score_rows(host, integer: bool) -> np.ndarray:
-    """(N, 4) of what the device prints per sample: iscores= as int64 (integer-only builds) or
-    scores= as float32 (confidence, margin, entropy, mutual information)."""
-    if integer:
-        return np.stack([host.confidence_q16, host.margin_q16, host.entropy_q20, host.mutual_information_q20],
-                        axis=1).astype(np.int64)
-    return np.stack([host.confidence, host.margin, host.entropy, host.mutual_information], axis=1).astype(np.float32)
-
-
-def _check_monitor(m: dict, got: dict, present: np.ndarray, host, n: int) -> dict:
-    """The device's abstain flags, window means and alarms against qute.monitor on the host's scores."""
-    cal = m.get("calibration")
-    if not cal or host is None:
-        return {}
-    from qute.calibrate import accepted, accepted_int, f32_from_hex
-    from qute.monitor import first_alarm, simulate, simulate_int
-
-    integer = cal.get("arithmetic") == "int"
-    if integer:  # no FPU: integer score against the integer threshold, exact window sums (host: IntScores)
-        values = np.asarray(host.raw(cal["score_field"]), dtype=np.int64)
-        abstain_host = ~accepted_int(values, cal["score"], cal["threshold_int"])
-        window_host, alarms_host = simulate_int(host.confidence_q16, cal["window"], cal["rho_sum"])
-        full_host = window_host >= 0
-
-        def device(s):
-            return s.iscore, s.window_sum
-
-        def same(dev, want):
-            return int(dev) == int(want)
-    else:
-        values = np.asarray(getattr(host, cal["score_field"]), dtype=np.float32)
-        abstain_host = ~accepted(values, cal["score"], f32_from_hex(cal["threshold_f32"]))
-        window_host, alarms_host = simulate(host.confidence, cal["window"], f32_from_hex(cal["rho_f32"]))
-        full_host = ~np.isnan(window_host)
-
-        def device(s):
-            return s.score, s.window_mean
-
-        def same(dev, want):  # bit for bit
-            return np.float32(dev).view(np.uint32) == np.float32(want).view(np.uint32)
-    a_diff = mean_diff = alarm_diff = score_diff = 0
-    alarms_dev = np.zeros(n, dtype=bool)
-    abstain_dev = np.zeros(n, dtype=bool)
-    for i in range(n):
-        s = got.get(i)
-        if s is None or not present[i] or s.abstain is None or s.alarm is None:
-            a_diff += 1
-            mean_diff += 1
-            alarm_diff += 1
-            continue
-        abstain_dev[i], alarms_dev[i] = s.abstain, s.alarm
-        score, window = device(s)
-        score_diff += int(score is None or not same(score, values[i]))
-        a_diff += int(s.abstain != bool(abstain_host[i]))
-        alarm_diff += int(s.alarm != bool(alarms_host[i]))
-        if not full_host[i]:
-            mean_diff += int(window is not None)
-        else:
-            mean_diff += int(window is None or not same(window, window_host[i]))
-    return {
-        "arithmetic": "int" if integer else "float",
-        "score": cal["score"], "threshold": cal["threshold"], "window": cal["window"], "rho": cal["rho"],
-        **({"threshold_int": cal["threshold_int"], "rho_sum": cal["rho_sum"]} if integer else {}),
-        "abstained_device": int(abstain_dev.sum()), "abstained_host": int(abstain_host.sum()),
-        "alarms_device": int(alarms_dev.sum()), "alarms_host": int(alarms_host.sum()),
-        "first_alarm_device": first_alarm(alarms_dev), "first_alarm_host": first_alarm(alarms_host),
-        # mean_differing: the window statistic, float32 means or (integer builds) exact sums
-        "abstain_differing": a_diff, "mean_differing": mean_diff, "alarm_differing": alarm_diff,
-        "score_differing": score_diff,
-        "differing": a_diff + mean_diff + alarm_diff + score_diff,
-    }
-
-
-def facts_from_manifest(m: dict):
-    """What ensemble_scores needs (outputs' quantization, ensemble flag) without regenerating the model."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(outputs=m["outputs"], ensemble=m["ensemble"], classes=m["classes"])
 
 
 def run(
@@ -585,7 +438,6 @@ def _profile_files(b, result: RunResult) -> dict[Path, bytes]:
 def _run_on_port(b, board, port: str, baud: int, timeout: float, progress) -> RunResult:
     from qute.run import write_atomic
     from qute.serialport import talk
-    from qute.transcript import TranscriptError, parse
 
     frames = None
     if uart_inputs(b):
@@ -620,7 +472,6 @@ def execute(build, board, x: np.ndarray | None = None, labels: np.ndarray | None
     or a missing summary line.
     """
     from qute import tools
-    from qute.transcript import TranscriptError, parse
 
     over_uart = uart_inputs(build)
     if over_uart and x is None:

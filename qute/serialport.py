@@ -77,7 +77,7 @@ def talk(path: str, baud: int, payload_frames: tuple[bytes, list[bytes]] | None,
 
     `payload_frames`: (header, frames) for a --inputs uart build, else None (embedded inputs).
     """
-    from qute.emulate import READY_LINE
+    from qute.transcript import READY_LINE
 
     deadline = time.monotonic() + timeout
     port = Port(path, baud)

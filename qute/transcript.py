@@ -45,7 +45,7 @@ ignored::
     Calibrated builds for boards with no FPU decide with integers only and print, in the same
     place: ``iscore`` (the decimal integer score the abstain threshold is on, as in ``iscores``:
     Q16 or Q20), ``abstain``, ``window_sum`` (the exact decimal sum of the monitor's last m Q16
-    confidences, ``-`` until m samples have been seen; :func:`qute.monitor.simulate_int`) and
+    confidences, ``-`` until m samples have been seen; :func:`qute.drift.simulate_int`) and
     ``alarm`` (1 while that sum is below ``rho_sum``); their ``start`` line adds
     ``abstain_score``, ``abstain_threshold_int``, ``monitor_window`` and ``monitor_rho_sum``
     (decimal integers).
@@ -273,3 +273,23 @@ def done_line(samples: int, crc32: int, correct: int | None = None) -> str:
     """The summary line the firmware prints when every output byte is right."""
     mid = f" correct={correct}" if correct is not None else ""
     return f"{PREFIX} done samples={samples}{mid} crc32={crc32:08x}"
+
+
+UART_MAGIC = b"QUTI"
+READY_LINE = b"QUTE ready "  # the firmware's UART receiver is on
+
+
+def uart_payload(x: np.ndarray, labels: np.ndarray | None = None) -> bytes:
+    """The host's side of the protocol, what a `--inputs uart` firmware reads: "QUTI", N (uint32 LE), then per input its label
+    (int16 LE, -1 for none) and its int8 values (firmware/main.c.j2)."""
+    x = np.asarray(x, dtype=np.int8)
+    x = x.reshape(len(x), int(np.prod(x.shape[1:], dtype=np.int64)))
+    y = np.full(len(x), -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(y) != len(x):
+        raise ValueError(f"{len(x)} inputs but {len(y)} labels")
+    if len(y) and (y.min() < -1 or y.max() > 32767):
+        raise ValueError("labels must be in -1..32767")
+    frames = np.empty((len(x), 2 + x.shape[1]), dtype=np.uint8)
+    frames[:, :2] = y.astype("<i2").view(np.uint8).reshape(-1, 2)
+    frames[:, 2:] = x.view(np.uint8)
+    return UART_MAGIC + np.uint32(len(x)).astype("<u4").tobytes() + frames.tobytes()

@@ -379,6 +379,26 @@ def _to_nats_q20(bits_q20: np.ndarray) -> np.ndarray:
     return (bits_q20 * np.int64(_LN2_Q30) + np.int64(1 << 29)) >> np.int64(30)
 
 
+def int_head_quant(scales_zero_points) -> dict:
+    """The integer-only path's head quantization from each head's (scale, zero point).
+
+    The heads' scale as an unsigned Q24 multiplier (exact for a qute model's 1/256: 65536; other
+    scales are rounded to the nearest Q24 value, on the device and in qute.uncertainty.summarize_int
+    alike) and their zero point; every head must share them (the C takes one of each). Also what
+    qute calibrate scores the validation split with, so its integer thresholds are the device's.
+    """
+    quant = {(float(np.float32(scale)), int(zp)) for scale, zp in scales_zero_points}
+    if len(quant) != 1:
+        raise QuteError(f"the integer-only uncertainty path needs every head with the same "
+                        f"int8 scale and zero point; this model's heads have {sorted(quant)}")
+    scale, zp = quant.pop()
+    q24 = int(round(scale * (1 << 24)))
+    if not 1 <= q24 <= 1 << 24:
+        raise QuteError(f"the integer-only uncertainty path needs a head scale in "
+                        f"[2^-24, 1]; this model's is {scale}")
+    return {"kind": "int", "scale_q24": q24, "zero_point": zp, "exact_scale": q24 == scale * (1 << 24)}
+
+
 def summarize_int(
     head_q, scale_q24: int = INT_SCALE_Q24_DEFAULT, zero_point: int = INT_ZERO_POINT_DEFAULT
 ) -> IntScores:

@@ -474,13 +474,14 @@ def _target_build(path: str, out: str) -> int:
     import click
 
     from codegen.ir import CodegenError
-    from qute.build import model_facts, reference_outputs, resolve_model
+    from qute.build import resolve_model
     from qute.errors import QuteError, RunFailure
+    from qute.expectation import model_facts, reference_outputs
 
     try:
         source = resolve_model(path, 2)
         facts = model_facts(source.tflite)
-        reference_outputs(source.tflite, facts, source.inputs)
+        reference_outputs(source.tflite, facts.layout, source.inputs)
     except (QuteError, CodegenError) as e:
         click.echo(f"qute: error: {e}", err=True)
         return 2

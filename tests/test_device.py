@@ -16,7 +16,8 @@ from cliutil import assert_user_error, qute
 from tiny import tiny_qute_run
 
 from qute import oracle, transcript
-from qute.emulate import READY_LINE, qemu_command, run_process, uart_payload
+from qute.emulate import qemu_command, run_process
+from qute.transcript import READY_LINE, uart_payload
 
 have_tools = all(shutil.which(t) for t in ("arm-none-eabi-gcc", "make", "qemu-system-arm"))
 needs_qemu = pytest.mark.skipif(not have_tools, reason="qemu-system-arm or arm-none-eabi-gcc not installed")
@@ -333,19 +334,20 @@ def test_run_port_errors_are_one_line(tmp_path, uart_builds):
 def test_device_scores_are_compared_bit_for_bit_on_both_paths():
     from types import SimpleNamespace
 
-    from qute.device import _scores_differing
-    from qute.emulate import host_score_rows
+    from qute.expectation import FloatPath, IntPath, scores_differing
     from qute.uncertainty import summarize, summarize_int
 
     heads = np.random.default_rng(4).integers(-128, 128, size=(3, 6, 10)).astype(np.int8)
-    for integer, host in ((True, summarize_int(heads)), (False, summarize((heads.astype(np.float32) + 128) / 256))):
-        rows = host_score_rows(host, integer)
+    for path, host in ((IntPath({"kind": "int", "scale_q24": 65536, "zero_point": -128}), summarize_int(heads)),
+                       (FloatPath(), summarize((heads.astype(np.float32) + 128) / 256))):
+        integer = path.kind == "int"
+        rows = path.rows(host)
         field = "iscores" if integer else "scores"
         samples = [SimpleNamespace(**{field: r.copy()}) for r in rows]
-        assert _scores_differing(samples, host, integer) == 0
+        assert scores_differing(samples, path, host) == 0
         if integer:
             samples[2].iscores[1] += 1
         else:
             samples[2].scores[1] = np.nextafter(samples[2].scores[1], np.float32(2))  # one ulp off
         setattr(samples[4], field, None)  # a line without scores counts all four
-        assert _scores_differing(samples, host, integer) == 1 + 4
+        assert scores_differing(samples, path, host) == 1 + 4

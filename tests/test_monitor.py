@@ -1,5 +1,5 @@
 """The accuracy-drop monitor and the calibrated decisions: qute calibrate, the C ring buffer
-(firmware/uncertainty/qute_monitor.c) against qute.monitor.simulate, and a tiny QUTE model that
+(firmware/uncertainty/qute_monitor.c) against qute.drift.simulate, and a tiny QUTE model that
 sees an ID stream then a strongly corrupted one under QEMU, its first alarm where the host's is.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from cliutil import assert_user_error, qute
 from tiny import tiny_calibrated_run
 
-from qute import monitor
+from qute import drift
 from qute.calibrate import abstain_threshold, accepted, choose_monitor_rho, f32_from_hex, f32_hex
 from qute.errors import QuteError
 
@@ -55,17 +55,17 @@ def test_simulate_follows_the_rule():
     conf = rng.uniform(0.1, 1.0, 300).astype(np.float32)
     conf[:5] = [0, 1, 1.5, -0.0, np.float32(1e-40)]
     for window in (1, 7, 100):
-        means, alarms = monitor.simulate(conf, window, np.float32(0.55))
+        means, alarms = drift.simulate(conf, window, np.float32(0.55))
         want_m, want_a = _reference(conf, window, np.float32(0.55))
         assert np.array_equal(means.view(np.uint32), want_m.view(np.uint32))
         assert np.array_equal(alarms, want_a)
         assert np.all(np.isnan(means[:window - 1])) and not alarms[:window - 1].any()
-    means, alarms = monitor.simulate(conf[:3], 5, 1.0)  # never full: no mean, no alarm
-    assert np.all(np.isnan(means)) and not alarms.any() and monitor.first_alarm(alarms) is None
+    means, alarms = drift.simulate(conf[:3], 5, 1.0)  # never full: no mean, no alarm
+    assert np.all(np.isnan(means)) and not alarms.any() and drift.first_alarm(alarms) is None
     with pytest.raises(QuteError, match="window"):
-        monitor.simulate(conf, 0, 0.5)
+        drift.simulate(conf, 0, 0.5)
     with pytest.raises(QuteError, match="window"):
-        monitor.simulate(conf, 70000, 0.5)
+        drift.simulate(conf, 70000, 0.5)
 
 
 def test_threshold_and_rho_rules():
@@ -153,12 +153,12 @@ def test_c_monitor_equals_simulate_on_random_streams(tmp_path):
     for window, rho, conf in streams:
         r = rec[pos:pos + len(conf)]
         pos += len(conf)
-        means, alarms = monitor.simulate(conf, window, rho)
+        means, alarms = drift.simulate(conf, window, rho)
         full = ~np.isnan(means)
         assert np.array_equal(r["state"] >= 0, full)
         assert np.array_equal(r["mean"][full], means[full].view(np.uint32))
         assert np.array_equal(r["state"] == 1, alarms)
-        assert monitor.first_alarm(r["state"] == 1) == monitor.first_alarm(alarms)
+        assert drift.first_alarm(r["state"] == 1) == drift.first_alarm(alarms)
         alarms_seen += int(alarms.sum())
     assert alarms_seen > 0 and pos == len(rec)
 
@@ -193,7 +193,7 @@ def test_calibrate_writes_sensible_values(calibrated):
     assert np.sum(s.confidence > thr) < np.ceil(0.95 * n) <= np.sum(s.confidence >= thr)
     assert tpr == c["abstain"]["validation_tpr"]
     rho = f32_from_hex(c["monitor"]["rho_f32"])
-    means, alarms = monitor.simulate(s.confidence, WINDOW, rho)
+    means, alarms = drift.simulate(s.confidence, WINDOW, rho)
     assert not alarms.any() and rho == np.nanmin(means) and c["monitor"]["validation_alarms"] == 0
     assert c["monitor"]["window"] == WINDOW and 0 < rho < 1
 
@@ -203,7 +203,7 @@ def test_calibrate_writes_sensible_values(calibrated):
     e = json.loads((run_dir / "calibration.json").read_text())
     thr = f32_from_hex(e["abstain"]["threshold_f32"])
     assert 0.9 <= float(np.mean(s.entropy <= thr)) <= 0.9 + 1 / n and e["abstain"]["accept_when"] == "<="
-    means, alarms = monitor.simulate(s.confidence, WINDOW, f32_from_hex(e["monitor"]["rho_f32"]))
+    means, alarms = drift.simulate(s.confidence, WINDOW, f32_from_hex(e["monitor"]["rho_f32"]))
     assert alarms.sum() <= int(0.1 * (n - WINDOW + 1))
     # put the confidence calibration back for the tests below
     (run_dir / "calibration.json").write_text(json.dumps(c, indent=2) + "\n")

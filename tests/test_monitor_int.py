@@ -1,6 +1,6 @@
 """The abstain flag and the accuracy-drop monitor on boards with no FPU: integer constants from
 qute calibrate, the integer variant of the C monitor (qute_monitor_update_q16) against
-qute.monitor.simulate_int, and a tiny QUTE model on the Cortex-M3 mps2-an385 under QEMU that sees
+qute.drift.simulate_int, and a tiny QUTE model on the Cortex-M3 mps2-an385 under QEMU that sees
 an ID stream then a corrupted one, every flag and its first alarm where the host has them.
 """
 
@@ -18,7 +18,7 @@ from cliutil import qute
 from elfcheck import float_helpers, symbols
 from tiny import tiny_calibrated_run
 
-from qute import monitor
+from qute import drift
 from qute.calibrate import (
     abstain_threshold_int,
     accepted_int,
@@ -64,23 +64,23 @@ def test_simulate_int_follows_the_rule():
     q[:6] = [0, 65536, 65537, 2**32 - 1, 1, 2**31]  # above 1.0: clamped to 65536
     for window in (1, 2, 7, 100, 400):
         rho_sum = int(0.6 * window * 65536)
-        sums, alarms = monitor.simulate_int(q, window, rho_sum)
+        sums, alarms = drift.simulate_int(q, window, rho_sum)
         want_s, want_a = _reference_int(q, window, rho_sum)
         assert np.array_equal(sums, want_s) and np.array_equal(alarms, want_a)
         assert np.all(sums[:window - 1] == -1) and not alarms[:window - 1].any()
-    sums, alarms = monitor.simulate_int(q[:3], 5, 2**32 - 1)  # never full: no sum, no alarm
-    assert np.all(sums == -1) and not alarms.any() and monitor.first_alarm(alarms) is None
+    sums, alarms = drift.simulate_int(q[:3], 5, 2**32 - 1)  # never full: no sum, no alarm
+    assert np.all(sums == -1) and not alarms.any() and drift.first_alarm(alarms) is None
     # ties: a sum equal to rho_sum does not alarm, one below does
-    sums, alarms = monitor.simulate_int([3, 3, 2, 4], 2, 6)
+    sums, alarms = drift.simulate_int([3, 3, 2, 4], 2, 6)
     assert sums.tolist() == [-1, 6, 5, 6] and alarms.tolist() == [False, False, True, False]
     for bad in ([-1], [0.5], [2**32]):
         with pytest.raises(QuteError, match="Q16 confidences"):
-            monitor.simulate_int(np.array(bad), 1, 0)
+            drift.simulate_int(np.array(bad), 1, 0)
     for bad in (-1, 2**32, 0.5, True):
         with pytest.raises(QuteError, match="rho_sum"):
-            monitor.simulate_int([1], 1, bad)
+            drift.simulate_int([1], 1, bad)
     with pytest.raises(QuteError, match="window"):
-        monitor.simulate_int([1], 65536, 0)
+        drift.simulate_int([1], 65536, 0)
 
 
 def test_integer_threshold_and_rho_sum_rules():
@@ -101,7 +101,7 @@ def test_integer_threshold_and_rho_sum_rules():
     rho_sum, sums = choose_monitor_rho_sum(q, 10, 0.1)
     assert (sums < rho_sum).sum() <= int(0.1 * len(sums))
     flat, _ = choose_monitor_rho_sum(np.full(20, 40000), 5, 0.5)  # every window ties: none alarms
-    assert flat == 5 * 40000 and not monitor.simulate_int(np.full(20, 40000), 5, flat)[1].any()
+    assert flat == 5 * 40000 and not drift.simulate_int(np.full(20, 40000), 5, flat)[1].any()
     with pytest.raises(QuteError, match="fewer than the monitor window"):
         choose_monitor_rho_sum(q, 100, 0.0)
 
@@ -160,7 +160,7 @@ def _streams():
             q[n // 2:] //= 2  # a drop in the middle
         k = rng.integers(0, n, size=max(1, n // 20))
         q[k] = rng.choice(np.array([0, 65535, 65536, 65537, 2**31, 2**32 - 1], dtype=np.uint32), size=k.size)
-        sums, _ = monitor.simulate_int(q, window, 0)
+        sums, _ = drift.simulate_int(q, window, 0)
         full = sums[sums >= 0]
         # rho_sum on an actual window sum (a tie: no alarm there), or just above one, or random
         pick = int(rng.choice(full)) if full.size else 0
@@ -190,12 +190,12 @@ def test_c_integer_monitor_equals_simulate_int(tmp_path):
     for window, rho_sum, q in streams:
         r = rec[pos:pos + len(q)]
         pos += len(q)
-        sums, alarms = monitor.simulate_int(q, window, rho_sum)
+        sums, alarms = drift.simulate_int(q, window, rho_sum)
         full = sums >= 0
         assert np.array_equal(r["state"] >= 0, full)
         assert np.array_equal(r["sum"][full].astype(np.int64), sums[full])
         assert np.array_equal(r["state"] == 1, alarms)
-        assert monitor.first_alarm(r["state"] == 1) == monitor.first_alarm(alarms)
+        assert drift.first_alarm(r["state"] == 1) == drift.first_alarm(alarms)
         alarms_seen += int(alarms.sum())
         ties += int(np.sum(sums == rho_sum))
     assert alarms_seen > 0 and ties > 0 and pos == len(rec)
@@ -272,7 +272,7 @@ def test_calibrate_writes_the_integer_constants(calibrated):
     # the ceil(0.95 n)-th largest Q16 confidence: fewer lie strictly above it, at least that many on or above
     assert np.sum(s.confidence_q16 > thr) < math.ceil(0.95 * n) <= np.sum(s.confidence_q16 >= thr)
     assert a["validation_accepted_int"] == int(np.sum(s.confidence_q16 >= thr))
-    sums, alarms = monitor.simulate_int(s.confidence_q16, WINDOW, m["rho_sum"])
+    sums, alarms = drift.simulate_int(s.confidence_q16, WINDOW, m["rho_sum"])
     assert m["rho_sum"] == sums[WINDOW - 1:].min() and not alarms.any() and m["validation_alarms_int"] == 0
     assert f"accept when confidence (Q16) >= {thr}" in stdout and f"rho_sum = {m['rho_sum']}" in stdout
     cal = load_calibration(run_dir)
@@ -346,7 +346,7 @@ def test_m3_abstain_flags_and_alarms_match_the_host(calibrated, tmp_path):
     assert t.start["monitor_window"] == str(WINDOW) and t.start["abstain_score"] == "confidence"
     heads = np.stack([np.stack([s.heads[k] for s in t.samples]) for k in range(K)])
     want = summarize_int(heads)
-    sums, alarms = monitor.simulate_int(want.confidence_q16, WINDOW, rho_sum)
+    sums, alarms = drift.simulate_int(want.confidence_q16, WINDOW, rho_sum)
     assert [s.iscore for s in t.samples] == want.confidence_q16.tolist()
     assert [s.abstain for s in t.samples] == (want.confidence_q16 < thr).tolist()
     assert [-1 if s.window_sum is None else s.window_sum for s in t.samples] == sums.tolist()
@@ -357,7 +357,7 @@ def test_m3_abstain_flags_and_alarms_match_the_host(calibrated, tmp_path):
     assert p.returncode == 0 and "bit-exact: yes" in p.stdout, p.stdout + p.stderr
     first = mon["first_alarm_device"]
     assert f"first alarm device sample {first}, host sample {first}" in p.stdout
-    assert "0 window sum(s) and 0 alarm state(s) differ from qute.monitor.simulate_int" in p.stdout
+    assert "0 window sum(s) and 0 alarm state(s) differ from qute.drift.simulate_int" in p.stdout
     board = load_board(BOARD)
     line = next(ln for ln in text.splitlines() if ln.startswith(f"QUTE sample={first} "))
     flipped = check(load_build(out), parse(text.replace(line, line.replace(" alarm=1", " alarm=0"))), board)
@@ -372,7 +372,7 @@ def test_m3_abstain_flags_and_alarms_match_the_host(calibrated, tmp_path):
              "-o", tmp_path / "mon")
     assert p.returncode == 0, p.stderr + p.stdout
     assert "monitor (integer-only): window m=10, alarm when the sum of the window's Q16 confidences" in p.stdout
-    assert f"first alarm: device sample {first}, host (qute.monitor.simulate_int) sample {first}: match" in p.stdout
+    assert f"first alarm: device sample {first}, host (qute.drift.simulate_int) sample {first}: match" in p.stdout
     tl = json.loads((tmp_path / "mon" / "monitor.json").read_text())
     assert tl["arithmetic"] == "int" and tl["rho_sum"] == rho_sum and tl["match"]
     assert tl["per_sample"]["window_sum_device"] == tl["per_sample"]["window_sum_host"]

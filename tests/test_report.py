@@ -107,7 +107,7 @@ def test_monitor_first_alarm_matches_the_host(pipeline, tmp_path):
              "--samples", PART, "-o", out)
     assert p.returncode == 0, p.stderr + p.stdout
     assert f"ID part ends at sample {PART - 1}" in p.stdout
-    m = re.search(r"first alarm: device (sample (\d+)|none), host \(qute.monitor.simulate\) (sample (\d+)|none): match", p.stdout)
+    m = re.search(r"first alarm: device (sample (\d+)|none), host \(qute.drift.simulate\) (sample (\d+)|none): match", p.stdout)
     assert m and m.group(1) == m.group(3), p.stdout
     tl = json.loads((out / "monitor.json").read_text())
     assert tl["first_alarm_device"] == tl["first_alarm_host"] and tl["match"] and tl["differing_from_host"] == 0

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from qute.build import AUTO_INT16_FREE, _read_default, choose_weights16, model_facts
+from qute.build import AUTO_INT16_FREE, _read_default, choose_weights16
+from qute.expectation import model_facts
 
 
 def _board(core="cortex-m7", flash=1 << 20, name="b"):

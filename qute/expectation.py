@@ -1,0 +1,451 @@
+"""What the firmware must print for each input, and how a device's transcript is held against it.
+
+The host side of bit-exactness has one owner, this module:
+
+* the output bytes: TFLite Micro's reference kernels (:func:`qute.oracle.reference`) on the same
+  int8 inputs, in the generated model's output order (head_0, head_1, ...);
+* the uncertainty scores the device computes from its heads: float32 :func:`qute.uncertainty.summarize`
+  on boards with an FPU, the integer-only :func:`qute.uncertainty.summarize_int` on boards without.
+  The choice is made once, by :func:`arithmetic` (a :class:`FloatPath` or an :class:`IntPath`),
+  and everything that differs between the two (which field a sample line carries, how two
+  values are "the same", the monitor's window statistic) is a method of that object;
+* the calibrated decisions: abstain flags and the accuracy-drop monitor's window statistic and
+  alarms (:mod:`qute.drift`), from the build's compiled-in calibration;
+* the summary line (``QUTE done ...``), which ``qute build`` writes into build.json.
+
+``qute build`` (the summary line), ``qute run`` (:func:`qute.emulate.check`), ``qute monitor``
+(the timeline's host side) and the device stage of ``qute eval`` all take their expectation from
+:meth:`Expectation.of` or :meth:`Expectation.from_build`.
+
+The scores and decisions a transcript is compared with are computed from the heads the device
+printed, not from the oracle's: a wrong output byte is then counted once, as a byte, and the
+uncertainty module is still checked on its own input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qute.drift import Q16
+from qute.errors import QuteError
+from qute.uncertainty import int_head_quant
+
+
+def read_graph(tflite: bytes, label: str = "the model"):
+    """The codegen graph of a .tflite; a file codegen cannot read is the user's error."""
+    from codegen.ir import CodegenError
+    from codegen.reader import read_model
+
+    try:
+        return read_model(bytes(tflite), label)
+    except CodegenError as e:
+        raise QuteError(str(e)) from None
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """The model's outputs as the firmware prints them: API order, each with name, size, int8
+    scale and zero point and its index among the flatbuffer's outputs; `ensemble` when they are
+    K probability vectors of one length (`classes`), which is when the device computes scores."""
+
+    outputs: list[dict]
+    ensemble: bool
+    classes: int
+
+    @classmethod
+    def from_manifest(cls, m: dict) -> HeadLayout:
+        return cls(m["outputs"], bool(m["ensemble"]), int(m["classes"]))
+
+    def dequantize(self, heads: list[np.ndarray]) -> np.ndarray:
+        """(K, N, C) float32 probabilities of int8 heads, each with its own scale and zero point."""
+        from qute.quantize import QuantParams, dequantize
+
+        return np.stack([dequantize(h, QuantParams(o["scale"], o["zero_point"])) for h, o in zip(heads, self.outputs)])
+
+
+@dataclass
+class ModelFacts:
+    """The generated model and what main.c needs to know about it."""
+
+    gen: object  # codegen.emit.Generated
+    graph: object
+    layout: HeadLayout
+    input_size: int
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.layout.outputs
+
+    @property
+    def ensemble(self) -> bool:
+        return self.layout.ensemble
+
+    @property
+    def classes(self) -> int:
+        return self.layout.classes
+
+
+def model_facts(tflite: bytes, weights16: bool = False) -> ModelFacts:
+    from codegen.emit import generate
+    from codegen.ir import CodegenError
+
+    graph = read_graph(tflite)
+    if len(graph.inputs) != 1:
+        raise QuteError(f"qute build takes single-input models; this one has {len(graph.inputs)} inputs")
+    try:
+        gen = generate(graph, weights16=weights16)
+    except CodegenError as e:
+        raise QuteError(str(e)) from None
+    outputs = []
+    for t in gen.output_order:
+        x = graph.tensor(t)
+        scale, zp = x.qparams()
+        outputs.append({"name": graph.output_label(t), "size": int(x.size), "scale": float(np.float32(scale)),
+                        "zero_point": int(zp), "flatbuffer_index": graph.outputs.index(t)})
+    sizes = {o["size"] for o in outputs}
+
+    def probabilities(o):  # the int8 range of the output maps into [0, 1]
+        with np.errstate(over="ignore"):  # a huge scale is simply not a probability
+            lo = np.float32(-128 - o["zero_point"]) * np.float32(o["scale"])
+            hi = np.float32(127 - o["zero_point"]) * np.float32(o["scale"])
+        return lo >= 0 and hi <= 1
+
+    ensemble = len(sizes) == 1 and min(sizes) >= 2 and all(probabilities(o) for o in outputs)
+    layout = HeadLayout(outputs, ensemble, outputs[0]["size"] if ensemble else 0)
+    return ModelFacts(gen, graph, layout, int(graph.tensor(graph.inputs[0]).size))
+
+
+def reference_outputs(tflite: bytes, layout: HeadLayout, inputs: np.ndarray) -> tuple[list[np.ndarray], str]:
+    """The host int8 reference (TFLM; see qute.oracle.reference) in the generated model's output
+    order, each (N, size), and the engine that computed it."""
+    from qute import oracle
+
+    x = np.asarray(inputs, dtype=np.int8)
+    outs, engine = oracle.reference(bytes(tflite), [x])
+    return [np.asarray(outs[o["flatbuffer_index"]]).reshape(len(x), -1) for o in layout.outputs], engine
+
+
+# --------------------------------------------------------------------------- the two arithmetics
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The calibrated decisions per sample: the score compared with the threshold (`values`), the
+    abstain flags, the monitor's window statistic (`window`: float32 means or exact integer sums),
+    where the window is full, and the alarms."""
+
+    values: np.ndarray
+    abstain: np.ndarray
+    window: np.ndarray
+    full: np.ndarray
+    alarms: np.ndarray
+
+
+class FloatPath:
+    """Boards with an FPU: float32 scores (``scores=`` bit patterns), float32 window means."""
+
+    kind = "float32"
+    name = "float"  # as build.json's calibration says
+    field = "scores"
+    missing = "no scores= on an ensemble model"
+
+    def scores(self, layout: HeadLayout, heads: list[np.ndarray]):
+        from qute.uncertainty import summarize
+
+        return summarize(layout.dequantize(heads))
+
+    def rows(self, scores) -> np.ndarray:
+        """(N, 4) float32: confidence, margin, entropy, mutual information, as ``scores=`` prints them."""
+        return np.stack([scores.confidence, scores.margin, scores.entropy, scores.mutual_information],
+                        axis=1).astype(np.float32)
+
+    def device_row(self, sample):
+        return sample.scores
+
+    def differing(self, got, want: np.ndarray) -> int:
+        """How many of a sample's four scores differ bit for bit (all four when the line has none)."""
+        if got is None:
+            return int(want.size)
+        return int(np.sum(np.asarray(got, dtype=np.float32).view(np.uint32) != np.asarray(want, np.float32).view(np.uint32)))
+
+    def decisions(self, scores, cal: dict) -> Decisions:
+        from qute.calibrate import accepted, f32_from_hex
+        from qute.drift import simulate
+
+        values = np.asarray(getattr(scores, cal["score_field"]), dtype=np.float32)
+        abstain = ~accepted(values, cal["score"], f32_from_hex(cal["threshold_f32"]))
+        window, alarms = simulate(scores.confidence, cal["window"], f32_from_hex(cal["rho_f32"]))
+        return Decisions(values, abstain, window, ~np.isnan(window), alarms)
+
+    def device_decision(self, sample) -> tuple:
+        """(score, window statistic) of a sample line, None where it has none."""
+        return sample.score, sample.window_mean
+
+    def same(self, device, host) -> bool:
+        return bool(np.float32(device).view(np.uint32) == np.float32(host).view(np.uint32))
+
+    def confidence(self, sample) -> float:
+        """A sample line's confidence as a real, for plots and tables (NaN without scores)."""
+        return np.nan if sample is None or sample.scores is None else float(np.float32(sample.scores[0]))
+
+    def means(self, statistics, window: int) -> np.ndarray:
+        """Window statistics (the device's, None where it printed none, or the host's) as mean
+        confidences, NaN where the window is not full."""
+        return np.array([np.nan if v is None else float(v) for v in statistics], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class IntPath:
+    """Boards with no FPU: integer scores (``iscores=``: Q16 confidence and margin, Q20 entropy
+    and mutual information), exact integer window sums. `params` is build.json's
+    ``uncertainty_path``: the heads' shared scale as Q24 and their zero point (:func:`int_head_quant`)."""
+
+    params: dict
+    kind = "int"
+    name = "int"
+    field = "iscores"
+    missing = "no iscores= on an integer-only ensemble build"
+
+    def scores(self, layout: HeadLayout, heads: list[np.ndarray]):
+        from qute.uncertainty import summarize_int
+
+        return summarize_int(np.stack([np.asarray(h, dtype=np.int8) for h in heads]),
+                             self.params["scale_q24"], self.params["zero_point"])
+
+    def rows(self, scores) -> np.ndarray:
+        return np.stack([scores.confidence_q16, scores.margin_q16, scores.entropy_q20, scores.mutual_information_q20],
+                        axis=1).astype(np.int64)
+
+    def device_row(self, sample):
+        return sample.iscores
+
+    def differing(self, got, want: np.ndarray) -> int:
+        if got is None:
+            return int(want.size)
+        return int(np.sum(np.asarray(got, dtype=np.int64) != want))
+
+    def decisions(self, scores, cal: dict) -> Decisions:
+        from qute.calibrate import accepted_int
+        from qute.drift import simulate_int
+
+        values = np.asarray(scores.raw(cal["score_field"]), dtype=np.int64)
+        abstain = ~accepted_int(values, cal["score"], cal["threshold_int"])
+        window, alarms = simulate_int(scores.confidence_q16, cal["window"], cal["rho_sum"])
+        return Decisions(values, abstain, window, window >= 0, alarms)
+
+    def device_decision(self, sample) -> tuple:
+        return sample.iscore, sample.window_sum
+
+    def same(self, device, host) -> bool:
+        return int(device) == int(host)
+
+    def confidence(self, sample) -> float:
+        return np.nan if sample is None or sample.iscores is None else sample.iscores[0] / Q16
+
+    def means(self, statistics, window: int) -> np.ndarray:
+        """Exact window sums (-1 or None: not full) as mean confidences, only for plots and tables."""
+        return np.array([np.nan if v is None or v < 0 else v * (1.0 / (window * Q16)) for v in statistics], dtype=np.float64)
+
+
+def int_path_for(board, layout: HeadLayout) -> dict | None:
+    """The integer-only path's parameters for an ensemble on a board with no FPU, else None."""
+    if board.fpu != "none" or not layout.ensemble:
+        return None
+    try:
+        return int_head_quant((o["scale"], o["zero_point"]) for o in layout.outputs)
+    except QuteError as e:
+        raise QuteError(f"{board.name} has no FPU, and {e}") from None
+
+
+Arithmetic = FloatPath | IntPath
+
+
+def arithmetic(layout: HeadLayout, uncertainty_path: dict | None) -> Arithmetic | None:
+    """The device's uncertainty arithmetic: None for a model that is not an ensemble classifier
+    (no scores), an IntPath for build.json's ``uncertainty_path`` of kind "int", else a FloatPath."""
+    if not layout.ensemble:
+        return None
+    up = uncertainty_path or {}
+    return IntPath(params=up) if up.get("kind") == "int" else FloatPath()
+
+
+# --------------------------------------------------------------------------- the expectation
+
+
+@dataclass
+class Expectation:
+    """What the firmware must print for the inputs `x` (int8, one row per input)."""
+
+    layout: HeadLayout
+    heads: list[np.ndarray]  # the oracle's int8 outputs, output order, (N, size) each
+    engine: str  # what computed them (qute.oracle.reference)
+    path: Arithmetic | None  # the device's uncertainty arithmetic; None: no scores
+    labels: np.ndarray | None = None
+    calibration: dict | None = None  # build.json's compiled-in calibration
+
+    @classmethod
+    def of(cls, tflite: bytes, layout: HeadLayout, x: np.ndarray, uncertainty_path: dict | None = None,
+           labels: np.ndarray | None = None, calibration: dict | None = None) -> Expectation:
+        heads, engine = reference_outputs(tflite, layout, x)
+        return cls(layout, heads, engine, arithmetic(layout, uncertainty_path), labels, calibration)
+
+    @classmethod
+    def from_build(cls, build, x: np.ndarray | None = None) -> Expectation:
+        """For a build (qute.build.load_build): its embedded inputs and labels, or the inputs `x`
+        (no labels) that a UART build is sent."""
+        m = build.manifest
+        labels = None
+        if x is None:
+            x, y = build.inputs()
+            labels = y if m["inputs"].get("labelled") else None
+        return cls.of(build.tflite(), HeadLayout.from_manifest(m), x, m.get("uncertainty_path"), labels,
+                      m.get("calibration"))
+
+    @property
+    def samples(self) -> int:
+        return len(self.heads[0]) if self.heads else 0
+
+    def scores(self, heads: list[np.ndarray] | None = None):
+        """The device's scores of `heads` (the oracle's by default); None without a path."""
+        if self.path is None:
+            return None
+        return self.path.scores(self.layout, self.heads if heads is None else heads)
+
+    def decisions(self, scores) -> Decisions | None:
+        if not self.calibration or scores is None:
+            return None
+        return self.path.decisions(scores, self.calibration)
+
+    def done_line(self) -> str:
+        """The firmware's summary line for these inputs: count, CRC-32 of every output byte and,
+        with labels, how many ensemble predictions are right (0 for a model with no scores)."""
+        from qute.transcript import done_line, outputs_crc32
+
+        n = self.samples
+        crc = outputs_crc32([[h[s] for h in self.heads] for s in range(n)])
+        correct = None
+        if self.labels is not None:
+            scores = self.scores()
+            correct = int(np.sum(scores.predicted == self.labels)) if scores is not None else 0
+        return done_line(n, crc, correct)
+
+
+# --------------------------------------------------------------------------- holding a transcript against it
+
+
+@dataclass
+class Comparison:
+    """A transcript's samples against an expectation, counted byte by byte and score by score."""
+
+    device_heads: list[np.ndarray]  # (N, size) per output; zeros where a sample is missing
+    present: np.ndarray  # bool per sample: its line is there with outputs of the right sizes
+    per_output: list[dict]  # name, bytes, differing
+    problems: list[str]
+    scores: object = None  # the device arithmetic's scores of the device's heads (None: no path)
+    scores_compared: int = 0
+    scores_differing: int = 0
+    predictions_differing: int = 0
+
+    @property
+    def bytes_compared(self) -> int:
+        return sum(p["bytes"] for p in self.per_output)
+
+    @property
+    def bytes_differing(self) -> int:
+        return sum(p["differing"] for p in self.per_output)
+
+
+def compare(samples, expectation: Expectation) -> Comparison:
+    """The device's sample lines (qute.transcript.Sample, any order) against `expectation`: output
+    bytes (a missing sample counts as all its bytes wrong), then the scores the device printed
+    against the device arithmetic on the heads it printed, and its predictions."""
+    e = expectation
+    n = e.samples
+    got = {s.index: s for s in samples}
+    problems = []
+    device = [np.zeros_like(r) for r in e.heads]
+    present = np.zeros(n, dtype=bool)
+    for i in range(n):
+        s = got.get(i)
+        if s is None:
+            continue
+        if len(s.heads) != len(e.heads) or any(len(h) != r.shape[1] for h, r in zip(s.heads, e.heads)):
+            problems.append(f"sample {i}: {len(s.heads)} output(s) of sizes {[len(h) for h in s.heads]}, "
+                            f"expected {[r.shape[1] for r in e.heads]}")
+            continue
+        present[i] = True
+        for k, h in enumerate(s.heads):
+            device[k][i] = h
+    per_output = []
+    for o, r, d in zip(e.layout.outputs, e.heads, device):
+        diff = d != r
+        diff[~present] = True
+        per_output.append({"name": o["name"], "bytes": int(r.size), "differing": int(diff.sum())})
+    c = Comparison(device, present, per_output, problems)
+    if e.path is None:
+        return c
+    c.scores = e.path.scores(e.layout, device)
+    want = e.path.rows(c.scores)
+    for i in np.flatnonzero(present):
+        s = got[i]
+        c.scores_compared += want.shape[1]
+        c.scores_differing += e.path.differing(e.path.device_row(s), want[i])  # a line without scores: all four
+        if e.path.device_row(s) is None:
+            problems.append(f"sample {i}: {e.path.missing}")
+            continue
+        c.predictions_differing += int(s.pred != int(c.scores.predicted[i]))
+    return c
+
+
+def scores_differing(samples, path: Arithmetic, scores) -> int:
+    """How many of the device's four scores per sample line differ from `scores`' bit for bit
+    (a line without scores counts all four)."""
+    want = path.rows(scores)
+    return sum(path.differing(path.device_row(s), w) for s, w in zip(samples, want))
+
+
+def compare_decisions(samples, expectation: Expectation, scores, present: np.ndarray) -> dict:
+    """The device's abstain flags, scores against the threshold, window statistics and alarms
+    against the host's decisions on `scores`; {} for a build with no calibration compiled in."""
+    from qute.drift import first_alarm
+
+    e = expectation
+    want = e.decisions(scores)
+    if want is None:
+        return {}
+    cal, path, n = e.calibration, e.path, e.samples
+    got = {s.index: s for s in samples}
+    a_diff = mean_diff = alarm_diff = score_diff = 0
+    alarms_dev = np.zeros(n, dtype=bool)
+    abstain_dev = np.zeros(n, dtype=bool)
+    for i in range(n):
+        s = got.get(i)
+        if s is None or not present[i] or s.abstain is None or s.alarm is None:
+            a_diff += 1
+            mean_diff += 1
+            alarm_diff += 1
+            continue
+        abstain_dev[i], alarms_dev[i] = s.abstain, s.alarm
+        score, window = path.device_decision(s)
+        score_diff += int(score is None or not path.same(score, want.values[i]))
+        a_diff += int(s.abstain != bool(want.abstain[i]))
+        alarm_diff += int(s.alarm != bool(want.alarms[i]))
+        if not want.full[i]:
+            mean_diff += int(window is not None)
+        else:
+            mean_diff += int(window is None or not path.same(window, want.window[i]))
+    integer = path.name == "int"
+    return {
+        "arithmetic": path.name,
+        "score": cal["score"], "threshold": cal["threshold"], "window": cal["window"], "rho": cal["rho"],
+        **({"threshold_int": cal["threshold_int"], "rho_sum": cal["rho_sum"]} if integer else {}),
+        "abstained_device": int(abstain_dev.sum()), "abstained_host": int(want.abstain.sum()),
+        "alarms_device": int(alarms_dev.sum()), "alarms_host": int(want.alarms.sum()),
+        "first_alarm_device": first_alarm(alarms_dev), "first_alarm_host": first_alarm(want.alarms),
+        # mean_differing: the window statistic, float32 means or (integer builds) exact sums
+        "abstain_differing": a_diff, "mean_differing": mean_diff, "alarm_differing": alarm_diff,
+        "score_differing": score_diff,
+        "differing": a_diff + mean_diff + alarm_diff + score_diff,
+    }
