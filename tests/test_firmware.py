@@ -450,7 +450,7 @@ def test_a_model_too_big_for_the_board_fails_with_the_numbers(tmp_path):
 
 @needs_gcc
 def test_the_linkers_overflow_becomes_the_same_message(tmp_path, monkeypatch):
-    import qute.build as B
+    import qute.build.core as B
 
     model = tmp_path / "big.tflite"
     model.write_bytes(_big_arena_model())

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from qute.build import AUTO_INT16_FREE, _read_default, choose_weights16
+from qute.build import AUTO_INT16_FREE, read_default, choose_weights16
 from qute.expectation import model_facts
 
 
@@ -21,7 +21,7 @@ def _board(core="cortex-m7", flash=1 << 20, name="b"):
 
 @pytest.fixture(scope="module")
 def default():
-    source = _read_default(5)
+    source = read_default(5)
     return source, model_facts(source.tflite)
 
 
