@@ -67,7 +67,7 @@ class HeadLayout:
 
 @dataclass
 class ModelFacts:
-    """The generated model and what main.c needs to know about it."""
+    """The generated model and what the application needs to know about it."""
 
     gen: object  # codegen.emit.Generated
     graph: object

@@ -1,6 +1,6 @@
 """The lines the firmware prints, and how the host reads them back.
 
-The firmware's ``main.c`` (rendered from ``firmware/main.c.j2``) writes plain ASCII lines on the
+The firmware's application (``firmware/app/qute_app.c``) writes plain ASCII lines on the
 console UART. Lines the host cares about start with ``QUTE `` and hold ``key=value`` fields
 separated by single spaces; anything else on the port (boot banners, a debugger's chatter) is
 ignored::
@@ -269,6 +269,20 @@ def outputs_crc32(per_sample: list[list[np.ndarray]]) -> int:
     return crc & 0xFFFFFFFF
 
 
+def start_fields(heads: int, classes: int, calibration: dict | None = None) -> str:
+    """The start line's fields after samples= (the firmware prints them from its qute_config.h):
+    K and C, then a calibrated build's score, threshold and monitor constants (float32 bits, or
+    the integer path's integers)."""
+    out = f" heads={heads} classes={classes}"
+    if calibration is None:
+        return out
+    if calibration["arithmetic"] == "int":
+        return out + (f" abstain_score={calibration['score']} abstain_threshold_int={calibration['threshold_int']} "
+                      f"monitor_window={calibration['window']} monitor_rho_sum={calibration['rho_sum']}")
+    return out + (f" abstain_score={calibration['score']} abstain_threshold={calibration['threshold_f32']} "
+                  f"monitor_window={calibration['window']} monitor_rho={calibration['rho_f32']}")
+
+
 def done_line(samples: int, crc32: int, correct: int | None = None) -> str:
     """The summary line the firmware prints when every output byte is right."""
     mid = f" correct={correct}" if correct is not None else ""
@@ -281,7 +295,7 @@ READY_LINE = b"QUTE ready "  # the firmware's UART receiver is on
 
 def uart_payload(x: np.ndarray, labels: np.ndarray | None = None) -> bytes:
     """The host's side of the protocol, what a `--inputs uart` firmware reads: "QUTI", N (uint32 LE), then per input its label
-    (int16 LE, -1 for none) and its int8 values (firmware/main.c.j2)."""
+    (int16 LE, -1 for none) and its int8 values (read by firmware/app/qute_app.c)."""
     x = np.asarray(x, dtype=np.int8)
     x = x.reshape(len(x), int(np.prod(x.shape[1:], dtype=np.int64)))
     y = np.full(len(x), -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)

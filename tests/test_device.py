@@ -64,8 +64,8 @@ def test_uart_build_runs_bit_exact_and_saves_its_transcript(uart_builds, board):
     out = uart_builds[board]
     m = json.loads((out / "build.json").read_text())
     assert m["inputs"]["over"] == "uart"
-    main_c = (out / "src" / "main.c").read_text()
-    assert "qute_inputs[" not in main_c and "qute_console_getc" in main_c
+    config = (out / "src" / "qute_config.h").read_text()
+    assert not (out / "src" / "qute_inputs.c").exists() and "#define QUTE_INPUTS_UART 1" in config
     r = qute("run", "--board", board, out)
     assert r.returncode == 0, r.stderr + r.stdout
     assert "0 of 1,500 differ from the host reference (TFLite Micro), 50 inputs" in r.stdout

@@ -307,7 +307,8 @@ def test_nucleo_f746_build_has_board_firmware_emulator_variant_and_renode_test(t
     p = qute("build", "--board", "nucleo-f746", "-o", "b", "--samples", "20", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     b = tmp_path / "b"
-    for f in ("Makefile", "firmware.elf", "firmware.bin", "firmware.hex", "memory.json", "build.json", "src/main.c",
+    for f in ("Makefile", "firmware.elf", "firmware.bin", "firmware.hex", "memory.json", "build.json", "src/qute_config.h",
+              "src/qute_inputs.c", "app/qute_app.c", "app/qute_app.h",
               "src/qute_model.c", "src/qute_model.h", "nucleo-f746.ld", "emulator/firmware.elf",
               "nucleo-f746.resc", "nucleo-f746.robot", "platform/qute_platform.h", "uncertainty/qute_uncertainty.c"):
         assert (b / f).is_file(), f

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cliutil import assert_user_error, qute
+from hostapp import compile_app, have_host_gcc, run_app, same_lines_but_counts
 from tiny import tiny_calibrated_run
 
 from qute import drift
@@ -234,18 +235,18 @@ def test_device_monitor_alarms_where_the_host_does(calibrated, tmp_path):
     assert p.returncode == 0, p.stderr + p.stdout
     assert "calibration (" in p.stdout and "monitor alarm when the mean of the last 20" in p.stdout
 
-    # the calibration round-trips: manifest and generated main.c carry calibration.json's constants
+    # the calibration round-trips: manifest and generated qute_config.h carry calibration.json's constants
     m = json.loads((out / "build.json").read_text())
     mc = m["calibration"]
     assert mc["threshold_f32"] == cal["abstain"]["threshold_f32"] and mc["rho_f32"] == cal["monitor"]["rho_f32"]
     assert mc["window"] == WINDOW and mc["score"] == "confidence" and m["inputs"]["samples"] == 2 * PART
-    main_c = (out / "src" / "main.c").read_text()
-    lit = {k: float.fromhex(re.search(rf"#define {k} (\S+)f ", main_c).group(1))
+    config = (out / "src" / "qute_config.h").read_text()
+    lit = {k: float.fromhex(re.search(rf"#define {k} (\S+)f ", config).group(1))
            for k in ("QUTE_ABSTAIN_THRESHOLD", "QUTE_MONITOR_RHO")}
     assert np.float32(lit["QUTE_ABSTAIN_THRESHOLD"]) == f32_from_hex(cal["abstain"]["threshold_f32"])
     assert lit["QUTE_ABSTAIN_THRESHOLD"] == cal["abstain"]["threshold"]
     assert lit["QUTE_MONITOR_RHO"] == cal["monitor"]["rho"]
-    assert f"#define QUTE_MONITOR_WINDOW {WINDOW}u" in main_c
+    assert f"#define QUTE_MONITOR_WINDOW {WINDOW}u" in config and "#define QUTE_CALIBRATED 1" in config
 
     r = run_emulator("mps2-an500", out)
     mon = r.monitor
@@ -270,6 +271,10 @@ def test_device_monitor_alarms_where_the_host_does(calibrated, tmp_path):
     assert rc == 0 and t.start["format"] == str(FORMAT) == "2"
     assert t.start["abstain_threshold"] == mc["threshold_f32"] and t.start["monitor_rho"] == mc["rho_f32"]
     assert t.start["monitor_window"] == str(WINDOW) and t.start["abstain_score"] == "confidence"
+    # the same application compiled for the PC (tests/hostapp.py) prints the same lines, counts aside
+    if have_host_gcc:
+        host_text = run_app(compile_app(out, tmp_path / "app"))
+        assert same_lines_but_counts(host_text, text)
     assert all(s.window_mean is None and not s.alarm for s in t.samples[:WINDOW - 1])
     assert all(s.window_mean is not None for s in t.samples[WINDOW - 1:])
     first = mon["first_alarm_device"]
@@ -288,7 +293,8 @@ def test_a_build_without_calibration_says_so(tmp_path):
     p = qute("build", "--board", "mps2-an500", "--emulator", "--samples", "5", "-o", tmp_path / "b")
     assert p.returncode == 0, p.stderr
     assert "no calibration:" in p.stdout
-    assert "qute_monitor" not in (tmp_path / "b" / "src" / "main.c").read_text()
+    config = (tmp_path / "b" / "src" / "qute_config.h").read_text()
+    assert "#define QUTE_CALIBRATED 0" in config and "QUTE_MONITOR" not in config
     assert_user_error(qute("build", "--board", "mps2-an500", "--emulator", "--stream", "id", "-o", tmp_path / "c"),
                       "--stream needs a run directory")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cliutil import qute
+from hostapp import compile_app, have_host_gcc, run_app, same_lines_but_counts
 from elfcheck import float_helpers, symbols
 from tiny import tiny_calibrated_run
 
@@ -315,16 +316,16 @@ def test_m3_abstain_flags_and_alarms_match_the_host(calibrated, tmp_path):
     assert p.returncode == 0, p.stderr + p.stdout
     assert f"integer-only: abstain when confidence (Q16) < {thr}; monitor alarm when the sum of the last {WINDOW}" in p.stdout
 
-    # the calibration round-trips: manifest and generated main.c carry calibration.json's integers
+    # the calibration round-trips: manifest and generated qute_config.h carry calibration.json's integers
     m = json.loads((out / "build.json").read_text())
     mc = m["calibration"]
     assert mc["arithmetic"] == "int" and mc["threshold_int"] == thr and mc["rho_sum"] == rho_sum
     assert mc["window"] == WINDOW and mc["score_field_int"] == "confidence_q16" and "threshold_f32" not in mc
-    main_c = (out / "src" / "main.c").read_text()
-    assert re.search(rf"#define QUTE_ABSTAIN_THRESHOLD_INT \({thr}\) ", main_c)
-    assert re.search(rf"#define QUTE_MONITOR_RHO_SUM {rho_sum}u ", main_c)
-    assert f"#define QUTE_MONITOR_WINDOW {WINDOW}u" in main_c
-    assert "float" not in re.sub(r"/\*.*?\*/", "", main_c, flags=re.DOTALL)  # the code, not the comments
+    config = (out / "src" / "qute_config.h").read_text()
+    assert re.search(rf"#define QUTE_ABSTAIN_THRESHOLD_INT \({thr}\) ", config)
+    assert re.search(rf"#define QUTE_MONITOR_RHO_SUM {rho_sum}u ", config)
+    assert f"#define QUTE_MONITOR_WINDOW {WINDOW}u" in config and "#define QUTE_INTEGER_PATH 1" in config
+    assert "float" not in re.sub(r"/\*.*?\*/", "", config, flags=re.DOTALL)  # the code, not the comments
     assert sorted(f.name for f in (out / "uncertainty").iterdir()) == [
         "qute_monitor.c", "qute_monitor.h", "qute_uncertainty_int.c", "qute_uncertainty_int.h"]
     # no floating point in the image
@@ -344,6 +345,10 @@ def test_m3_abstain_flags_and_alarms_match_the_host(calibrated, tmp_path):
     t = parse(text)
     assert rc == 0 and t.start["abstain_threshold_int"] == str(thr) and t.start["monitor_rho_sum"] == str(rho_sum)
     assert t.start["monitor_window"] == str(WINDOW) and t.start["abstain_score"] == "confidence"
+    # the same application compiled for the PC (tests/hostapp.py) prints the same lines, counts aside
+    if have_host_gcc:
+        host_text = run_app(compile_app(out, tmp_path / "app"))
+        assert same_lines_but_counts(host_text, text)
     heads = np.stack([np.stack([s.heads[k] for s in t.samples]) for k in range(K)])
     want = summarize_int(heads)
     sums, alarms = drift.simulate_int(want.confidence_q16, WINDOW, rho_sum)
@@ -395,5 +400,6 @@ def test_m3_build_from_a_version_1_calibration_leaves_the_monitor_out(calibrated
     assert p.returncode == 0, p.stderr
     notes = [ln for ln in p.stdout.splitlines() if ln.startswith("no calibration:")]
     assert len(notes) == 1 and "has no FPU" in notes[0] and "no integer constants" in notes[0]
-    assert "qute_monitor" not in (tmp_path / "b" / "src" / "main.c").read_text()
+    config = (tmp_path / "b" / "src" / "qute_config.h").read_text()
+    assert "#define QUTE_CALIBRATED 0" in config and "QUTE_MONITOR" not in config
     assert json.loads((tmp_path / "b" / "build.json").read_text())["calibration"] is None

@@ -177,7 +177,7 @@ def test_profiled_build_times_every_op_and_the_counts_add_up(builds):
 @needs_qemu
 def test_a_build_without_profile_is_unchanged(builds):
     profiled, plain = builds
-    for f in ("src/qute_model.c", "src/qute_model.h", "src/main.c"):
+    for f in ("src/qute_model.c", "src/qute_model.h", "src/qute_config.h", "src/qute_inputs.c", "app/qute_app.c"):
         assert (plain / f).read_text() == (profiled / f).read_text(), f
     m = json.loads((plain / "build.json").read_text())
     assert m["profile"] is None and "-DQUTE_PROFILE" not in m["variants"]["emulator"]["defines"]

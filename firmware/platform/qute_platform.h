@@ -1,7 +1,7 @@
 /* What the firmware needs from a board: implemented once per family of parts under
  * firmware/platform/, chosen by the board descriptor (boards/<name>.toml).
  *
- * main.c (rendered from firmware/main.c.j2) only talks to this interface, so the generated model,
+ * The application (firmware/app/qute_app.c) only talks to this interface, so the generated model,
  * the kernels and the uncertainty code are the same bytes on every board of a core.
  *
  * Which .c files implement it for a board, and with which -D settings, is decided by

@@ -1,0 +1,252 @@
+"""qute build's orchestration: check everything that can be checked, resolve the model, choose
+the weights' layout, fit, reference, render, compile, check the fit again, then rename into place."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codegen import outdir
+from qute.build.fit import (WEIGHT_LAYOUTS, check_fit_after_link, check_fit_before_link, choose_weights16,
+                             linker_overflow, memory_report)
+from qute.build.manifest import BUILD_KIND, EMULATOR_DIR, INPUTS_FILE, MANIFEST, MEMORY_FILE, MODEL_FILE
+from qute.build.project import (CFLAGS, PROFILE_DEFINE, kernel_sources, monitor_constants, profile_ops, render_app,
+                                render_makefile, render_resc, render_robot, variant_settings)
+from qute.build.source import ModelSource, parse_stream, resolve_model
+from qute.errors import QuteError, RunFailure
+from qute.expectation import Expectation, int_path_for, model_facts
+
+
+TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-objcopy", "arm-none-eabi-size", "make")
+INPUT_MODES = ("embedded", "uart")
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    board: object
+    emulator: bool
+    memory: dict
+    manifest: dict
+    source: ModelSource
+
+
+def default_output(board, model: str | None, emulator: bool) -> Path:
+    name = f"build-{board.name}{'-emulator' if emulator else ''}"
+    if model and Path(model).is_dir():
+        return Path(model) / name
+    return Path(name)
+
+
+def _older_build(folder: Path) -> bool:
+    """A build from before builds carried a marker: its manifest says so."""
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("kind") == BUILD_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+BUILD = outdir.Kind("qute build", ".qute-build", _older_build)
+
+
+def _make(folder: Path, targets: list[str], tools: dict) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LC_ALL="C")
+    jobs = str(max(1, min(4, os.cpu_count() or 1)))
+    cross = str(Path(tools["arm-none-eabi-gcc"]).parent / "arm-none-eabi-")
+    return subprocess.run([tools["make"], "-C", str(folder), "-j", jobs, f"CROSS={cross}", *targets], check=False,
+                          capture_output=True, text=True, env=env, timeout=1800)
+
+
+def build(
+    board_name: str | None,
+    model: str | None = None,
+    out: str | Path | None = None,
+    samples: int | None = None,
+    emulator: bool = False,
+    data_dir=None,
+    config_path=None,
+    progress: Callable[[str], None] = lambda s: None,
+    stream: str | None = None,
+    inputs: str = "embedded",
+    force: bool = False,
+    profile: bool = False,
+    weights: str = "auto",
+) -> BuildResult:
+    """Builds the firmware project for `board_name` into `out` (see the module docstring).
+
+    Unset `board_name`, `model` and `samples` come from qute.toml's [build] table when there is one.
+    """
+    from qute import __version__
+    from qute import tools as toolbox
+    from qute.boards import (
+        load_board,
+        platform_headers,
+        platform_sources,
+        render_linker_script,
+    )
+    from qute.config import make_config, read_project
+    from qute.transcript import PREFIX
+
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise QuteError(f"--samples must be a positive integer, got {samples!r}")
+    if inputs not in INPUT_MODES:
+        raise QuteError(f"unknown --inputs {inputs!r}; choose one of: {', '.join(INPUT_MODES)}")
+    if weights not in WEIGHT_LAYOUTS:
+        raise QuteError(f"unknown --weights {weights!r}; choose one of: {', '.join(WEIGHT_LAYOUTS)}")
+    if stream is not None:
+        parse_stream(stream)
+    uart_inputs = inputs == "uart"
+    project = read_project(config_path)
+    model = str(model) if model is not None else None
+    cfg = make_config("build", project, {"model": model, "board": board_name, "samples": samples})
+    if cfg.board is None:
+        raise QuteError("no board: give --board BOARD (qute boards lists them)")
+    if model is None and cfg.model is not None and not Path(cfg.model).is_absolute():
+        model = str(Path(project["path"]).parent / cfg.model)  # relative to the qute.toml
+    else:
+        model = cfg.model
+    samples, board_name = cfg.samples, cfg.board
+    board = load_board(board_name)
+    found = toolbox.require(*TOOLS)
+    toolbox.require_newlib(found["arm-none-eabi-gcc"])
+    out = Path(out) if out is not None else default_output(board, model, emulator)
+    outdir.check(out, BUILD, force)
+
+    source = resolve_model(model, samples, data_dir, project, progress, stream)
+    facts = model_facts(source.tflite)
+    if len(source.inputs) and tuple(source.inputs.shape[1:]) != tuple(facts.graph.tensor(facts.graph.inputs[0]).shape[1:]):
+        raise QuteError(f"inputs of shape {source.inputs.shape[1:]} do not fit the model input")
+    emu_board = board.emulation_board()
+    check_fit_before_link(board, facts, source, uart_inputs)
+    if emulator and emu_board is not board:
+        check_fit_before_link(emu_board, facts, source, uart_inputs)
+    facts, layout_note = choose_weights16([board] + ([emu_board] if emulator and emu_board is not board else []),
+                                          facts, source, uart_inputs, weights)
+    progress(f"matrix-product filters: {layout_note}")
+    weights16 = facts.gen.weights16
+    check_fit_before_link(board, facts, source, uart_inputs)  # again: --weights int16 may not fit
+    if emulator and emu_board is not board:
+        check_fit_before_link(emu_board, facts, source, uart_inputs)
+
+    progress("running the host reference (TFLite Micro) on the embedded inputs")
+    int_path = int_path_for(board, facts.layout)
+    expect = Expectation.of(source.tflite, facts.layout, source.inputs, int_path,
+                            source.labels if source.labelled else None)
+    done, engine = expect.done_line(), expect.engine
+
+    variants = [variant_settings(board, True)] if emulator else [variant_settings(board, False), variant_settings(board, True)]
+    if int_path:  # no FPU: the integer-only uncertainty path, in every variant (same compiler flags)
+        for v in variants:
+            v["defines"] = [*v["defines"], "-DQUTE_UNCERTAINTY_INT"]
+    if profile:  # same generated C either way: the define alone turns the per-op hooks on
+        for v in variants:
+            v["defines"] = [*v["defines"], f"-D{PROFILE_DEFINE}"]
+    top = variants[0]
+    kernels = kernel_sources(facts.gen.headers)
+    from codegen.host import kernels_dir
+    from qute.resources import firmware_dir
+
+    common = ["app/qute_app.c", *([] if uart_inputs else ["src/qute_inputs.c"]), "src/qute_model.c",
+              *[f"kernels/{k.name}" for k in kernels]]
+    if facts.ensemble:
+        common.append("uncertainty/qute_uncertainty_int.c" if int_path else "uncertainty/qute_uncertainty.c")
+    model_id = hashlib.sha256(source.tflite).hexdigest()
+    monitor, monitor_note = monitor_constants(facts, source, model_id, int_path, board.name)
+    progress(f"calibration: {monitor_note}")
+    if monitor:
+        common.append("uncertainty/qute_monitor.c")
+
+    with outdir.staging(out, BUILD, force) as tmp:
+        (tmp / "src").mkdir()
+        for name, text in render_app(facts, source, board.name, emu_board.name, monitor, int_path, uart_inputs,
+                                     monitor_note).items():
+            (tmp / name).write_text(text)
+        (tmp / "app").mkdir()
+        for f in sorted((firmware_dir() / "app").glob("qute_app.[ch]")):
+            shutil.copy2(f, tmp / "app" / f.name)
+        (tmp / "src" / "qute_model.h").write_text(facts.gen.header)
+        (tmp / "src" / "qute_model.c").write_text(facts.gen.source)
+        (tmp / "kernels").mkdir()
+        for f in sorted(kernels_dir().glob("*.h")) + kernels:
+            shutil.copy2(f, tmp / "kernels" / f.name)
+        (tmp / "uncertainty").mkdir()
+        for f in sorted((firmware_dir() / "uncertainty").glob("qute_uncertainty_int.*" if int_path else "qute_uncertainty.*")) + (
+                sorted((firmware_dir() / "uncertainty").glob("qute_monitor.*")) if monitor else []):
+            shutil.copy2(f, tmp / "uncertainty" / f.name)
+        (tmp / "platform").mkdir()
+        for f in platform_headers() + sorted({p for v in variants for p in platform_sources(board, v["emulator"])}):
+            shutil.copy2(f, tmp / "platform" / f.name)
+        for v in variants:
+            (tmp / v["linker_script"]).write_text(render_linker_script(board, v["emulator"]))
+        makefile = render_makefile(board, variants, common, source, uart_inputs)
+        (tmp / "Makefile").write_text(makefile)
+        (tmp / MODEL_FILE).write_bytes(source.tflite)
+        np.savez(tmp / INPUTS_FILE, x=np.asarray(source.inputs, dtype=np.int8), y=source.labels)
+
+        progress(f"compiling with arm-none-eabi-gcc ({' '.join(board.cpu_flags)} {board.optimization})")
+        for v, target in zip(variants, ["all", "emulator"] if len(variants) > 1 else ["all"]):
+            proc = _make(tmp, [target], found)
+            if proc.returncode != 0:
+                err = linker_overflow(proc.stderr, emu_board if v["emulator"] else board, board)
+                if err:
+                    raise err
+                raise RunFailure("the firmware does not compile (a bug in qute; please report it):\n" + proc.stderr[-4000:])
+
+        memory = memory_report(tmp / "firmware.elf", board, emu_board if top["emulator"] else board)
+        check_fit_after_link(memory, board)
+        emu_memory = None
+        if len(variants) > 1:
+            emu_memory = memory_report(tmp / EMULATOR_DIR / "firmware.elf", emu_board)
+        (tmp / MEMORY_FILE).write_text(json.dumps({**memory, "emulator": emu_memory}, indent=2) + "\n")
+
+        # Renode runs the board's own firmware (it models the STM32 parts), so only board builds get them.
+        renode_files = []
+        if not emulator and board.renode is not None and not uart_inputs:  # its robot cannot send binary frames
+            (tmp / f"{board.name}.resc").write_text(render_resc(board))
+            (tmp / f"{board.name}.robot").write_text(
+                render_robot(board, done, f"{PREFIX} start format=", len(source.inputs), max(60, 2 * len(source.inputs))))
+            renode_files = [f"{board.name}.resc", f"{board.name}.robot"]
+        manifest = {
+            "kind": BUILD_KIND,
+            "qute_version": __version__,
+            "board": board.name,
+            "emulator_only": emulator,
+            "variants": {
+                v["name"]: {
+                    "elf": (f"{EMULATOR_DIR}/" if v["emulator"] and len(variants) > 1 else "") + "firmware.elf",
+                    "linked_for": v["target"],
+                    "emulator": v["emulator"],
+                    "defines": v["defines"],
+                }
+                for v in variants
+            },
+            "qemu_machine": board.qemu_machine,
+            "compiler_flags": board.cpu_flags + [board.optimization] + CFLAGS,
+            "model": {"origin": source.origin, "file": MODEL_FILE, "sha256": model_id, "arena_bytes": facts.gen.arena_size,
+                      "weights_bytes": facts.gen.weights_bytes, "parameter_bytes": facts.gen.params_bytes,
+                      "weights_layout": "int16" if weights16 else "int8"},
+            "inputs": {"file": INPUTS_FILE, "samples": len(source.inputs), "from": source.inputs_from, "over": inputs,
+                       "labelled": source.labelled, "class_names": source.class_names},
+            "outputs": facts.outputs,
+            "ensemble": facts.ensemble,
+            "classes": facts.classes,
+            "reference": engine,
+            "expected_done_line": done,
+            "emulation_note": board.emulation_note,
+            "renode": renode_files,
+            "uncertainty_path": int_path or ({"kind": "float"} if facts.ensemble else None),
+            "calibration": monitor,
+            "calibration_note": monitor_note,
+            "profile": profile_ops(facts) if profile else None,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        shutil.rmtree(tmp / "obj", ignore_errors=True)
+    return BuildResult(out, board, emulator, memory, manifest, source)
