@@ -7,8 +7,9 @@
 One row per method (mean ± standard deviation over its seeds): the float model's metrics, and,
 for sweeps run with `int8 = true`, what the int8 model on TFLite Micro changes (int8 minus float,
 trial by trial). Then the paper's reported MNIST row and an independent re-implementation's.
-Writes bench/results/paper_table_mnist.md and .json; --readme replaces README.md's section
-between `<!-- paper_table:mnist -->` markers. Reads results only: the sweeps do the training.
+Writes bench/results/<section>.md and .json; --readme replaces README.md's section between
+`<!-- SECTION -->` markers (--section, default paper_table:mnist; the ablation table is the same
+table over the ablation sweeps, --section ablation:mnist). Reads results only: the sweeps train.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweeps", nargs="+", type=Path, help="qute sweep output folders (holding results.json)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    ap.add_argument("--readme", action="store_true", help="rewrite README.md's paper_table:mnist section")
+    ap.add_argument("--readme", action="store_true", help="rewrite README.md's section (--section)")
+    ap.add_argument("--section", default="paper_table:mnist", help="README.md's section and the results' file name")
     args = ap.parse_args(argv)
     try:
         trials = finished_trials(args.sweeps)
@@ -83,10 +85,11 @@ def main(argv=None) -> int:
     settings = trials[0].record["settings"]
     t, e = settings["train"], settings["eval"]
     shown = [str(a) for a in (argv if argv is not None else sys.argv[1:]) if a != "--readme"]
+    stem = args.section.replace(":", "_")
     body, rows = table(trials)
     text = "\n".join([
         f"`.venv/bin/python bench/paper_table.py {' '.join(shown)}` (per-trial numbers in "
-        f"`{os.path.relpath(args.out / 'paper_table_mnist.json', ROOT)}`). `{t['dataset']}`, K={t['k']}, "
+        f"`{os.path.relpath(args.out / f'{stem}.json', ROOT)}`). `{t['dataset']}`, K={t['k']}, "
         f"{t['epochs'] or 'default'} epochs, temperature {'on' if t['temperature'] else 'off'}; mean ± std over "
         f"seeds; ECE with 15 bins; OOD {e['ood']}; accuracy-drop AUPRC: window {e['window']}, shifted streams of "
         "every corruption with severities 1..5 in equal blocks; int8 Δ: the int8 model on TFLite Micro minus the "
@@ -96,16 +99,16 @@ def main(argv=None) -> int:
     ])
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "paper_table_mnist.md").write_text(text + "\n")
-    (args.out / "paper_table_mnist.json").write_text(json.dumps(
+    (args.out / f"{stem}.md").write_text(text + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps(
         {"sweeps": [str(s) for s in args.sweeps], "rows": rows}, indent=2) + "\n")
     if args.readme:
         try:
-            readme_section.replace("paper_table:mnist", text)
+            readme_section.replace(args.section, text)
         except LookupError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        print("rewrote README.md's paper_table:mnist section", file=sys.stderr)
+        print(f"rewrote README.md's {args.section} section", file=sys.stderr)
     return 0
 
 
