@@ -10,8 +10,12 @@ from pathlib import Path
 import click
 
 from codegen import outdir
+from codegen.emit import generate as gen_c
+from codegen.fold import fold
 from codegen.ir import CodegenError
 from codegen.outdir import Kind, OutputError
+from codegen.reader import read_file
+from codegen.report import build_report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -47,11 +51,6 @@ def generate(model, out, prefix, force):
     Example:
       qute-codegen generate runs/digits/model.int8.tflite -o build/digits
     """
-    from codegen.emit import generate as gen_c
-    from codegen.fold import fold
-    from codegen.reader import read_file
-    from codegen.report import build_report
-
     if not prefix.isidentifier():
         raise CodegenError(f"--prefix {prefix!r} is not a C identifier")
     outdir.check(out, GENERATED, force)
@@ -77,9 +76,6 @@ def report(model, as_json):
     Example:
       qute-codegen report ../shared/models/kws_dscnn_int8.tflite
     """
-    from codegen.reader import read_file
-    from codegen.report import build_report
-
     rep = build_report(read_file(model), Path(model).read_bytes())
     click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.format())
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from codegen import tflm
 from codegen.emit import Generated, generate
 from codegen.fold import fold
 from codegen.ir import CodegenError, Graph, Op
+from codegen.reader import read_model
+from codegen.validate import check_tflm, validate
 
 
 @dataclass
@@ -116,11 +120,6 @@ def tflm_arena(tflite: bytes) -> dict:
     its Prepare). The model is validated first, and TFLM runs in a child process (codegen.tflm):
     if it crashes there, TFLMCrash says so.
     """
-    import importlib.util
-
-    from codegen import tflm
-    from codegen.reader import read_model
-    from codegen.validate import check_tflm, validate
 
     if importlib.util.find_spec("tflite_micro") is None:
         return {}

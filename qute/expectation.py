@@ -28,16 +28,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qute.drift import Q16
+from codegen.emit import generate
+from codegen.ir import CodegenError
+from codegen.reader import read_model
+from qute.calibrate import accepted, accepted_int, f32_from_hex
+from qute.drift import Q16, first_alarm, simulate, simulate_int
 from qute.errors import QuteError
-from qute.uncertainty import int_head_quant
+from qute.transcript import done_line, outputs_crc32
+from qute.uncertainty import int_head_quant, summarize, summarize_int
 
 
 def read_graph(tflite: bytes, label: str = "the model"):
     """The codegen graph of a .tflite; a file codegen cannot read is the user's error."""
-    from codegen.ir import CodegenError
-    from codegen.reader import read_model
-
     try:
         return read_model(bytes(tflite), label)
     except CodegenError as e:
@@ -88,9 +90,6 @@ class ModelFacts:
 
 
 def model_facts(tflite: bytes, weights16: bool = False) -> ModelFacts:
-    from codegen.emit import generate
-    from codegen.ir import CodegenError
-
     graph = read_graph(tflite)
     if len(graph.inputs) != 1:
         raise QuteError(f"qute build takes single-input models; this one has {len(graph.inputs)} inputs")
@@ -152,8 +151,6 @@ class FloatPath:
     missing = "no scores= on an ensemble model"
 
     def scores(self, layout: HeadLayout, heads: list[np.ndarray]):
-        from qute.uncertainty import summarize
-
         return summarize(layout.dequantize(heads))
 
     def rows(self, scores) -> np.ndarray:
@@ -171,9 +168,6 @@ class FloatPath:
         return int(np.sum(np.asarray(got, dtype=np.float32).view(np.uint32) != np.asarray(want, np.float32).view(np.uint32)))
 
     def decisions(self, scores, cal: dict) -> Decisions:
-        from qute.calibrate import accepted, f32_from_hex
-        from qute.drift import simulate
-
         values = np.asarray(getattr(scores, cal["score_field"]), dtype=np.float32)
         abstain = ~accepted(values, cal["score"], f32_from_hex(cal["threshold_f32"]))
         window, alarms = simulate(scores.confidence, cal["window"], f32_from_hex(cal["rho_f32"]))
@@ -209,8 +203,6 @@ class IntPath:
     missing = "no iscores= on an integer-only ensemble build"
 
     def scores(self, layout: HeadLayout, heads: list[np.ndarray]):
-        from qute.uncertainty import summarize_int
-
         return summarize_int(np.stack([np.asarray(h, dtype=np.int8) for h in heads]),
                              self.params["scale_q24"], self.params["zero_point"])
 
@@ -227,9 +219,6 @@ class IntPath:
         return int(np.sum(np.asarray(got, dtype=np.int64) != want))
 
     def decisions(self, scores, cal: dict) -> Decisions:
-        from qute.calibrate import accepted_int
-        from qute.drift import simulate_int
-
         values = np.asarray(scores.raw(cal["score_field"]), dtype=np.int64)
         abstain = ~accepted_int(values, cal["score"], cal["threshold_int"])
         window, alarms = simulate_int(scores.confidence_q16, cal["window"], cal["rho_sum"])
@@ -321,8 +310,6 @@ class Expectation:
     def done_line(self) -> str:
         """The firmware's summary line for these inputs: count, CRC-32 of every output byte and,
         with labels, how many ensemble predictions are right (0 for a model with no scores)."""
-        from qute.transcript import done_line, outputs_crc32
-
         n = self.samples
         crc = outputs_crc32([[h[s] for h in self.heads] for s in range(n)])
         correct = None
@@ -409,8 +396,6 @@ def scores_differing(samples, path: Arithmetic, scores) -> int:
 def compare_decisions(samples, expectation: Expectation, scores, present: np.ndarray) -> dict:
     """The device's abstain flags, scores against the threshold, window statistics and alarms
     against the host's decisions on `scores`; {} for a build with no calibration compiled in."""
-    from qute.drift import first_alarm
-
     e = expectation
     want = e.decisions(scores)
     if want is None:

@@ -18,6 +18,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from qute.errors import QuteError
+from qute.uncertainty import summarize
 
 __all__ = [
     "DropResult",
@@ -374,8 +375,6 @@ def evaluate(y, head_probs) -> dict:
     ``head_probs`` is (K, N, C) or (N, C); the mean is the float32 one of
     :func:`qute.uncertainty.summarize`.
     """
-    from qute.uncertainty import summarize
-
     probs = summarize(head_probs).mean_probs.astype(np.float64)
     return {
         "accuracy": accuracy(y, probs),

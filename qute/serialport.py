@@ -22,6 +22,7 @@ from collections.abc import Callable
 import serial
 
 from qute.errors import QuteError, RunFailure
+from qute.transcript import READY_LINE
 
 READY_WAIT = 2.0  # seconds to wait for "QUTE ready" before sending regardless
 
@@ -77,8 +78,6 @@ def talk(path: str, baud: int, payload_frames: tuple[bytes, list[bytes]] | None,
 
     `payload_frames`: (header, frames) for a --inputs uart build, else None (embedded inputs).
     """
-    from qute.transcript import READY_LINE
-
     deadline = time.monotonic() + timeout
     port = Port(path, baud)
     try:

@@ -22,6 +22,9 @@ A lowering is a class with:
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from codegen.ir import CodegenError, Graph, Op
 
 REGISTRY: dict[str, object] = {}
@@ -64,8 +67,6 @@ def check_dtypes(op: Op, graph: Graph, allowed=("int8",), inputs=None, outputs=T
 
 def _load_all() -> None:
     # Every module of this package registers its lowerings when imported.
-    import importlib
-    import pkgutil
 
     for mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{mod.name}")

@@ -15,14 +15,20 @@ from pathlib import Path
 import numpy as np
 
 from codegen import outdir
+from codegen.host import kernels_dir
+from qute import __version__, tools as toolbox
+from qute.boards import load_board, platform_headers, platform_sources, render_linker_script
 from qute.build.fit import (WEIGHT_LAYOUTS, check_fit_after_link, check_fit_before_link, choose_weights16,
-                             linker_overflow, memory_report)
+                            linker_overflow, memory_report)
 from qute.build.manifest import BUILD_KIND, EMULATOR_DIR, INPUTS_FILE, MANIFEST, MEMORY_FILE, MODEL_FILE
 from qute.build.project import (CFLAGS, PROFILE_DEFINE, kernel_sources, monitor_constants, profile_ops, render_app,
                                 render_makefile, render_resc, render_robot, variant_settings)
 from qute.build.source import ModelSource, parse_stream, resolve_model
+from qute.config import make_config, read_project
 from qute.errors import QuteError, RunFailure
 from qute.expectation import Expectation, int_path_for, model_facts
+from qute.resources import firmware_dir
+from qute.transcript import PREFIX
 
 
 TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-objcopy", "arm-none-eabi-size", "make")
@@ -84,17 +90,6 @@ def build(
 
     Unset `board_name`, `model` and `samples` come from qute.toml's [build] table when there is one.
     """
-    from qute import __version__
-    from qute import tools as toolbox
-    from qute.boards import (
-        load_board,
-        platform_headers,
-        platform_sources,
-        render_linker_script,
-    )
-    from qute.config import make_config, read_project
-    from qute.transcript import PREFIX
-
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
         raise QuteError(f"--samples must be a positive integer, got {samples!r}")
     if inputs not in INPUT_MODES:
@@ -151,8 +146,6 @@ def build(
             v["defines"] = [*v["defines"], f"-D{PROFILE_DEFINE}"]
     top = variants[0]
     kernels = kernel_sources(facts.gen.headers)
-    from codegen.host import kernels_dir
-    from qute.resources import firmware_dir
 
     common = ["app/qute_app.c", *([] if uart_inputs else ["src/qute_inputs.c"]), "src/qute_model.c",
               *[f"kernels/{k.name}" for k in kernels]]

@@ -8,7 +8,9 @@ import math
 import re
 from pathlib import Path
 
+from qute.boards import DSP_CORES
 from qute.build.source import ModelSource
+from qute.elf import Elf
 from qute.errors import QuteError
 from qute.expectation import ModelFacts, model_facts
 
@@ -29,8 +31,6 @@ def choose_weights16(boards, facts: ModelFacts, source: ModelSource, uart_inputs
     int16 on DSP cores while a quarter of the flash stays free, else int8), and a line saying which
     and why. `facts` is the int8 layout's; the int16 one (codegen.emit.generate's weights16) costs
     twice the filters' flash for fewer instructions on cores with the DSP extension."""
-    from qute.boards import DSP_CORES
-
     if weights == "int8":
         return facts, "int8 (--weights int8)"
     if weights == "auto" and boards[0].core not in DSP_CORES:
@@ -115,8 +115,6 @@ def memory_report(elf_path: Path, board, link_board=None) -> dict:
     writable sections without (.bss, .stack) ``bss`` (RAM). So flash = text + data and
     RAM = data + bss, and each section's size is what ``arm-none-eabi-size -A`` prints.
     """
-    from qute.elf import Elf
-
     elf = Elf(elf_path)
     sections = []
     text = data = bss = 0

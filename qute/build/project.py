@@ -8,12 +8,21 @@ import math
 import re
 from pathlib import Path
 
+import jinja2
 import numpy as np
 
+from codegen.host import kernels_dir
+from codegen.report import build_report
+from qute import __version__
+from qute.boards import platform_defines, platform_sources
 from qute.build.manifest import EMULATOR_DIR
 from qute.build.source import ModelSource
+from qute.calibrate import CALIBRATION_FILE, SCORES, f32_from_hex, f32_hex, load_calibration
 from qute.errors import QuteError
 from qute.expectation import ModelFacts
+from qute.resources import firmware_dir
+from qute.transcript import FORMAT, start_fields
+from qute.uncertainty import INT_FRAC_BITS, SCORES as FIELDS
 
 
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections", "-ffp-contract=off", "-g"]
@@ -24,8 +33,6 @@ PROFILE_DEFINE = "QUTE_PROFILE"
 def profile_ops(facts: ModelFacts) -> dict:
     """What `qute run` puts beside a profiled build's per-op counts: each op that runs code, with
     its opcode, the kernel it calls and its MACs (codegen.report), in the order the model runs them."""
-    from codegen.report import build_report
-
     rows = build_report(facts.graph, gen=facts.gen).ops
     return {"define": PROFILE_DEFINE,
             "ops": [{"index": r.index, "opcode": r.opcode, "kernel": r.kernel, "macs": r.macs} for r in rows if r.index in facts.gen.kernels]}
@@ -39,8 +46,6 @@ def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str,
     threshold on the integer score and rho_sum on the monitor's exact window sum (version 2 files
     made from the int8 model have them; without them the build has no abstain flag and no monitor).
     """
-    from qute.calibrate import CALIBRATION_FILE, SCORES, f32_hex, load_calibration
-
     if source.run_dir is None:
         return None, "the model is not a run, so there is no calibration.json (no abstain flag, no accuracy-drop monitor)"
     path = Path(source.run_dir) / CALIBRATION_FILE
@@ -55,8 +60,6 @@ def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str,
         raise QuteError(f"{path} was made for another int8 model (sha256 {sha[:12]}, the run's is {model_sha256[:12]}); "
                         f"re-run qute calibrate {source.run_dir}")
     field, higher = SCORES[c.score]
-    from qute.uncertainty import INT_FRAC_BITS
-    from qute.uncertainty import SCORES as FIELDS
 
     common = {
         "from": str(path),
@@ -102,10 +105,6 @@ def render_app(facts: ModelFacts, source: ModelSource, board: str, emulator_targ
                calibration_note: str = "") -> dict[str, str]:
     """The generated, data-only part of the firmware application (firmware/app/qute_app.c is the
     rest): src/qute_config.h, and src/qute_inputs.c unless the inputs come over the UART."""
-    import jinja2
-
-    from qute.resources import firmware_dir
-    from qute.transcript import FORMAT, start_fields
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(firmware_dir() / "app")), keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
@@ -156,8 +155,6 @@ def render_app(facts: ModelFacts, source: ModelSource, board: str, emulator_targ
 
 def c_float(bits_hex: str) -> str:
     """A float32 (by its bit pattern) as an exact C99 hexadecimal float literal."""
-    from qute.calibrate import f32_from_hex
-
     v = float(f32_from_hex(bits_hex))
     if not math.isfinite(v):
         raise QuteError(f"calibration constant {bits_hex} is not finite")
@@ -166,8 +163,6 @@ def c_float(bits_hex: str) -> str:
 
 def kernel_sources(headers: list[str]) -> list[Path]:
     """The kernel .c files the model calls, and those they call in turn."""
-    from codegen.host import kernels_dir
-
     kdir = kernels_dir()
     todo = [kdir / h.replace(".h", ".c") for h in headers]
     seen: list[Path] = []
@@ -182,8 +177,6 @@ def kernel_sources(headers: list[str]) -> list[Path]:
 
 
 def variant_settings(board, emulator: bool) -> dict:
-    from qute.boards import platform_defines, platform_sources
-
     target = board.emulation_board() if emulator else board
     return {
         "name": "emulator" if emulator else "board",
@@ -202,10 +195,6 @@ def _lines(items: list[str]) -> str:
 def render_makefile(board, variants: list[dict], common: list[str], source: ModelSource,
                     uart_inputs: bool = False) -> str:
     """The project's Makefile, from firmware/Makefile.j2: one block of rules per variant."""
-    import jinja2
-
-    from qute import __version__
-    from qute.resources import firmware_dir
 
     both = len(variants) > 1
     blocks = [{

@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from qute.build.manifest import INPUTS_FILE, MODEL_FILE
+from qute.data import CORRUPTIONS, SEVERITIES, corrupt, load_dataset
 from qute.errors import QuteError
 from qute.expectation import read_graph
+from qute.resources import firmware_dir
+from qute.run import load_run
 from qute.tf_loader import load_tensorflow
 
 
@@ -37,8 +40,6 @@ class ModelSource:
 
 
 def default_dir() -> Path:
-    from qute.resources import firmware_dir
-
     return firmware_dir() / "default"
 
 
@@ -59,8 +60,6 @@ def read_default(samples: int) -> ModelSource:
 
 def parse_stream(spec: str) -> list[tuple[str, int] | None]:
     """``id,corrupt:NAME[:SEVERITY]`` -> [None, (NAME, SEVERITY)]: None is an ID part (severity 5 by default)."""
-    from qute.data import CORRUPTIONS, SEVERITIES
-
     parts = []
     for item in str(spec).split(","):
         item = item.strip()
@@ -93,8 +92,6 @@ def check_stream(spec: str, samples: int, test_images: int | None) -> list[tuple
 
 def _stream_inputs(x: np.ndarray, y: np.ndarray, spec: str, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """`samples` consecutive test images per part of the stream, corrupted where the part says."""
-    from qute.data import corrupt
-
     parts = check_stream(spec, samples, len(x))
     xs, ys, about = [], [], []
     for i, part in enumerate(parts):
@@ -109,7 +106,6 @@ def _stream_inputs(x: np.ndarray, y: np.ndarray, spec: str, samples: int, seed: 
 
 def _from_run(path: Path, samples: int, data_dir, progress, stream: str | None = None) -> ModelSource:
     from qute.quantize import TFLITE_FILE, input_params, quantize
-    from qute.run import load_run
 
     run = load_run(path)
     if stream:  # before quantizing, which takes a while
@@ -121,7 +117,6 @@ def _from_run(path: Path, samples: int, data_dir, progress, stream: str | None =
 
         load_tensorflow()
         write_result(path, quantize_run(run, data_dir=data_dir, progress=lambda s: progress("  " + s)))
-    from qute.data import load_dataset
 
     t = run.train
     data = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
@@ -192,9 +187,7 @@ def resolve_model(model: str | None, samples: int, data_dir=None, project: dict 
 
 def write_default(run_dir: str | Path, folder: Path | None = None) -> Path:
     """Replaces the embedded default (firmware/default) with a quantized run: `make default-model`."""
-    from qute.data import load_dataset
     from qute.quantize import TFLITE_FILE, input_params, quantize
-    from qute.run import load_run
 
     run_dir = Path(run_dir)
     run = load_run(run_dir)

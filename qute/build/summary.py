@@ -1,0 +1,67 @@
+"""What `qute build` tells its user about a finished build, read from the build's own result.
+
+Everything comes from the BuildResult and its manifest (not from the command's flags), so the
+summary says what was built, whoever asked for it.
+"""
+
+from __future__ import annotations
+
+from qute.build.core import BuildResult
+from qute.build.fit import format_memory
+
+
+def summary_lines(r: BuildResult) -> list[str]:
+    """The model and its inputs, the variants, the calibration compiled in, the memory report,
+    the files written and the command to run next."""
+    m, b = r.manifest, r.board
+    uart = m["inputs"]["over"] == "uart"
+    lines = [_inputs_line(r, uart), _variants_line(r), _calibration_line(m)]
+    if m.get("profile") is not None:
+        lines.append(f"profiled (-DQUTE_PROFILE): the firmware times each of the {len(m['profile']['ops'])} ops "
+                     f"that run code on every input; qute run prints the table")
+    lines += ["", f"memory on {b.name} ({r.memory['elf']}, linked for {r.memory['linked_for']}):"]
+    lines += format_memory(r.memory).split("\n")
+    renode = m["renode"]
+    why = ("emulator build" if r.emulator else "inputs over the UART: a Robot test cannot send them" if uart
+           else f"boards/{b.name}.toml names no Renode platform")
+    lines += ["", f"wrote {r.out}: firmware.elf, firmware.bin, firmware.hex, Makefile, memory.json"
+              + (f", {', '.join(renode)} (Renode)" if renode else f" (no Renode files: {why})")]
+    lines.append(f"next: qute run --board {b.name} {r.out}"
+                 + ("" if r.emulator else f"   or   qute flash --board {b.name} {r.out}"))
+    return lines
+
+
+def _inputs_line(r: BuildResult, uart: bool) -> str:
+    i = r.manifest["inputs"]
+    if uart:
+        return (f"model: {r.source.origin}; inputs read from the console UART (qute run sends the "
+                f"{i['samples']} of inputs.npz: {i['from']})")
+    return f"model: {r.source.origin}; {i['samples']} inputs ({i['from']})"
+
+
+def _variants_line(r: BuildResult) -> str:
+    b = r.board
+    if r.emulator:
+        return (f"emulator build: {b.emulation_note}; same compiler flags as on {b.name} "
+                f"({' '.join(b.cpu_flags)} {b.optimization})")
+    emu = b.emulation_board()
+    return (f"{b.name} build, and its emulator variant in {r.out / 'emulator'} "
+            f"(QEMU {b.qemu_machine}{', linked for ' + emu.name if emu is not b else ''}; same compiler flags)")
+
+
+def _calibration_line(m: dict) -> str:
+    mon = m.get("calibration")
+    if mon and mon.get("arithmetic") == "int":
+        return (f"calibration ({mon['from']}), integer-only: abstain when {mon['score']} ({mon['threshold_format']}) "
+                f"{_abstain_op(mon)} {mon['threshold_int']}; monitor alarm when the sum of the "
+                f"last {mon['window']} Q16 confidences < {mon['rho_sum']} (mean < {mon['rho']:.9g})")
+    if mon:
+        return (f"calibration ({mon['from']}): abstain when {mon['score']} {_abstain_op(mon)} "
+                f"{mon['threshold']:.9g}; monitor alarm when the mean of the last {mon['window']} confidences < "
+                f"{mon['rho']:.9g}")
+    return f"no calibration: {m.get('calibration_note', 'no abstain flag and no accuracy-drop monitor')}"
+
+
+def _abstain_op(mon: dict) -> str:
+    # the threshold is stored as the accept test; the device abstains on its negation
+    return "<" if mon["accept_when"] == ">=" else ">"
