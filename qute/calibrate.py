@@ -38,9 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+from qute import drift
+from qute.data import load_dataset
 from qute.errors import QuteError
-from qute.run import write_atomic
+from qute.run import load_run, write_atomic
 from qute.tf_loader import load_tensorflow
+from qute.uncertainty import INT_FRAC_BITS, int_head_quant, summarize, summarize_int
 
 CALIBRATION_FILE = "calibration.json"
 KIND = "qute-calibration"
@@ -74,8 +77,6 @@ def score_name(score: str) -> str:
 
 
 def _check(target_tpr, window, false_alarm) -> tuple[float, int, float]:
-    from qute.drift import check_window
-
     try:
         t, f = float(target_tpr), float(false_alarm)
     except (TypeError, ValueError):
@@ -84,7 +85,7 @@ def _check(target_tpr, window, false_alarm) -> tuple[float, int, float]:
         raise QuteError(f"--target-tpr must be in (0, 1], got {target_tpr}")
     if not 0 <= f < 1:
         raise QuteError(f"--false-alarm must be in [0, 1), got {false_alarm}")
-    return t, check_window(window), f
+    return t, drift.check_window(window), f
 
 
 def abstain_threshold(values, score: str, target_tpr: float) -> tuple[np.float32, np.ndarray]:
@@ -127,8 +128,6 @@ def accepted_int(values, score: str, threshold: int) -> np.ndarray:
 
 def choose_monitor_rho(confidences, window: int, false_alarm: float) -> tuple[np.float32, np.ndarray]:
     """(float32 rho, the ID stream's window means) under the device's exact monitor arithmetic."""
-    from qute import drift
-
     c = np.asarray(confidences, dtype=np.float32).reshape(-1)
     if c.size < window:
         raise QuteError(f"the validation split has {c.size} images, fewer than the monitor window {window}; "
@@ -143,8 +142,6 @@ def choose_monitor_rho(confidences, window: int, false_alarm: float) -> tuple[np
 def choose_monitor_rho_sum(confidence_q16, window: int, false_alarm: float) -> tuple[int, np.ndarray]:
     """(rho_sum, the ID stream's full-window sums) under the integer-only device's monitor arithmetic:
     choose_monitor_rho's rule on the exact window sums of Q16 confidences (alarm iff sum < rho_sum)."""
-    from qute import drift
-
     c = np.asarray(confidence_q16).reshape(-1)
     if c.size < window:
         raise QuteError(f"the validation split has {c.size} images, fewer than the monitor window {window}; "
@@ -199,9 +196,7 @@ def validation_scores(run, data_dir=None, progress=lambda s: None, window: int =
     """(Scores of the validation split, which model, sha256 of the int8 model or None, labels, integer
     scores): the last are the integer-only path's (IntScores, with "scale_q24"/"zero_point" in a dict)
     from the int8 model's raw heads, None for the float model or heads the integer path cannot take."""
-    from qute.data import load_dataset
-    from qute.quantize import TFLITE_FILE
-    from qute.uncertainty import summarize
+    from qute.quantize import TFLITE_FILE, dequantize, int8_heads
 
     t = run.train
     data = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
@@ -212,8 +207,6 @@ def validation_scores(run, data_dir=None, progress=lambda s: None, window: int =
                         f"choose a smaller --window")
     tfl = run.path / TFLITE_FILE
     if tfl.is_file():
-        from qute.quantize import dequantize, int8_heads
-
         progress(f"running the int8 model ({TFLITE_FILE}, TFLite Micro) on {len(data.x_val)} validation images")
         tflite = tfl.read_bytes()
         heads, params = int8_heads(tflite, data.x_val, run.spec.num_heads)
@@ -230,9 +223,6 @@ def validation_scores(run, data_dir=None, progress=lambda s: None, window: int =
 
 def _int_scores(heads: np.ndarray, params, progress):
     """summarize_int of the raw heads with the scale and zero point a build derives (qute.uncertainty.int_head_quant)."""
-    from qute.uncertainty import int_head_quant
-    from qute.uncertainty import summarize_int
-
     try:
         quant = int_head_quant((p.scale, p.zero_point) for p in params)
         return summarize_int(heads, quant["scale_q24"], quant["zero_point"]), quant
@@ -244,8 +234,6 @@ def _int_scores(heads: np.ndarray, params, progress):
 def calibrate(run_dir, score: str = DEFAULT_SCORE, target_tpr: float = DEFAULT_TPR, window: int = DEFAULT_WINDOW,
               false_alarm: float = DEFAULT_FALSE_ALARM, data_dir=None, progress=lambda s: None) -> dict:
     """Computes and writes RUN_DIR/calibration.json; returns its content."""
-    from qute.run import load_run
-
     score = score_name(score)
     target_tpr, window, false_alarm = _check(target_tpr, window, false_alarm)
     run = load_run(run_dir)
@@ -289,8 +277,6 @@ def calibrate(run_dir, score: str = DEFAULT_SCORE, target_tpr: float = DEFAULT_T
 
 def _add_int_constants(out: dict, integer, score: str, target_tpr: float, window: int, false_alarm: float) -> None:
     """The same two rules on the integer-only path's scores of the same heads (see the module docstring)."""
-    from qute.uncertainty import INT_FRAC_BITS
-
     si, quant = integer
     field = SCORES[score][0]
     thr, ok = abstain_threshold_int(si.raw(field), score, target_tpr)
@@ -326,19 +312,15 @@ def load_calibration(path: str | Path) -> Calibration:
             raise ValueError("not a qute calibration file")
         c = Calibration(data)
         score_name(c.score)
-        from qute.drift import check_window
-
-        check_window(c.window)
+        drift.check_window(c.window)
         if not (np.isfinite(c.threshold) and np.isfinite(c.rho)):
             raise ValueError("non-finite threshold or rho")
         if (c.threshold_int is None) != (c.rho_sum is None):
             raise ValueError("one of threshold_int and rho_sum without the other")
         if c.has_int:
-            from qute.drift import check_rho_sum
-
             if isinstance(c.threshold_int, bool) or not isinstance(c.threshold_int, int) or not 0 <= c.threshold_int < 2**31:
                 raise ValueError(f"threshold_int must be an integer in [0, 2**31), got {c.threshold_int!r}")
-            check_rho_sum(c.rho_sum)
+            drift.check_rho_sum(c.rho_sum)
     except QuteError as e:
         raise QuteError(f"{path} is damaged ({e}); re-run qute calibrate") from None
     except (AttributeError, KeyError, TypeError, ValueError) as e:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import sys
@@ -11,11 +9,24 @@ from pathlib import Path
 
 import click
 
+from codegen import outdir
+from codegen.cli import run_cli
 from codegen.ir import CodegenError
+from codegen.reader import read_model
+from qute.boards import boards_table, list_boards
+from qute.build import build as make_build
+from qute.build.summary import summary_lines
+from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
+from qute.config import ARCHS, METHODS, STAGES, make_config, read_project
+from qute.data import load_dataset
+from qute.emulate import run as run_emulator
 from qute.errors import QuteError, RunFailure
+from qute.flash import flash as do_flash
+from qute.monitor import PLOT_FILE, TIMELINE_FILE, format_timeline, play_stream
+from qute.report import write_report
+from qute.run import RUN, load_run, save_run
+from qute.sweep import check_data, load_sweep, run_sweep, write_results
 from qute.tf_loader import load_tensorflow
-
-from qute.config import ARCHS, METHODS, STAGES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -102,18 +113,11 @@ def train(config_path, out, force, **flags):
     Example:
       qute train --dataset mnist --method qute -K 3 --epochs 20 -o runs/mnist-qute
     """
-    from codegen import outdir
-    from qute.config import make_config, read_project
-    from qute.run import RUN
-
     cfg = make_config("train", read_project(config_path), flags)
     outdir.check(out, RUN, force)
-    from qute.data import load_dataset
-
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit)
     cfg = cfg.for_dataset(len(data.x_train))
     load_tensorflow()
-    from qute.run import save_run
     with outdir.staging(out, RUN, force) as folder:
         from qute.train import train as run_training
 
@@ -184,7 +188,7 @@ class _EpochProgress:
               help="Comma-separated: float (the Keras model), int8 (the quantized model on TFLite Micro), "
                    "device (the firmware under QEMU, inputs sent over its UART).")
 @board_option("Board of the device stage (default: qute.toml's [build] board, else nucleo-f746).")
-def eval_(run_dir, config_path, data_dir, stages, board, **flags):
+def eval_(run_dir, config_path, ood, corruptions, window, data_dir, stages, board):
     """Evaluate a run's uncertainty on ID, corrupted and OOD data.
 
     Prints the table (one row per stage, on the same data), writes metrics.json and plots
@@ -198,65 +202,14 @@ def eval_(run_dir, config_path, data_dir, stages, board, **flags):
       qute eval runs/mnist-qute --ood fashion_mnist --corruptions all
       qute eval runs/mnist-qute --stages float,int8,device --board nucleo-f746
     """
-    from qute.config import make_config, read_project
-    from qute.evaluate import corruption_list
-    from qute.run import load_run
+    from qute.evaluate import evaluate_run
 
-    project = read_project(config_path)
-    cfg = make_config("eval", project, flags)
-    corruption_list(cfg.corruptions)  # a bad name fails before anything slow
-    names = stages
-    if board is not None and "device" not in names:
-        raise QuteError("--board is for the device stage: add device to --stages")
-    run = load_run(run_dir)
-    device = None
-    if "device" in names:
-        from qute.device import DEFAULT_BOARD, DeviceStage
-
-        board = board or make_config("build", project, {}).board or DEFAULT_BOARD
-        device = DeviceStage(run, board, data_dir, progress=lambda s: click.echo(f"  device: {s}", err=True))
-    load_tensorflow()
-    from qute.data import load_dataset
-    from qute.evaluate import evaluate, format_table, write_plots
-
-    t = run.train
-    dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
-    evs = []
-    with device or contextlib.nullcontext():
-        for name in names:
-            evs.append(evaluate(run, cfg, data_dir=data_dir, dataset=dataset, stage=name,
-                                predict=device if name == "device" else None,
-                                progress=lambda label, name=name: click.echo(f"  {name}: {label}", err=True)))
-    if device is not None:
-        evs[names.index("device")].details["device"] = device.stats.to_json()
-    ev = evs[0]
-    metrics = ev.to_json()
-    if len(evs) > 1:
-        metrics["stages"] = {name: e.to_json() for name, e in zip(names, evs)}
-    (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plots = write_plots(ev, Path(run_dir))
-    click.echo(format_table(evs))
-    ood = ev.details["ood"]
-    click.echo(
-        f"\n{ev.dataset} test: accuracy {ev.summary['accuracy']:.3f}; OOD = {ood['name']} ({ood['samples']:,}); "
-        f"corruptions: {len(ev.details['corruptions'])}, window {cfg.window}; ECE with 15 equal-width bins"
-    )
-    click.echo(f"wrote {Path(run_dir) / 'metrics.json'}, " + ", ".join(str(p) for p in plots))
-    if device is not None:
-        click.echo(device.stats.summary())
-        same = True
-        if "int8" in names:
-            a, b = evs[names.index("int8")], evs[names.index("device")]
-            differ = [k for k in sorted(a.summary) if not _same_number(a.summary[k], b.summary.get(k))]
-            same = not differ
-            click.echo("int8 and device rows: " + ("identical (every metric equal to the last bit)" if same else
-                                                  f"DIFFERENT in {', '.join(differ)}"))
-        if not (device.stats.exact and same):
-            sys.exit(1)
-
-
-def _same_number(a, b) -> bool:
-    return b is not None and (a == b or (math.isnan(a) and math.isnan(b)))
+    result = evaluate_run(run_dir, stages, ood=ood, corruptions=corruptions, window=window, data_dir=data_dir,
+                          config_path=config_path, board=board, progress=lambda s: click.echo(f"  {s}", err=True))
+    for line in result.lines():
+        click.echo(line)
+    if not result.ok:
+        sys.exit(1)
 
 
 @cli.command()
@@ -273,14 +226,11 @@ def quantize(run_dir, samples, data_dir):
     Example:
       qute quantize runs/mnist-qute --samples 1000
     """
-    from qute.quantize import check_samples
-    from qute.run import load_run
+    from qute.quantize import check_samples, format_table, quantize_run, write_result
 
     check_samples(samples)
     run = load_run(run_dir)
     load_tensorflow()
-    from qute.quantize import format_table, quantize_run, write_result
-
     result = quantize_run(run, samples=samples, data_dir=data_dir, progress=lambda label: click.echo(f"  {label}", err=True))
     paths = write_result(run.path, result)
     click.echo(format_table(result.report))
@@ -304,32 +254,25 @@ def verify(model, samples, seed, sanitize, data_dir):
       qute verify runs/digits --samples 200
       qute verify ../shared/models/kws_dscnn_int8.tflite
     """
-    from qute.verify import model_inputs, verify as verify_model
+    from qute.verify import model_inputs, shape_notes, verify as verify_model
 
     path = Path(model)
     data = None
     if path.is_dir():
         from qute.quantize import TFLITE_FILE, input_params, quantize as quantize_input
-        from qute.run import load_run
 
         run = load_run(path)
         path = path / TFLITE_FILE
         if not path.is_file():
             raise QuteError(f"{model} has no {TFLITE_FILE}; run: qute quantize {model}")
-        from qute.data import load_dataset
-
         t = run.train
         dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
         data = quantize_input(dataset.x_test[:samples], input_params(path.read_bytes()))
     elif not path.is_file():
         raise QuteError(f"{model} does not exist; give an int8 .tflite file or a run directory")
     tflite = path.read_bytes()
-    from codegen.reader import read_model
-
     read_model(tflite, str(path))  # a damaged file fails here, with its name
     inputs = model_inputs(tflite, samples, seed, data)
-    from qute.verify import shape_notes
-
     for line in shape_notes(tflite):
         click.echo(line)
 
@@ -355,8 +298,6 @@ def boards():
     Example:
       qute boards
     """
-    from qute.boards import boards_table, list_boards
-
     click.echo(boards_table(list_boards()))
 
 
@@ -379,8 +320,6 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
     Example:
       qute calibrate runs/digits --score entropy --target-tpr 0.95 --window 100
     """
-    from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
-
     c = do_calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir=data_dir,
                      progress=lambda s: click.echo(s, err=True))
     click.echo(format_calibration(c, Path(run_dir) / CALIBRATION_FILE))
@@ -425,46 +364,11 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
       qute build --board mps2-an500 model.int8.tflite --samples 5 --emulator --profile
       qute build --board nucleo-l432kc runs/digits --weights int8
     """
-    from qute.build import build as make_build, format_memory
-
     r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
                    progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs, force=force,
                    profile=profile, weights=weights)
-    m = r.manifest
-    b = r.board
-    if inputs == "uart":
-        click.echo(f"model: {r.source.origin}; inputs read from the console UART (qute run sends the "
-                   f"{m['inputs']['samples']} of inputs.npz: {m['inputs']['from']})")
-    else:
-        click.echo(f"model: {r.source.origin}; {m['inputs']['samples']} inputs ({m['inputs']['from']})")
-    if emulator:
-        click.echo(f"emulator build: {b.emulation_note}; same compiler flags as on {b.name} "
-                   f"({' '.join(b.cpu_flags)} {b.optimization})")
-    else:
-        emu = b.emulation_board()
-        click.echo(f"{b.name} build, and its emulator variant in {r.out / 'emulator'} "
-                   f"(QEMU {b.qemu_machine}{', linked for ' + emu.name if emu is not b else ''}; same compiler flags)")
-    mon = m.get("calibration")
-    if mon and mon.get("arithmetic") == "int":
-        click.echo(f"calibration ({mon['from']}), integer-only: abstain when {mon['score']} ({mon['threshold_format']}) "
-                   f"{'<' if mon['accept_when'] == '>=' else '>'} {mon['threshold_int']}; monitor alarm when the sum of the "
-                   f"last {mon['window']} Q16 confidences < {mon['rho_sum']} (mean < {mon['rho']:.9g})")
-    elif mon:
-        click.echo(f"calibration ({mon['from']}): abstain when {mon['score']} {'<' if mon['accept_when'] == '>=' else '>'} "
-                   f"{mon['threshold']:.9g}; monitor alarm when the mean of the last {mon['window']} confidences < {mon['rho']:.9g}")
-    else:
-        click.echo(f"no calibration: {m.get('calibration_note', 'no abstain flag and no accuracy-drop monitor')}")
-    if profile:
-        click.echo(f"profiled (-DQUTE_PROFILE): the firmware times each of the {len(m['profile']['ops'])} ops "
-                   f"that run code on every input; qute run prints the table")
-    click.echo(f"\nmemory on {b.name} ({r.memory['elf']}, linked for {r.memory['linked_for']}):")
-    click.echo(format_memory(r.memory))
-    renode = m["renode"]
-    why = ("emulator build" if emulator else "inputs over the UART: a Robot test cannot send them" if inputs == "uart"
-           else f"boards/{b.name}.toml names no Renode platform")
-    click.echo(f"\nwrote {r.out}: firmware.elf, firmware.bin, firmware.hex, Makefile, memory.json"
-               + (f", {', '.join(renode)} (Renode)" if renode else f" (no Renode files: {why})"))
-    click.echo(f"next: qute run --board {b.name} {r.out}" + ("" if emulator else f"   or   qute flash --board {b.name} {r.out}"))
+    for line in summary_lines(r):
+        click.echo(line)
 
 
 @cli.command()
@@ -493,8 +397,6 @@ def sweep(sweep_file, address, cpus):
       qute sweep sweep.toml
       qute sweep sweep.toml --address auto      # an existing Ray cluster
     """
-    from qute.sweep import check_data, load_sweep, run_sweep, write_results
-
     sw = load_sweep(sweep_file)
     progress = lambda s: click.echo(s, err=True)  # noqa: E731
     progress(f"{len(sw.trials)} trial(s) over {', '.join(sw.varying) or 'no varying setting'}; runs in {sw.runs}")
@@ -533,8 +435,6 @@ def run_(build_dir, board, emulator, timeout, config_path, port, baud):
       qute run --board mps2-an500
       qute run runs/digits/build-f746 --port /dev/ttyACM0      (after qute flash)
     """
-    from qute.emulate import run as run_emulator
-
     r = run_emulator(board, build_dir, emulator, timeout, progress=lambda s: click.echo(s, err=True),
                      config_path=config_path, port=port, baud=baud)
     if emulator == "renode":
@@ -565,8 +465,6 @@ def flash(build_dir, board, probe, gdb_server, timeout):
       qute flash --board nucleo-f746 runs/digits/build-f746
       qute flash --board nucleo-f746 --probe gdb --gdb-server localhost:3333 runs/digits/build-f746
     """
-    from qute.flash import flash as do_flash
-
     r = do_flash(board, build_dir, probe, gdb_server, timeout, progress=lambda s: click.echo(s, err=True))
     click.echo(f"flashed {r.elf} with {r.probe}: written, verified and started")
     click.echo(f"next: qute run {build_dir} --port /dev/ttyACM0   (the board's serial port; reset it when asked)")
@@ -597,8 +495,6 @@ def monitor(path, board, stream, samples, out, timeout, data_dir, force):
       qute monitor runs/digits --board mps2-an500 --stream id,corrupt:contrast:5 --samples 100
       qute monitor runs/digits/build-stream
     """
-    from qute.monitor import PLOT_FILE, TIMELINE_FILE, format_timeline, play_stream
-
     tl = play_stream(path, board, stream, samples, out, data_dir=data_dir, timeout=timeout,
                      progress=lambda s: click.echo(s, err=True), force=force)
     click.echo(format_timeline(tl))
@@ -626,8 +522,6 @@ def report(run_dir, out, build_dir, transcript, no_eval, data_dir):
       qute report runs/digits -o runs/digits/report.html
       qute report runs/digits --build runs/digits/build-f746
     """
-    from qute.report import write_report
-
     path, missing = write_report(run_dir, out, build_dir, transcript, compute=not no_eval, data_dir=data_dir,
                                  progress=lambda s: click.echo(s, err=True))
     click.echo(f"wrote {path}")
@@ -639,8 +533,6 @@ def report(run_dir, out, build_dir, transcript, no_eval, data_dir):
 
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
-    from codegen.cli import run_cli
-
     return run_cli(cli, "qute", argv, (QuteError, CodegenError), (RunFailure,))
 
 

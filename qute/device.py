@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qute import emulate
+from qute.boards import load_board
+from qute.build import build, load_build
 from qute.errors import QuteError, RunFailure
 from qute.expectation import Expectation, HeadLayout, arithmetic, compare
 
@@ -72,7 +75,6 @@ class DeviceStage:
 
     def __init__(self, run, board_name: str | None = None, data_dir=None,
                  progress: Callable[[str], None] = lambda s: None):
-        from qute.boards import load_board
         from qute.quantize import TFLITE_FILE
 
         path = Path(run.path) / TFLITE_FILE
@@ -91,8 +93,6 @@ class DeviceStage:
         self._build = None
 
     def __enter__(self) -> DeviceStage:
-        from qute.build import build, load_build
-
         self._tmp = Path(tempfile.mkdtemp(prefix="qute-device-"))
         try:
             self.progress(f"building {self.run.path} for {self.board.name} (emulator variant, inputs over the UART)")
@@ -134,12 +134,11 @@ class DeviceStage:
 
     def _batch(self, xq: np.ndarray, start: int, total: int) -> list[np.ndarray]:
         """Runs one batch; its outputs indexed like the flatbuffer's (as TFLM's are)."""
-        from qute.emulate import execute
-
         n = len(xq)
         if total > BATCH:
             self.progress(f"inputs {start + 1:,}-{start + n:,} of {total:,}")
-        _text, t = execute(self._build, self.board, xq, None, timeout=60 + SECONDS_PER_INPUT * n)
+        # looked up on the module at each call, so that a test can put a faulty firmware in its place
+        _text, t = emulate.execute(self._build, self.board, xq, None, timeout=60 + SECONDS_PER_INPUT * n)
         if len(t.samples) != n or [s.index for s in t.samples] != list(range(n)):
             raise RunFailure(f"the firmware answered {len(t.samples)} of {n} inputs")
         self.stats.counter = (t.start or {}).get("counter", self.stats.counter)

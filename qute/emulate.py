@@ -21,6 +21,7 @@ firmware and waits for the summary line the build computed from the host referen
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,8 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from qute import tools
+from qute.boards import load_board
+from qute.build import build as make_build, load_build
+from qute.config import make_config, read_project
 from qute.errors import QuteError, RunFailure
 from qute.expectation import Expectation, compare, compare_decisions
+from qute.run import write_atomic
 from qute.transcript import PREFIX, READY_LINE, TranscriptError, op_counts, parse, uart_payload
 
 EMULATORS = ("qemu", "renode")
@@ -355,11 +361,6 @@ def run(
     temporary folder first. With `port`, the firmware already flashed on the board is read (and fed)
     over that serial port instead (qute.serialport), and checked the same way.
     """
-    from qute import tools
-    from qute.boards import load_board
-    from qute.build import build as make_build
-    from qute.build import load_build
-
     if emulator not in EMULATORS:
         raise QuteError(f"unknown emulator {emulator!r}; choose one of: {', '.join(EMULATORS)}")
     if timeout is None or timeout <= 0:
@@ -367,8 +368,6 @@ def run(
     b = load_build(build_dir) if build_dir is not None else None
     if board_name is None:
         if b is None:
-            from qute.config import make_config, read_project
-
             board_name = make_config("build", read_project(config_path), {}).board
             if board_name is None:
                 raise QuteError("no board: give --board BOARD (qute boards lists them)")
@@ -413,8 +412,6 @@ def run(
         if build_dir is None:
             result.elf = Path("(temporary build)") / "firmware.elf"
         else:  # qute report reads its latency from here
-            from qute.run import write_atomic
-
             write_atomic({b.path / TRANSCRIPT_FILE: text.encode(), **_profile_files(b, result)})
             result.transcript = b.path / TRANSCRIPT_FILE
         return result
@@ -426,8 +423,6 @@ PROFILE_FILE = "profile.json"
 
 def _profile_files(b, result: RunResult) -> dict[Path, bytes]:
     """profile.json for a profiled build's run (and result.profile_file set), else nothing."""
-    import json
-
     if result.profile is None:
         return {}
     result.profile_file = b.path / PROFILE_FILE
@@ -436,7 +431,6 @@ def _profile_files(b, result: RunResult) -> dict[Path, bytes]:
 
 
 def _run_on_port(b, board, port: str, baud: int, timeout: float, progress) -> RunResult:
-    from qute.run import write_atomic
     from qute.serialport import talk
 
     frames = None
@@ -471,8 +465,6 @@ def execute(build, board, x: np.ndarray | None = None, labels: np.ndarray | None
     embedded-inputs build takes none. Raises RunFailure on a time-out, a crash, a malformed line
     or a missing summary line.
     """
-    from qute import tools
-
     over_uart = uart_inputs(build)
     if over_uart and x is None:
         raise QuteError(f"{build.path} reads its inputs from the UART (qute build --inputs uart): give it inputs")

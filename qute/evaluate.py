@@ -11,6 +11,10 @@ strong corruptions alone every method detects every drop and the AUPRC says noth
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +22,14 @@ import numpy as np
 
 from qute import data as qdata
 from qute import metrics, uncertainty
-from qute.config import STAGES, EvalConfig
+from qute.config import STAGES, EvalConfig, make_config, read_project
+from qute.device import DEFAULT_BOARD, DeviceStage, DeviceStats
 from qute.errors import QuteError
-from qute.run import Run
+from qute.quantize import TFLITE_FILE, int8_head_probs
+from qute.run import Run, load_run
+from qute.tf_loader import load_tensorflow
+
+METRICS_FILE = "metrics.json"
 
 TABLE_COLUMNS = (
     ("f1", "F1"),
@@ -90,8 +99,6 @@ def _id_metrics(y, probs, scores) -> dict:
     }
 
 
-
-
 def stage_predictor(run: Run, stage: str, model, seed: int):
     """x -> (K, N, C) head probabilities of one stage: the Keras model, or the int8 model on TFLM.
 
@@ -102,8 +109,6 @@ def stage_predictor(run: Run, stage: str, model, seed: int):
 
         return lambda x: ensemble_heads(run.spec, model, x, seed)
     if stage == "int8":
-        from qute.quantize import TFLITE_FILE, int8_head_probs
-
         path = run.path / TFLITE_FILE
         if not path.is_file():
             raise QuteError(f"{run.path} has no {TFLITE_FILE} for the int8 stage; run: qute quantize {run.path}")
@@ -250,3 +255,95 @@ def write_plots(ev: Evaluation, folder: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+@dataclass
+class EvalReport:
+    """What `qute eval` did: one evaluation per stage (same data), the files it wrote, and the
+    device's byte and score counts when the device stage ran."""
+
+    stages: list[str]
+    evaluations: list[Evaluation]
+    window: int
+    metrics_path: Path
+    plots: list[Path]
+    device: DeviceStats | None = None
+
+    def differing(self) -> list[str]:
+        """The int8 row's metrics that the device row does not reproduce bit for bit."""
+        if self.device is None or "int8" not in self.stages:
+            return []
+        a, b = (self.evaluations[self.stages.index(s)] for s in ("int8", "device"))
+        return [k for k in sorted(a.summary) if not _same_number(a.summary[k], b.summary.get(k))]
+
+    @property
+    def ok(self) -> bool:
+        """False when the firmware's bytes, scores or metrics differ from the host's."""
+        return self.device is None or (self.device.exact and not self.differing())
+
+    def lines(self) -> list[str]:
+        ev = self.evaluations[0]
+        ood = ev.details["ood"]
+        out = [
+            *format_table(self.evaluations).split("\n"),
+            "",
+            f"{ev.dataset} test: accuracy {ev.summary['accuracy']:.3f}; OOD = {ood['name']} ({ood['samples']:,}); "
+            f"corruptions: {len(ev.details['corruptions'])}, window {self.window}; ECE with 15 equal-width bins",
+            f"wrote {self.metrics_path}, " + ", ".join(str(p) for p in self.plots),
+        ]
+        if self.device is not None:
+            out.append(self.device.summary())
+            if "int8" in self.stages:
+                differ = self.differing()
+                out.append("int8 and device rows: " + (f"DIFFERENT in {', '.join(differ)}" if differ
+                                                      else "identical (every metric equal to the last bit)"))
+        return out
+
+
+def _same_number(a, b) -> bool:
+    return b is not None and (a == b or (math.isnan(a) and math.isnan(b)))
+
+
+def evaluate_run(run_dir: str | Path, stages: Sequence[str] = ("float",), *, ood: str | None = None,
+                 corruptions: str | None = None, window: int | None = None, data_dir: str | Path | None = None,
+                 config_path: str | Path | None = None, board: str | None = None,
+                 progress: Callable[[str], None] = lambda s: None) -> EvalReport:
+    """`qute eval`: every stage of a run on one load of its data; writes metrics.json and the plots.
+
+    Unset `ood`, `corruptions` and `window` come from qute.toml's [eval] table; the device
+    stage's `board` from its [build] table, else DEFAULT_BOARD. Everything that can be checked
+    without data or a model is checked first. `progress` gets "STAGE: step" lines.
+    """
+    stages = list(stages)
+    for name in stages:
+        if name not in STAGES:
+            raise QuteError(f"unknown stage {name!r}; choose from: {', '.join(STAGES)}")
+    project = read_project(config_path)
+    cfg = make_config("eval", project, {"ood": ood, "corruptions": corruptions, "window": window})
+    corruption_list(cfg.corruptions)  # a bad name fails before anything slow
+    if board is not None and "device" not in stages:
+        raise QuteError("--board is for the device stage: add device to --stages")
+    run = load_run(run_dir)
+    device = None
+    if "device" in stages:
+        board = board or make_config("build", project, {}).board or DEFAULT_BOARD
+        device = DeviceStage(run, board, data_dir, progress=lambda s: progress(f"device: {s}"))
+    load_tensorflow()
+    t = run.train
+    dataset = qdata.load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction,
+                                 limit=t.limit)
+    evs = []
+    with device or contextlib.nullcontext():
+        for name in stages:
+            evs.append(evaluate(run, cfg, data_dir=data_dir, dataset=dataset, stage=name,
+                                predict=device if name == "device" else None,
+                                progress=lambda label, name=name: progress(f"{name}: {label}")))
+    if device is not None:
+        evs[stages.index("device")].details["device"] = device.stats.to_json()
+    metrics_json = evs[0].to_json()
+    if len(evs) > 1:
+        metrics_json["stages"] = {name: e.to_json() for name, e in zip(stages, evs)}
+    path = Path(run_dir) / METRICS_FILE
+    path.write_text(json.dumps(metrics_json, indent=2) + "\n")
+    plots = write_plots(evs[0], Path(run_dir))
+    return EvalReport(stages, evs, cfg.window, path, plots, device.stats if device is not None else None)

@@ -23,6 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qute import tools
+from qute.boards import load_board
+from qute.build import load_build
+from qute.elf import Elf
+from qute.emulate import run_process
 from qute.errors import QuteError, RunFailure
 
 PROBES = ("auto", "openocd", "pyocd", "stlink", "gdb")
@@ -72,8 +77,6 @@ def command(probe: str, board, build, elf: Path, tool: str, gdb_server: str | No
     if probe == "gdb":
         if not gdb_server:
             raise _NotApplicable("needs --gdb-server HOST:PORT")
-        from qute.elf import Elf
-
         image = Elf(elf)
         vectors = image.section(".isr_vector")
         if vectors is None or vectors.size < 8:
@@ -139,11 +142,6 @@ def flash(
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], None] = lambda s: None,
 ) -> FlashResult:
-    from qute import tools
-    from qute.boards import load_board
-    from qute.build import load_build
-    from qute.emulate import run_process
-
     if probe not in PROBES:
         raise QuteError(f"unknown probe {probe!r}; choose one of: {', '.join(PROBES)}")
     if gdb_server is not None:

@@ -3,12 +3,23 @@ its alarms set against the host's (qute.drift), written as a timeline (JSON, plo
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 
 from codegen import outdir
+from qute import tools
+from qute.boards import load_board
+from qute.build import MANIFEST, build, load_build, parse_stream
+from qute.calibrate import CALIBRATION_FILE
 from qute.drift import first_alarm
-from qute.errors import QuteError
+from qute.emulate import check, qemu_command, run_process
+from qute.errors import QuteError, RunFailure
 from qute.expectation import Expectation
+from qute.run import load_run
+from qute.transcript import TranscriptError, parse
 
 
 TIMELINE_FILE = "monitor.json"
@@ -28,8 +39,6 @@ MONITOR = outdir.Kind("qute monitor", ".qute-monitor", _older_monitor)
 
 def stream_parts(inputs_from: str, n: int) -> list[dict]:
     """The parts of a stream build from its manifest's description ("0..49: ID, 50..99: contrast severity 5")."""
-    import re
-
     parts = [{"start": int(a), "end": int(b), "what": w.strip()}
              for a, b, w in re.findall(r"(\d+)\.\.(\d+): ([^,]+)", inputs_from or "")]
     if not parts or parts[-1]["end"] != n - 1:
@@ -55,12 +64,6 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
     existing stream build (a folder with build.json; `stream` and `samples` must then be left out).
     OUT follows codegen.outdir's rule: staged, and replaced only with `force` when qute monitor made it.
     """
-    from pathlib import Path
-
-    from qute.boards import load_board
-    from qute.build import MANIFEST, build, load_build, parse_stream
-    from qute.calibrate import CALIBRATION_FILE
-
     path = Path(path)
     if not path.is_dir():
         raise QuteError(f"{path} {outdir.missing(path)}; give a run directory (qute train) or a stream build (qute build --stream)")
@@ -74,8 +77,6 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
         with outdir.staging(out, MONITOR, force) as folder:  # checks OUT before anything runs
             return _play(b, folder, out, timeout, progress)
     else:
-        from qute.run import load_run
-
         load_run(path)
         if not (path / CALIBRATION_FILE).is_file():
             raise QuteError(f"{path} has no {CALIBRATION_FILE} (no accuracy-drop monitor to run); run qute calibrate {path}")
@@ -96,12 +97,6 @@ def play_stream(path, board_name: str | None = None, stream: str | None = None, 
 def _play(b, folder, out, timeout: float, progress) -> dict:
     """Runs the stream build `b` under QEMU and writes the timeline into `folder`, the staging
     folder of `out` (where `b` is too when qute monitor built it)."""
-    from qute import tools
-    from qute.boards import load_board
-    from qute.emulate import check, qemu_command, run_process
-    from qute.errors import RunFailure
-    from qute.transcript import TranscriptError, parse
-
     m = b.manifest
     cal = m.get("calibration")
     if not cal:
@@ -189,8 +184,6 @@ def _play(b, folder, out, timeout: float, progress) -> dict:
                 "window_sum_host": [None if v < 0 else int(v) for v in want.window]} if integer else {}),
         },
     }
-    import json
-
     (folder / TIMELINE_FILE).write_text(json.dumps(timeline, indent=1) + "\n")
     plot_timeline(timeline, folder / PLOT_FILE)
     timeline["out"] = str(out)

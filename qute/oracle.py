@@ -53,6 +53,10 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as _fb
 
 from codegen import tflm as _child
+from codegen.fold import fold
+from codegen.ir import CodegenError
+from codegen.reader import read_model
+from codegen.validate import validate
 from qute.errors import QuteError
 
 _child.preload(__name__)  # the TFLM children start with this module imported
@@ -83,10 +87,6 @@ def _check(tflite: bytes) -> None:
 
 @functools.lru_cache(maxsize=16)
 def _validated(tflite: bytes) -> bool:
-    from codegen.ir import CodegenError
-    from codegen.reader import read_model
-    from codegen.validate import validate
-
     try:
         validate(read_model(tflite), for_tflm=True)
     except CodegenError as e:
@@ -258,10 +258,6 @@ def tflm_shape_problems(tflite: bytes) -> list[str]:
 
 @functools.lru_cache(maxsize=16)
 def _shape_problems(tflite: bytes) -> tuple[str, ...]:
-    from codegen.ir import CodegenError
-    from codegen.reader import read_model
-    from codegen.fold import fold
-
     try:
         graph = read_model(tflite)
     except CodegenError:

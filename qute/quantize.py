@@ -57,6 +57,7 @@ and the converter removes them), so both stages there are that one head.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -69,7 +70,11 @@ from typing import Callable
 
 import numpy as np
 
+from codegen.ir import CodegenError
+from codegen.reader import read_model
+from codegen.report import tflm_arena
 from qute import __version__, metrics, uncertainty
+from qute.data import load_dataset
 from qute.errors import QuteError, RunFailure
 from qute.run import write_atomic
 
@@ -250,9 +255,6 @@ def convert(model, heads: list[str], calibration: np.ndarray) -> bytes:
 
 def _graph(tflite_bytes: bytes):
     """The model as codegen's graph (the one flatbuffer reader of the project); errors become QuteError."""
-    from codegen.ir import CodegenError
-    from codegen.reader import read_model
-
     try:
         return read_model(bytes(tflite_bytes), "the TFLite model")
     except CodegenError as e:
@@ -388,8 +390,6 @@ def tflm_arena_bytes(tflite_bytes: bytes) -> int | None:
 
     A 32-bit Cortex-M build needs somewhat less (its pointers and structs are smaller).
     """
-    from codegen.report import tflm_arena
-
     return tflm_arena(bytes(tflite_bytes)).get("total")
 
 
@@ -440,8 +440,6 @@ def quantize_run(
     samples = check_samples(samples)
     step = progress or (lambda label: None)
     if dataset is None:
-        from qute.data import load_dataset
-
         step("loading data")
         t = run.train
         dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
@@ -517,8 +515,6 @@ def quantize_run(
 
 def write_result(run_dir, result: QuantizeResult) -> list[Path]:
     """Writes ``model.int8.tflite`` and ``quantization.json`` (the report last) into `run_dir`."""
-    import json
-
     run_dir = Path(run_dir)
     model_path, report_path = run_dir / TFLITE_FILE, run_dir / REPORT_FILE
     report = json.dumps(result.report, indent=2) + "\n"

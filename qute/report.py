@@ -21,14 +21,21 @@ from __future__ import annotations
 import base64
 import json
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import jinja2
 
 from codegen import outdir
+from qute import __version__
+from qute.build import load_build
+from qute.config import EvalConfig
 from qute.errors import QuteError
-from qute.run import write_atomic
+from qute.monitor import PLOT_FILE, TIMELINE_FILE
+from qute.run import load_run, write_atomic
 from qute.tf_loader import load_tensorflow
+from qute.transcript import TranscriptError, parse
 
 REPORT_FILE = "report.html"
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
@@ -102,7 +109,7 @@ def find_transcript(build: Path) -> Path | None:
 
 
 def _evaluation(page: _Page, run, run_dir: Path, compute: bool, data_dir, progress) -> None:
-    from qute.evaluate import TABLE_COLUMNS
+    from qute.evaluate import TABLE_COLUMNS, evaluate, write_plots
 
     page.section("Evaluation")
     mpath = run_dir / "metrics.json"
@@ -111,11 +118,6 @@ def _evaluation(page: _Page, run, run_dir: Path, compute: bool, data_dir, progre
         metrics = _read_json(mpath)
         page.note(f"from {mpath} (qute eval)")
     elif compute:
-        import tempfile
-
-        from qute.config import EvalConfig
-        from qute.evaluate import evaluate, write_plots
-
         progress(f"{run_dir} has no metrics.json: evaluating it now (qute.evaluate, default settings)")
         load_tensorflow()
         ev = evaluate(run, EvalConfig(), data_dir=data_dir, progress=lambda s: progress("  " + s))
@@ -161,8 +163,6 @@ def _evaluation(page: _Page, run, run_dir: Path, compute: bool, data_dir, progre
         else:
             page.lack(f"{what} ({name})", f"qute eval {run_dir}")
     if plots_dir != run_dir:
-        import shutil
-
         shutil.rmtree(plots_dir, ignore_errors=True)
 
 
@@ -220,8 +220,6 @@ def _calibration(page: _Page, run_dir: Path) -> None:
 
 
 def _monitor(page: _Page, run_dir: Path) -> None:
-    from qute.monitor import PLOT_FILE, TIMELINE_FILE
-
     page.section("Accuracy-drop timeline (device)")
     found = sorted(p.parent for p in run_dir.glob(f"*/{TIMELINE_FILE}"))
     if not found:
@@ -241,8 +239,6 @@ def _monitor(page: _Page, run_dir: Path) -> None:
 
 
 def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | None) -> None:
-    from qute.build import load_build
-
     page.section("Build: memory and latency")
     if build is None:
         builds = find_builds(run_dir)
@@ -280,8 +276,6 @@ def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | No
     if transcript is None:
         page.lack("latency: no saved firmware transcript (transcript.txt) for this build", f"qute run {build}")
         return
-    from qute.transcript import TranscriptError, parse
-
     try:
         t = parse(Path(transcript).read_text())
     except (OSError, UnicodeDecodeError, TranscriptError) as e:
@@ -301,9 +295,6 @@ def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | No
 def write_report(run_dir, out=None, build=None, transcript=None, compute: bool = True, data_dir=None,
                  progress=lambda s: None) -> tuple[Path, list[tuple[str, str]]]:
     """Writes the page; returns its path and the missing parts (what, command)."""
-    from qute import __version__
-    from qute.run import load_run
-
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     build = Path(build) if build is not None else None

@@ -36,8 +36,11 @@ from typing import Callable
 
 import numpy as np
 
+from codegen import outdir
 from qute.config import EvalConfig, TrainConfig, make_config, read_tables
+from qute.data import data_dirs, load_dataset
 from qute.errors import QuteError
+from qute.run import RUN, load_run, save_run, write_json
 
 TRIAL_FILE = "trial.json"  # in each trial's run directory: its settings and results, once finished
 RESULTS_MD, RESULTS_JSON = "results.md", "results.json"
@@ -129,8 +132,6 @@ def load_sweep(path: str | Path) -> Sweep:
 
 def check_data(sweep: Sweep, progress: Callable[[str], None] = lambda s: None) -> None:
     """Every dataset the trials use loads here, before any trial is sent out."""
-    from qute.data import load_dataset
-
     for dataset, data_dir in sorted({(t.train.dataset, t.train.data_dir) for t in sweep.trials}, key=str):
         progress(f"checking dataset {dataset}")
         load_dataset(dataset, data_dir, limit=1)
@@ -149,10 +150,7 @@ def run_trial(trial: Trial, runs: Path, int8: bool = False) -> dict:
     """Trains and evaluates one trial into runs/<name> (a staging folder until it is complete):
     the run directory `qute train` writes, metrics.json as `qute eval` writes it, and trial.json;
     with `int8`, also the quantized model and its evaluation on TFLite Micro."""
-    from codegen import outdir
-    from qute.data import load_dataset
     from qute.evaluate import evaluate
-    from qute.run import RUN, load_run, save_run, write_json
     from qute.train import train
 
     cfg = trial.train
@@ -213,8 +211,6 @@ def run_sweep(sweep: Sweep, address: str | None = None, cpus: int | None = None,
     if not todo:
         return result
     sweep.runs.mkdir(parents=True, exist_ok=True)
-    from qute.data import data_dirs
-
     env = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
            "OMP_NUM_THREADS": "1"}
     # the data folders the driver sees, for trials without a data_dir of their own

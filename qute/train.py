@@ -13,9 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from qute import models
+from qute import metrics, models
 from qute.config import TrainConfig
 from qute.models import NetSpec
+from qute.temperature import fit_temperature, fold_temperature, tempered
 
 if TYPE_CHECKING:
     from qute.data import Dataset
@@ -113,9 +114,6 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
 
 def scale_temperature(model: keras.Model, spec: NetSpec, cfg: TrainConfig, data: Dataset) -> dict:
     """Fits the ensemble's temperature on the validation split and folds it into `model`."""
-    from qute import metrics
-    from qute.temperature import fit_temperature, fold_temperature, tempered
-
     def val_heads():  # mc-dropout: the same K dropout samples before and after folding
         return models.ensemble_heads(spec, model, data.x_val, cfg.seed)
 

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from codegen.fold import fold
+from codegen.host import HostCompileError, HostRunError, build_host
+from codegen.ir import CodegenError
+from codegen.reader import read_model
+from codegen.report import shape_lines
 from qute import oracle
 from qute.errors import QuteError, RunFailure
 
@@ -55,11 +60,6 @@ class VerifyResult:
 
 def shape_notes(tflite: bytes) -> list[str]:
     """Lines for stored shapes that disagree with codegen's inferred ones (none when all agree)."""
-    from codegen.ir import CodegenError
-    from codegen.reader import read_model
-    from codegen.report import shape_lines
-    from codegen.fold import fold
-
     try:
         return shape_lines(fold(read_model(tflite)).shape_notes)
     except CodegenError as e:
@@ -68,10 +68,6 @@ def shape_notes(tflite: bytes) -> list[str]:
 
 def compile_model(tflite: bytes, folder: Path | None = None, sanitize: bool = False):
     """The model's generated C compiled for the host (codegen errors become QuteError)."""
-    from codegen.host import HostCompileError, build_host
-    from codegen.ir import CodegenError
-    from codegen.reader import read_model
-
     try:
         return build_host(read_model(tflite), folder, sanitize=sanitize)
     except HostCompileError as e:
@@ -82,9 +78,6 @@ def compile_model(tflite: bytes, folder: Path | None = None, sanitize: bool = Fa
 
 def run_c(tflite: bytes, inputs: list[np.ndarray], sanitize: bool = False, host=None) -> list[np.ndarray]:
     """Our outputs for `inputs` (one array per model input, N samples), in flatbuffer output order."""
-    from codegen.host import HostRunError
-    from codegen.reader import read_model
-
     graph = read_model(tflite)
     with tempfile.TemporaryDirectory(prefix="qute-verify-") as tmp:
         host = host or compile_model(tflite, Path(tmp), sanitize)
@@ -103,8 +96,6 @@ def run_c(tflite: bytes, inputs: list[np.ndarray], sanitize: bool = False, host=
 def verify(tflite: bytes, inputs: list[np.ndarray], sanitize: bool = False) -> VerifyResult:
     ours = run_c(tflite, inputs, sanitize)
     ref, which = oracle.reference(tflite, inputs)
-    from codegen.reader import read_model
-
     graph = read_model(tflite)
     per_output = []
     for t, a, b in zip(graph.outputs, ours, ref):

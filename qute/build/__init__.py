@@ -57,6 +57,7 @@ The package, one concept per module (data flows down the list)::
     fit.py        the fit check before and after linking, the memory report, the weights' layout
     project.py    the application's config and inputs, the Makefile, the Renode .resc and .robot
     core.py       build(): the steps in order, staged in a temporary folder, renamed into place
+    summary.py    the lines `qute build` prints about a finished build
     manifest.py   a finished build read back (build.json and the files beside it)
 
 What the firmware must print for the inputs is :mod:`qute.expectation`'s.
