@@ -106,8 +106,8 @@ class DeviceStage:
             self.close()
             raise QuteError(f"{self.run.path}: the build's model is not the run's {len(self.tflite):,}-byte int8 model")
         m = self._build.manifest
-        self.stats.machine = m.get("qemu_machine") or self.board.qemu_machine
-        path = arithmetic(HeadLayout.from_manifest(m), m.get("uncertainty_path"))
+        self.stats.machine = m.qemu_machine or self.board.qemu_machine
+        path = arithmetic(HeadLayout.from_manifest(m), m.uncertainty_path)
         self.stats.scores_kind = path.kind if path else "float32"
         return self
 
@@ -149,5 +149,5 @@ class DeviceStage:
         self.stats.scores_differing += c.scores_differing
         self.stats.inputs += n
         self.stats.cycles.extend(int(s.cycles) for s in t.samples)
-        by_index = {o["flatbuffer_index"]: h for o, h in zip(self._build.manifest["outputs"], c.device_heads)}
+        by_index = {o["flatbuffer_index"]: h for o, h in zip(self._build.manifest.outputs, c.device_heads)}
         return [by_index[i] for i in range(len(by_index))]  # every output of the graph is listed in the manifest

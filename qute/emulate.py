@@ -227,8 +227,8 @@ def check(build, transcript, board) -> RunResult:
     start = transcript.start or {}
     if not transcript.start:
         problems.append("no start line")
-    elif start.get("model") != m["model"]["sha256"][:12]:
-        problems.append(f"the firmware runs model {start.get('model')}, the build's is {m['model']['sha256'][:12]}")
+    elif start.get("model") != m.model.sha256[:12]:
+        problems.append(f"the firmware runs model {start.get('model')}, the build's is {m.model.sha256[:12]}")
     got = {s.index: s for s in transcript.samples}
     if sorted(got) != list(range(n)) or len(transcript.samples) != n:
         problems.append(f"expected sample lines 0..{n - 1}, got {len(transcript.samples)} line(s)")
@@ -259,11 +259,11 @@ def check(build, transcript, board) -> RunResult:
         problems.append("no summary line (QUTE done ...)")
     else:
         line = f"{PREFIX} done " + " ".join(f"{k}={v}" for k, v in done.items())
-        done_ok = line == m["expected_done_line"]
+        done_ok = line == m.expected_done_line
         if not done_ok:
-            problems.append(f"summary line {line!r}, expected {m['expected_done_line']!r}")
+            problems.append(f"summary line {line!r}, expected {m.expected_done_line!r}")
     cycles = np.array([got[i].cycles for i in sorted(got)], dtype=np.int64)
-    profile = op_profile(m, transcript, got, start.get("counter", "?"), problems)
+    profile = op_profile(m.profile, transcript, got, start.get("counter", "?"), problems)
     ucycles = None
     if got and all(got[i].ucycles is not None for i in got):
         ucycles = np.array([got[i].ucycles for i in sorted(got)], dtype=np.int64)
@@ -272,19 +272,18 @@ def check(build, transcript, board) -> RunResult:
         counter=start.get("counter", "?"), cycles=cycles, bytes_compared=c.bytes_compared,
         bytes_differing=c.bytes_differing, per_output=c.per_output, scores_compared=c.scores_compared,
         scores_differing=c.scores_differing, predictions_differing=c.predictions_differing, done_line_ok=done_ok, reference=engine, accuracy=accuracy, correct=correct,
-        uncertainty=uncertainty, problems=problems, monitor=monitor, monitor_note=m.get("calibration_note") or "",
+        uncertainty=uncertainty, problems=problems, monitor=monitor, monitor_note=m.calibration_note or "",
         ucycles=ucycles, scores_kind=expect.path.kind if expect.path else "float32", profile=profile,
     )
 
 
-def op_profile(m: dict, transcript, got: dict, counter: str, problems: list[str]) -> dict | None:
+def op_profile(prof: dict | None, transcript, got: dict, counter: str, problems: list[str]) -> dict | None:
     """A profiled build's per-op table: each op's count, mean over the inputs, against its MACs.
 
-    None for a build without --profile. An input whose ``op`` lines do not name the build's ops in
-    order is a problem (the firmware and its build.json disagree) and is left out of the means.
+    `prof` is build.json's ``profile`` (None for a build without --profile: then so is the table).
+    An input whose ``op`` lines do not name the build's ops in order is a problem (the firmware and
+    its build.json disagree) and is left out of the means.
     """
-
-    prof = m.get("profile")
     if not prof:
         return None
     ops = prof["ops"]
@@ -454,7 +453,7 @@ def _run_on_port(b, board, port: str, baud: int, timeout: float, progress) -> Ru
 
 def uart_inputs(build) -> bool:
     """Whether the build's firmware reads its inputs from the UART (qute build --inputs uart)."""
-    return build.manifest.get("inputs", {}).get("over") == "uart"
+    return build.manifest.inputs.over == "uart"
 
 
 def execute(build, board, x: np.ndarray | None = None, labels: np.ndarray | None = None,
@@ -472,7 +471,7 @@ def execute(build, board, x: np.ndarray | None = None, labels: np.ndarray | None
         raise QuteError(f"{build.path} runs its embedded inputs; rebuild with --inputs uart to send others")
     qemu = tools.require("qemu-system-arm")["qemu-system-arm"]
     elf = build.elf(True)
-    machine = build.manifest.get("qemu_machine") or board.qemu_machine
+    machine = build.manifest.qemu_machine or board.qemu_machine
     payload = uart_payload(x, labels) if over_uart else None
     what = f", {len(x):,} inputs over the UART" if over_uart else ""
     progress(f"running {elf} on QEMU {machine}{what} (time-out {timeout:g} s)")

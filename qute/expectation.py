@@ -57,8 +57,9 @@ class HeadLayout:
     classes: int
 
     @classmethod
-    def from_manifest(cls, m: dict) -> HeadLayout:
-        return cls(m["outputs"], bool(m["ensemble"]), int(m["classes"]))
+    def from_manifest(cls, m) -> HeadLayout:
+        """From a build's qute.build.manifest.Manifest."""
+        return cls(m.outputs, bool(m.ensemble), int(m.classes))
 
     def dequantize(self, heads: list[np.ndarray]) -> np.ndarray:
         """(K, N, C) float32 probabilities of int8 heads, each with its own scale and zero point."""
@@ -288,9 +289,9 @@ class Expectation:
         labels = None
         if x is None:
             x, y = build.inputs()
-            labels = y if m["inputs"].get("labelled") else None
-        return cls.of(build.tflite(), HeadLayout.from_manifest(m), x, m.get("uncertainty_path"), labels,
-                      m.get("calibration"))
+            labels = y if m.inputs.labelled else None
+        return cls.of(build.tflite(), HeadLayout.from_manifest(m), x, m.uncertainty_path, labels,
+                      m.calibration)
 
     @property
     def samples(self) -> int:

@@ -157,12 +157,12 @@ def flash(
     variant = build.variant(emulator=False)
     if variant is None:
         emu = build.variant(emulator=True)
-        if emu["linked_for"] != board.name or board.is_emulated_variant:
-            raise QuteError(f"{build_dir} is an emulator build (linked for {emu['linked_for']}'s memory map), "
+        if emu.linked_for != board.name or board.is_emulated_variant:
+            raise QuteError(f"{build_dir} is an emulator build (linked for {emu.linked_for}'s memory map), "
                             f"which {board.name} cannot run; rebuild without --emulator")
         variant = emu
-    elf = build.path / variant["elf"]
-    emulator_elf = bool(variant["emulator"])
+    elf = build.path / variant.elf
+    emulator_elf = variant.emulator
 
     order = [probe] if probe != "auto" else [p for p in AUTO_ORDER if p != "gdb" or gdb_server]
     tried, ran = [], False

@@ -98,12 +98,12 @@ def _play(b, folder, out, timeout: float, progress) -> dict:
     """Runs the stream build `b` under QEMU and writes the timeline into `folder`, the staging
     folder of `out` (where `b` is too when qute monitor built it)."""
     m = b.manifest
-    cal = m.get("calibration")
+    cal = m.calibration
     if not cal:
-        raise QuteError(f"{b.path} has no accuracy-drop monitor ({m.get('calibration_note', 'not calibrated')})")
+        raise QuteError(f"{b.path} has no accuracy-drop monitor ({m.calibration_note or 'not calibrated'})")
     board = load_board(b.board)
     qemu = tools.require("qemu-system-arm")["qemu-system-arm"]
-    machine = m.get("qemu_machine") or board.qemu_machine
+    machine = m.qemu_machine or board.qemu_machine
     progress(f"running {b.elf(True)} on QEMU {machine}")
     rc, text, _err = run_process(qemu_command(qemu, machine, b.elf(True)), timeout)
     if rc is None:
@@ -133,10 +133,10 @@ def _play(b, folder, out, timeout: float, progress) -> dict:
     host_mean, host_alarm = path.means(want.window, window), want.alarms
     dev_alarm = np.array([bool(i in got and got[i].alarm) for i in range(n)])
     preds = np.array([got[i].pred if i in got else -1 for i in range(n)])
-    labelled = bool(m["inputs"].get("labelled"))
+    labelled = m.inputs.labelled
     correct = (preds == y) if labelled else None
     first_dev, first_host = first_alarm(dev_alarm), first_alarm(host_alarm)
-    parts = stream_parts(m["inputs"].get("from", ""), n)
+    parts = stream_parts(m.inputs.source, n)
     id_end = parts[0]["end"] if parts[0]["what"] == "ID" else None
     win_acc = window_accuracy(correct, window) if correct is not None else None
 
@@ -147,8 +147,8 @@ def _play(b, folder, out, timeout: float, progress) -> dict:
         "build": str(out / BUILD_SUBDIR if b.path.parent == folder else b.path),
         "board": b.board,
         "machine": machine,
-        "model_origin": m["model"]["origin"],
-        "inputs_from": m["inputs"].get("from"),
+        "model_origin": m.model.origin,
+        "inputs_from": m.inputs.source,
         "samples": n,
         "parts": parts,
         "id_end": id_end,

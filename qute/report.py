@@ -253,11 +253,11 @@ def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | No
             page.note(f"builds found: {', '.join(str(b) for b in builds)}; shown: {build} (choose with --build)")
     b = load_build(build)
     m = b.manifest
-    page.p(f"{build}: board {m.get('board')}; model {m['model'].get('origin')}; "
-           f"{_num(m['inputs'].get('samples'))} inputs ({m['inputs'].get('from')})")
+    page.p(f"{build}: board {m.board}; model {m.model.origin}; "
+           f"{_num(m.inputs.samples)} inputs ({m.inputs.source})")
     mem_path = build / "memory.json"
     if not mem_path.is_file():
-        page.lack("memory report (memory.json)", f"qute build --board {m.get('board')} {run_dir} -o {build}")
+        page.lack("memory report (memory.json)", f"qute build --board {m.board} {run_dir} -o {build}")
     else:
         mem = _read_json(mem_path)
         page.h3(f"Memory on {mem.get('board')} ({mem.get('elf')}, linked for {mem.get('linked_for')})")
@@ -268,8 +268,8 @@ def _build(page: _Page, run_dir: Path, build: Path | None, transcript: Path | No
         rows.append(["capacity", "", "", _num(f.get("capacity")), _num(r.get("capacity"))])
         rows.append(["used", "", "", f"{_num(f.get('percent'), 1)}%", f"{_num(r.get('percent'), 1)}%"])
         page.table(["section", "address", "size", "flash", "RAM"], rows)
-        page.note(f"model arena {_num(m['model'].get('arena_bytes'))} B (inputs and outputs included), weights "
-                  f"{_num(m['model'].get('weights_bytes'))} B, per-op parameters {_num(m['model'].get('parameter_bytes'))} B "
+        page.note(f"model arena {_num(m.model.arena_bytes)} B (inputs and outputs included), weights "
+                  f"{_num(m.model.weights_bytes)} B, per-op parameters {_num(m.model.parameter_bytes)} B "
                   f"(build.json)")
     page.h3("Latency")
     transcript = transcript or find_transcript(build)

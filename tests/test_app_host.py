@@ -74,4 +74,4 @@ def test_a_model_that_is_not_an_ensemble_prints_its_bytes(tmp_path):
     assert all(s.pred == -1 and s.scores is None for s in t.samples)
     r = check(b, t, load_board("mps2-an500"))
     assert r.bit_exact and r.scores_compared == 0, r.summary()
-    assert np.all([len(s.heads) == len(b.manifest["outputs"]) for s in t.samples])
+    assert np.all([len(s.heads) == len(b.manifest.outputs) for s in t.samples])

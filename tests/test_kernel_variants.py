@@ -302,7 +302,7 @@ def test_firmware_matches_tflm(board, seed, weights, tmp_path):
     m, x, ref = _case(seed)
     got, cycles, out_dir = vm.run_firmware(m, x, board, tmp_path, weights=weights)
     assert len(cycles) == len(x) and all(c > 0 for c in cycles)
-    assert load_build(out_dir).manifest["model"]["weights_layout"] == weights
+    assert load_build(out_dir).manifest.model.weights_layout == weights
     _check(m, x, ref, got, f"{board} under QEMU, {weights} filters",
            lambda m2: vm.run_firmware(m2, x, board, tmp_path / "adapters", weights=weights)[0])
     if _uses_simd(out_dir) and shutil.which("arm-none-eabi-objdump"):  # the DSP instructions are really there

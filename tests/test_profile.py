@@ -102,21 +102,21 @@ def test_op_lines_parse_and_leave_the_other_lines_alone():
 
 
 def test_op_profile_table_and_missing_lines():
-    m = {"profile": {"ops": [{"index": 0, "opcode": "CONV_2D", "kernel": "qute_conv2d_s8", "macs": 100},
-                             {"index": 2, "opcode": "SOFTMAX", "kernel": "qute_softmax_s8", "macs": 0}]}}
+    prof = {"ops": [{"index": 0, "opcode": "CONV_2D", "kernel": "qute_conv2d_s8", "macs": 100},
+                    {"index": 2, "opcode": "SOFTMAX", "kernel": "qute_softmax_s8", "macs": 0}]}
     lines = [transcript.op_line(s, k, c) for s, counts in enumerate([(300, 80), (500, 120)])
              for k, c in zip((0, 2), counts)]
     lines += ["QUTE sample=0 label=-1 pred=-1 heads=80 cycles=420", "QUTE sample=1 label=-1 pred=-1 heads=80 cycles=660"]
     t = transcript.parse("\n".join(lines))
     got = {s.index: s for s in t.samples}
     problems = []
-    p = op_profile(m, t, got, "instructions", problems)
+    p = op_profile(prof, t, got, "instructions", problems)
     assert problems == [] and p["samples"] == 2
     assert [o["count"] for o in p["ops"]] == [400, 100] and p["ops"][0]["per_mac"] == 4.0 and p["ops"][1]["per_mac"] is None
     assert p["invoke"] == 540 and p["after_last_op"] == 40 and p["ops"][0]["share"] == pytest.approx(100 * 400 / 540)
-    assert op_profile({"profile": None}, t, got, "instructions", problems) is None
+    assert op_profile(None, t, got, "instructions", problems) is None
     t.ops = [o for o in t.ops if not (o.sample == 1 and o.index == 2)]
-    p = op_profile(m, t, got, "instructions", problems)
+    p = op_profile(prof, t, got, "instructions", problems)
     assert p["samples"] == 1 and len(problems) == 1 and "sample 1" in problems[0]
 
 

@@ -35,9 +35,12 @@ def _fake_build(folder: Path) -> Path:
     """Just enough of a build for qute monitor to read (no calibration: it stops before QEMU)."""
     folder.mkdir(parents=True)
     (folder / "firmware.elf").write_bytes(b"\x7fELF")
-    (folder / "build.json").write_text(json.dumps({
-        "kind": "qute-firmware", "board": "mps2-an500",
-        "variants": {"mps2-an500": {"elf": "firmware.elf", "emulator": True, "linked_for": "mps2-an500"}}}))
+    from qute.build.manifest import InputsInfo, Manifest, ModelInfo, Variant
+
+    (folder / "build.json").write_text(Manifest(
+        board="mps2-an500", variants={"emulator": Variant("firmware.elf", "mps2-an500", True, [])},
+        model=ModelInfo("a fake", "model.int8.tflite", "0" * 64, 0, 0, 0), inputs=InputsInfo("inputs.npz", 0, "nowhere"),
+        outputs=[], ensemble=False, classes=0, expected_done_line="QUTE done samples=0 crc32=00000000").to_json())
     (folder / ".qute-build").write_text("")
     return folder
 

@@ -804,12 +804,12 @@ def run_firmware(m: VariantModel, x: np.ndarray, board: str, folder, timeout: fl
     b = load_build(out_dir)
     _, transcript = execute(b, load_board(board), x, None, timeout=timeout)
     n = len(x)
-    outs = [np.zeros((n, o["size"]), np.int16) + 999 for o in sorted(b.manifest["outputs"],
+    outs = [np.zeros((n, o["size"]), np.int16) + 999 for o in sorted(b.manifest.outputs,
                                                                     key=lambda o: o["flatbuffer_index"])]
     for s in transcript.samples:
         if not 0 <= s.index < n:
             raise AssertionError(f"sample line {s.index} out of range")
-        for head, o in zip(s.heads, b.manifest["outputs"]):
+        for head, o in zip(s.heads, b.manifest.outputs):
             outs[o["flatbuffer_index"]][s.index] = head
     cycles = [s.cycles for s in transcript.samples]
     return outs, cycles, out_dir

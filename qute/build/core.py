@@ -20,7 +20,8 @@ from qute import __version__, tools as toolbox
 from qute.boards import load_board, platform_headers, platform_sources, render_linker_script
 from qute.build.fit import (WEIGHT_LAYOUTS, check_fit_after_link, check_fit_before_link, choose_weights16,
                             linker_overflow, memory_report)
-from qute.build.manifest import BUILD_KIND, EMULATOR_DIR, INPUTS_FILE, MANIFEST, MEMORY_FILE, MODEL_FILE
+from qute.build.manifest import (BUILD_KIND, EMULATOR_DIR, INPUTS_FILE, MANIFEST, MEMORY_FILE, MODEL_FILE, InputsInfo,
+                                 Manifest, ModelInfo, Variant)
 from qute.build.project import (CFLAGS, PROFILE_DEFINE, kernel_sources, monitor_constants, profile_ops, render_app,
                                 render_makefile, render_resc, render_robot, variant_settings)
 from qute.build.source import ModelSource, parse_stream, resolve_model
@@ -41,7 +42,7 @@ class BuildResult:
     board: object
     emulator: bool
     memory: dict
-    manifest: dict
+    manifest: Manifest
     source: ModelSource
 
 
@@ -207,39 +208,34 @@ def build(
             (tmp / f"{board.name}.robot").write_text(
                 render_robot(board, done, f"{PREFIX} start format=", len(source.inputs), max(60, 2 * len(source.inputs))))
             renode_files = [f"{board.name}.resc", f"{board.name}.robot"]
-        manifest = {
-            "kind": BUILD_KIND,
-            "qute_version": __version__,
-            "board": board.name,
-            "emulator_only": emulator,
-            "variants": {
-                v["name"]: {
-                    "elf": (f"{EMULATOR_DIR}/" if v["emulator"] and len(variants) > 1 else "") + "firmware.elf",
-                    "linked_for": v["target"],
-                    "emulator": v["emulator"],
-                    "defines": v["defines"],
-                }
+        manifest = Manifest(
+            qute_version=__version__,
+            board=board.name,
+            emulator_only=emulator,
+            variants={
+                v["name"]: Variant(elf=(f"{EMULATOR_DIR}/" if v["emulator"] and len(variants) > 1 else "") + "firmware.elf",
+                                   linked_for=v["target"], emulator=v["emulator"], defines=v["defines"])
                 for v in variants
             },
-            "qemu_machine": board.qemu_machine,
-            "compiler_flags": board.cpu_flags + [board.optimization] + CFLAGS,
-            "model": {"origin": source.origin, "file": MODEL_FILE, "sha256": model_id, "arena_bytes": facts.gen.arena_size,
-                      "weights_bytes": facts.gen.weights_bytes, "parameter_bytes": facts.gen.params_bytes,
-                      "weights_layout": "int16" if weights16 else "int8"},
-            "inputs": {"file": INPUTS_FILE, "samples": len(source.inputs), "from": source.inputs_from, "over": inputs,
-                       "labelled": source.labelled, "class_names": source.class_names},
-            "outputs": facts.outputs,
-            "ensemble": facts.ensemble,
-            "classes": facts.classes,
-            "reference": engine,
-            "expected_done_line": done,
-            "emulation_note": board.emulation_note,
-            "renode": renode_files,
-            "uncertainty_path": int_path or ({"kind": "float"} if facts.ensemble else None),
-            "calibration": monitor,
-            "calibration_note": monitor_note,
-            "profile": profile_ops(facts) if profile else None,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            qemu_machine=board.qemu_machine,
+            compiler_flags=board.cpu_flags + [board.optimization] + CFLAGS,
+            model=ModelInfo(origin=source.origin, file=MODEL_FILE, sha256=model_id, arena_bytes=facts.gen.arena_size,
+                            weights_bytes=facts.gen.weights_bytes, parameter_bytes=facts.gen.params_bytes,
+                            weights_layout="int16" if weights16 else "int8"),
+            inputs=InputsInfo(file=INPUTS_FILE, samples=len(source.inputs), source=source.inputs_from, over=inputs,
+                              labelled=source.labelled, class_names=source.class_names),
+            outputs=facts.outputs,
+            ensemble=facts.ensemble,
+            classes=facts.classes,
+            reference=engine,
+            expected_done_line=done,
+            emulation_note=board.emulation_note,
+            renode=renode_files,
+            uncertainty_path=int_path or ({"kind": "float"} if facts.ensemble else None),
+            calibration=monitor,
+            calibration_note=monitor_note,
+            profile=profile_ops(facts) if profile else None,
+        )
+        (tmp / MANIFEST).write_text(manifest.to_json())
         shutil.rmtree(tmp / "obj", ignore_errors=True)
     return BuildResult(out, board, emulator, memory, manifest, source)

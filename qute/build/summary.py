@@ -14,14 +14,14 @@ def summary_lines(r: BuildResult) -> list[str]:
     """The model and its inputs, the variants, the calibration compiled in, the memory report,
     the files written and the command to run next."""
     m, b = r.manifest, r.board
-    uart = m["inputs"]["over"] == "uart"
+    uart = m.inputs.over == "uart"
     lines = [_inputs_line(r, uart), _variants_line(r), _calibration_line(m)]
-    if m.get("profile") is not None:
-        lines.append(f"profiled (-DQUTE_PROFILE): the firmware times each of the {len(m['profile']['ops'])} ops "
+    if m.profile is not None:
+        lines.append(f"profiled (-DQUTE_PROFILE): the firmware times each of the {len(m.profile['ops'])} ops "
                      f"that run code on every input; qute run prints the table")
     lines += ["", f"memory on {b.name} ({r.memory['elf']}, linked for {r.memory['linked_for']}):"]
     lines += format_memory(r.memory).split("\n")
-    renode = m["renode"]
+    renode = m.renode
     why = ("emulator build" if r.emulator else "inputs over the UART: a Robot test cannot send them" if uart
            else f"boards/{b.name}.toml names no Renode platform")
     lines += ["", f"wrote {r.out}: firmware.elf, firmware.bin, firmware.hex, Makefile, memory.json"
@@ -32,11 +32,11 @@ def summary_lines(r: BuildResult) -> list[str]:
 
 
 def _inputs_line(r: BuildResult, uart: bool) -> str:
-    i = r.manifest["inputs"]
+    i = r.manifest.inputs
     if uart:
         return (f"model: {r.source.origin}; inputs read from the console UART (qute run sends the "
-                f"{i['samples']} of inputs.npz: {i['from']})")
-    return f"model: {r.source.origin}; {i['samples']} inputs ({i['from']})"
+                f"{i.samples} of inputs.npz: {i.source})")
+    return f"model: {r.source.origin}; {i.samples} inputs ({i.source})"
 
 
 def _variants_line(r: BuildResult) -> str:
@@ -49,8 +49,8 @@ def _variants_line(r: BuildResult) -> str:
             f"(QEMU {b.qemu_machine}{', linked for ' + emu.name if emu is not b else ''}; same compiler flags)")
 
 
-def _calibration_line(m: dict) -> str:
-    mon = m.get("calibration")
+def _calibration_line(m) -> str:
+    mon = m.calibration
     if mon and mon.get("arithmetic") == "int":
         return (f"calibration ({mon['from']}), integer-only: abstain when {mon['score']} ({mon['threshold_format']}) "
                 f"{_abstain_op(mon)} {mon['threshold_int']}; monitor alarm when the sum of the "
@@ -59,7 +59,7 @@ def _calibration_line(m: dict) -> str:
         return (f"calibration ({mon['from']}): abstain when {mon['score']} {_abstain_op(mon)} "
                 f"{mon['threshold']:.9g}; monitor alarm when the mean of the last {mon['window']} confidences < "
                 f"{mon['rho']:.9g}")
-    return f"no calibration: {m.get('calibration_note', 'no abstain flag and no accuracy-drop monitor')}"
+    return f"no calibration: {m.calibration_note or 'no abstain flag and no accuracy-drop monitor'}"
 
 
 def _abstain_op(mon: dict) -> str:
