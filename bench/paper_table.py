@@ -63,7 +63,8 @@ def table(trials) -> tuple[str, dict]:
                      "summary": {k: [r["summary"].get(k) for r in recs] for k, _ in COLUMNS},
                      "int8": {k: [r["int8"][k] for r in recs if "int8" in r] for k, _ in INT8} if with_int8 else None}
     for name, ref in REFERENCE:
-        lines.append(f"| *{name}* | " + " | ".join(f"{ref[k]:.3f}" if k in ref else "" for k, _ in cols) + " | | |")
+        cells = [f"{ref[k]:.3f}" if k in ref else "" for k, _ in COLUMNS] + [""] * (len(cols) - len(COLUMNS))
+        lines.append(f"| *{name}* | " + " | ".join(cells) + " | | |")
     return "\n".join(lines), rows
 
 
@@ -89,8 +90,8 @@ def main(argv=None) -> int:
     body, rows = table(trials)
     text = "\n".join([
         f"`.venv/bin/python bench/paper_table.py {' '.join(shown)}` (per-trial numbers in "
-        f"`{os.path.relpath(args.out / f'{stem}.json', ROOT)}`). `{t['dataset']}`, K={t['k']}, "
-        f"{t['epochs'] or 'default'} epochs, temperature {'on' if t['temperature'] else 'off'}; mean ± std over "
+        f"`{os.path.relpath(args.out / f'{stem}.json', ROOT)}`). `{t['dataset']}`, backbone {t['arch']}, K={t['k']}, "
+        f"{t['epochs'] or 'the default (MNIST: 20)'} epochs, batch {t.get('batch_size') or 'default (256)'}, temperature {'on' if t['temperature'] else 'off'}; mean ± std over "
         f"seeds; ECE with 15 bins; OOD {e['ood']}; accuracy-drop AUPRC: window {e['window']}, shifted streams of "
         "every corruption with severities 1..5 in equal blocks; int8 Δ: the int8 model on TFLite Micro minus the "
         "float model, on the test and OOD sets.",
