@@ -1,5 +1,5 @@
-/* The accuracy-drop monitor (see qute_monitor.h; host mirrors: qute.monitor.simulate and
- * qute.monitor.simulate_int). */
+/* The accuracy-drop monitor (see qute_monitor.h; host mirrors: qute.drift.simulate and
+ * qute.drift.simulate_int). */
 #include "qute_monitor.h"
 
 static int init_ring(qute_monitor *m, uint32_t *ring, uint32_t window)

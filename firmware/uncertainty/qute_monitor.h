@@ -1,7 +1,7 @@
 /* The accuracy-drop monitor: a ring buffer of the last `window` ensemble confidences, O(1) per
  * sample, raising an alarm while the full window's mean confidence is below rho.
  *
- * Exact arithmetic, mirrored bit for bit by qute.monitor.simulate on the host:
+ * Exact arithmetic, mirrored bit for bit by qute.drift.simulate on the host:
  *   q      = (uint32_t)(confidence * 65536.0f)   Q16, truncated (exact: the product by 2^16 is exact)
  *   sum    = sum - q_oldest + q                  uint32, exact (window <= QUTE_MONITOR_MAX_WINDOW)
  *   mean   = ((float)sum / (float)window) * (1.0f / 65536.0f)   float32, round to nearest
@@ -9,7 +9,7 @@
  * No running float sum, so no rounding accumulates however long the stream.
  *
  * Cores with no FPU (-DQUTE_UNCERTAINTY_INT) use the integer variant instead, mirrored by
- * qute.monitor.simulate_int: the Q16 confidence comes straight from the integer-only scores
+ * qute.drift.simulate_int: the Q16 confidence comes straight from the integer-only scores
  * (qute_scores_int.confidence_q16), and the alarm is decided on the exact sum itself,
  *   alarm  = sum < rho_sum                       uint32 comparison, once the window is full
  * which is "mean < rho_sum / (window * 2^16)" without a division, so nothing is rounded at all.
