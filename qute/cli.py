@@ -17,7 +17,7 @@ from qute.boards import boards_table, list_boards
 from qute.build import build as make_build
 from qute.build.summary import summary_lines
 from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
-from qute.config import ARCHS, METHODS, STAGES, make_config, read_project
+from qute.config import ARCHS, METHODS, STAGES, build_target, make_config, read_project
 from qute.data import load_dataset
 from qute.emulate import run as run_emulator
 from qute.errors import QuteError, RunFailure
@@ -204,8 +204,12 @@ def eval_(run_dir, config_path, ood, corruptions, window, data_dir, stages, boar
     """
     from qute.evaluate import evaluate_run
 
-    result = evaluate_run(run_dir, stages, ood=ood, corruptions=corruptions, window=window, data_dir=data_dir,
-                          config_path=config_path, board=board, progress=lambda s: click.echo(f"  {s}", err=True))
+    project = read_project(config_path)
+    cfg = make_config("eval", project, {"ood": ood, "corruptions": corruptions, "window": window})
+    if board is None and "device" in stages:
+        board = make_config("build", project, {}).board  # qute.toml's, else the device stage's default
+    result = evaluate_run(run_dir, stages, cfg, data_dir=data_dir, board=board,
+                          progress=lambda s: click.echo(f"  {s}", err=True))
     for line in result.lines():
         click.echo(line)
     if not result.ok:
@@ -329,7 +333,7 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
 @click.argument("model", required=False, type=click.Path())
 @board_option("Board to build for (qute boards lists them).")
 @click.option("-o", "--output", "out", type=click.Path(), help="Project folder to write (default: build-BOARD, or build-BOARD-emulator; inside RUN_DIR for a run).")
-@click.option("--samples", type=int, help="Test inputs to embed in the firmware (default 50).")
+@click.option("--samples", type=click.IntRange(min=1), help="Test inputs to embed in the firmware (default 50).")
 @click.option("--emulator", is_flag=True, help="Only the emulator build (QUTE_EMULATOR, linked for the board's QEMU machine).")
 @config_option("([build] model, board, samples)")
 @data_dir_option("(runs only)")
@@ -364,7 +368,8 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
       qute build --board mps2-an500 model.int8.tflite --samples 5 --emulator --profile
       qute build --board nucleo-l432kc runs/digits --weights int8
     """
-    r = make_build(board, model, out, samples, emulator, data_dir=data_dir, config_path=config_path,
+    target = build_target(read_project(config_path), board, model, samples)
+    r = make_build(target.board, target.model, out, target.samples, emulator, data_dir=data_dir,
                    progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs, force=force,
                    profile=profile, weights=weights)
     for line in summary_lines(r):
@@ -435,8 +440,12 @@ def run_(build_dir, board, emulator, timeout, config_path, port, baud):
       qute run --board mps2-an500
       qute run runs/digits/build-f746 --port /dev/ttyACM0      (after qute flash)
     """
+    model = samples = None
+    if build_dir is None:  # the model to build first: qute.toml's, else the embedded default
+        target = build_target(read_project(config_path), board, None, None)
+        board, model, samples = target.board, target.model, target.samples
     r = run_emulator(board, build_dir, emulator, timeout, progress=lambda s: click.echo(s, err=True),
-                     config_path=config_path, port=port, baud=baud)
+                     port=port, baud=baud, model=model, samples=samples)
     if emulator == "renode":
         click.echo("renode-test passed")
         return

@@ -212,6 +212,22 @@ def read_tables(path: Path, allowed: tuple[str, ...], what: str = "config file")
     return data
 
 
+def build_target(project: dict, board: str | None, model: str | None, samples: int | None) -> BuildConfig:
+    """What `qute build` and `qute run` (without BUILD_DIR) build: the flags, then the project's
+    [build] table (its model relative to the qute.toml), else the embedded default model.
+
+    A qute.toml in use that names no model is a mistake, not a reason to build the default.
+    """
+    cfg = make_config("build", project, {"model": None if model is None else str(model), "board": board,
+                                         "samples": samples})
+    if model is None and cfg.model is None and project:
+        raise QuteError(f"{project['path']} names no model: give RUN_DIR or MODEL.tflite, "
+                        f"or add model = \"runs/...\" under [build]")
+    if model is None and cfg.model is not None and not Path(cfg.model).is_absolute():
+        cfg.model = str(Path(project["path"]).parent / cfg.model)
+    return cfg
+
+
 def make_config(section: str, project: dict, overrides: dict):
     """The section's settings: defaults, then the project file, then flags that were given."""
     values = dict(project.get(section, {}))

@@ -37,7 +37,6 @@ import numpy as np
 from qute import tools
 from qute.boards import load_board
 from qute.build import build as make_build, load_build
-from qute.config import make_config, read_project
 from qute.errors import QuteError, RunFailure
 from qute.expectation import Expectation, compare, compare_decisions
 from qute.run import write_atomic
@@ -350,14 +349,15 @@ def run(
     emulator: str = "qemu",
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], None] = lambda s: None,
-    config_path=None,
     port: str | None = None,
     baud: int | None = None,
+    model: str | None = None,
+    samples: int | None = None,
 ) -> RunResult | int:
     """Runs a build under `emulator`; a RunResult for QEMU, renode-test's exit status for Renode.
 
-    With no `build_dir`, builds qute.toml's model, else the embedded default, for emulation in a
-    temporary folder first. With `port`, the firmware already flashed on the board is read (and fed)
+    With no `build_dir`, builds `model` (None: the embedded default) with `samples` inputs for
+    emulation in a temporary folder first. With `port`, the firmware already flashed on the board is read (and fed)
     over that serial port instead (qute.serialport), and checked the same way.
     """
     if emulator not in EMULATORS:
@@ -367,11 +367,8 @@ def run(
     b = load_build(build_dir) if build_dir is not None else None
     if board_name is None:
         if b is None:
-            board_name = make_config("build", read_project(config_path), {}).board
-            if board_name is None:
-                raise QuteError("no board: give --board BOARD (qute boards lists them)")
-        else:
-            board_name = b.board
+            raise QuteError("no board: give --board BOARD (qute boards lists them)")
+        board_name = b.board
     board = load_board(board_name)
     if b is not None and b.board != board.name:
         raise QuteError(f"{build_dir} was built for {b.board}, not {board.name}; "
@@ -403,7 +400,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="qute-run-") as tmp:
         if b is None:
             progress(f"no BUILD_DIR: building for {board.name} (emulator) first")
-            make_build(board.name, None, Path(tmp) / "build", emulator=True, config_path=config_path, progress=progress)
+            make_build(board.name, model, Path(tmp) / "build", samples, emulator=True, progress=progress)
             b = load_build(Path(tmp) / "build")
         x, y = b.inputs()
         text, transcript = execute(b, board, x if uart_inputs(b) else None, y, timeout, progress)

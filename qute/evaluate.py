@@ -22,7 +22,7 @@ import numpy as np
 
 from qute import data as qdata
 from qute import metrics, uncertainty
-from qute.config import STAGES, EvalConfig, make_config, read_project
+from qute.config import STAGES, EvalConfig
 from qute.device import DEFAULT_BOARD, DeviceStage, DeviceStats
 from qute.errors import QuteError
 from qute.quantize import TFLITE_FILE, int8_head_probs
@@ -304,29 +304,27 @@ def _same_number(a, b) -> bool:
     return b is not None and (a == b or (math.isnan(a) and math.isnan(b)))
 
 
-def evaluate_run(run_dir: str | Path, stages: Sequence[str] = ("float",), *, ood: str | None = None,
-                 corruptions: str | None = None, window: int | None = None, data_dir: str | Path | None = None,
-                 config_path: str | Path | None = None, board: str | None = None,
+def evaluate_run(run_dir: str | Path, stages: Sequence[str] = ("float",), cfg: EvalConfig | None = None, *,
+                 data_dir: str | Path | None = None, board: str | None = None,
                  progress: Callable[[str], None] = lambda s: None) -> EvalReport:
     """`qute eval`: every stage of a run on one load of its data; writes metrics.json and the plots.
 
-    Unset `ood`, `corruptions` and `window` come from qute.toml's [eval] table; the device
-    stage's `board` from its [build] table, else DEFAULT_BOARD. Everything that can be checked
-    without data or a model is checked first. `progress` gets "STAGE: step" lines.
+    `cfg`: the OOD set, corruptions and window (None: EvalConfig's defaults); the device stage runs
+    on `board` (None: DEFAULT_BOARD). Everything that can be checked without data or a model is
+    checked first. `progress` gets "STAGE: step" lines.
     """
     stages = list(stages)
     for name in stages:
         if name not in STAGES:
             raise QuteError(f"unknown stage {name!r}; choose from: {', '.join(STAGES)}")
-    project = read_project(config_path)
-    cfg = make_config("eval", project, {"ood": ood, "corruptions": corruptions, "window": window})
+    cfg = cfg if cfg is not None else EvalConfig()
     corruption_list(cfg.corruptions)  # a bad name fails before anything slow
     if board is not None and "device" not in stages:
         raise QuteError("--board is for the device stage: add device to --stages")
     run = load_run(run_dir)
     device = None
     if "device" in stages:
-        board = board or make_config("build", project, {}).board or DEFAULT_BOARD
+        board = board or DEFAULT_BOARD
         device = DeviceStage(run, board, data_dir, progress=lambda s: progress(f"device: {s}"))
     load_tensorflow()
     t = run.train

@@ -24,8 +24,7 @@ from qute.build.manifest import (BUILD_KIND, EMULATOR_DIR, INPUTS_FILE, MANIFEST
                                  Manifest, ModelInfo, Variant)
 from qute.build.project import (CFLAGS, PROFILE_DEFINE, kernel_sources, monitor_constants, profile_ops, render_app,
                                 render_makefile, render_resc, render_robot, variant_settings)
-from qute.build.source import ModelSource, parse_stream, resolve_model
-from qute.config import make_config, read_project
+from qute.build.source import DEFAULT_SAMPLES, ModelSource, parse_stream, resolve_model
 from qute.errors import QuteError, RunFailure
 from qute.expectation import Expectation, int_path_for, model_facts
 from qute.resources import firmware_dir
@@ -79,7 +78,6 @@ def build(
     samples: int | None = None,
     emulator: bool = False,
     data_dir=None,
-    config_path=None,
     progress: Callable[[str], None] = lambda s: None,
     stream: str | None = None,
     inputs: str = "embedded",
@@ -89,7 +87,8 @@ def build(
 ) -> BuildResult:
     """Builds the firmware project for `board_name` into `out` (see the module docstring).
 
-    Unset `board_name`, `model` and `samples` come from qute.toml's [build] table when there is one.
+    `model` None builds the embedded default; `samples` None embeds DEFAULT_SAMPLES inputs. (A
+    qute.toml's [build] table is the command line's business: qute.config.build_target.)
     """
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
         raise QuteError(f"--samples must be a positive integer, got {samples!r}")
@@ -100,23 +99,17 @@ def build(
     if stream is not None:
         parse_stream(stream)
     uart_inputs = inputs == "uart"
-    project = read_project(config_path)
-    model = str(model) if model is not None else None
-    cfg = make_config("build", project, {"model": model, "board": board_name, "samples": samples})
-    if cfg.board is None:
+    if board_name is None:
         raise QuteError("no board: give --board BOARD (qute boards lists them)")
-    if model is None and cfg.model is not None and not Path(cfg.model).is_absolute():
-        model = str(Path(project["path"]).parent / cfg.model)  # relative to the qute.toml
-    else:
-        model = cfg.model
-    samples, board_name = cfg.samples, cfg.board
+    model = str(model) if model is not None else None
+    samples = DEFAULT_SAMPLES if samples is None else samples
     board = load_board(board_name)
     found = toolbox.require(*TOOLS)
     toolbox.require_newlib(found["arm-none-eabi-gcc"])
     out = Path(out) if out is not None else default_output(board, model, emulator)
     outdir.check(out, BUILD, force)
 
-    source = resolve_model(model, samples, data_dir, project, progress, stream)
+    source = resolve_model(model, samples, data_dir, progress, stream)
     facts = model_facts(source.tflite)
     if len(source.inputs) and tuple(source.inputs.shape[1:]) != tuple(facts.graph.tensor(facts.graph.inputs[0]).shape[1:]):
         raise QuteError(f"inputs of shape {source.inputs.shape[1:]} do not fit the model input")

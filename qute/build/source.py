@@ -157,17 +157,11 @@ def _from_tflite(path: Path, samples: int) -> ModelSource:
     )
 
 
-def resolve_model(model: str | None, samples: int, data_dir=None, project: dict | None = None,
+def resolve_model(model: str | None, samples: int, data_dir=None,
                   progress: Callable[[str], None] = lambda s: None, stream: str | None = None) -> ModelSource:
-    """The model to build and the inputs to embed (see the module docstring).
-
-    `model` None: the embedded default, unless a qute.toml (`project`) is in use, which must
-    then name the model under [build].
-    """
+    """The model to build and the inputs to embed (see the module docstring); `model` None: the
+    embedded default."""
     if model is None:
-        if project:
-            raise QuteError(f"{project['path']} names no model: give RUN_DIR or MODEL.tflite, "
-                            f"or add model = \"runs/...\" under [build]")
         if stream:
             raise QuteError("--stream needs a run directory (its test images are what the stream is made of)")
         return read_default(samples)
