@@ -30,20 +30,12 @@ import numpy as np
 
 from codegen.emit import generate
 from codegen.ir import CodegenError
-from codegen.reader import read_model
 from qute.calibrate import accepted, accepted_int, f32_from_hex
 from qute.drift import Q16, first_alarm, simulate, simulate_int
 from qute.errors import QuteError
+from qute.int8_model import QuantParams, dequantize, read_graph
 from qute.transcript import done_line, outputs_crc32
 from qute.uncertainty import int_head_quant, summarize, summarize_int
-
-
-def read_graph(tflite: bytes, label: str = "the model"):
-    """The codegen graph of a .tflite; a file codegen cannot read is the user's error."""
-    try:
-        return read_model(bytes(tflite), label)
-    except CodegenError as e:
-        raise QuteError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -63,8 +55,6 @@ class HeadLayout:
 
     def dequantize(self, heads: list[np.ndarray]) -> np.ndarray:
         """(K, N, C) float32 probabilities of int8 heads, each with its own scale and zero point."""
-        from qute.quantize import QuantParams, dequantize
-
         return np.stack([dequantize(h, QuantParams(o["scale"], o["zero_point"])) for h, o in zip(heads, self.outputs)])
 
 
@@ -91,7 +81,7 @@ class ModelFacts:
 
 
 def model_facts(tflite: bytes, weights16: bool = False) -> ModelFacts:
-    graph = read_graph(tflite)
+    graph = read_graph(tflite, "the model")
     if len(graph.inputs) != 1:
         raise QuteError(f"qute build takes single-input models; this one has {len(graph.inputs)} inputs")
     try:

@@ -14,7 +14,7 @@ import numpy as np
 from qute.build.manifest import INPUTS_FILE, MODEL_FILE
 from qute.data import CORRUPTIONS, SEVERITIES, corrupt, load_dataset
 from qute.errors import QuteError
-from qute.expectation import read_graph
+from qute.int8_model import read_graph
 from qute.resources import firmware_dir
 from qute.run import load_run
 from qute.tf_loader import load_tensorflow
