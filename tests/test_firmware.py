@@ -512,8 +512,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, an500):
 
 @needs_qemu
 def test_run_failures_exit_1(tmp_path, an500):
-    # a time-out
-    p = qute("run", "--board", "mps2-an500", "--timeout", "0.05", an500)
+    # a time-out: 1 ms, less than QEMU takes to start (50 ms was not: an idle machine ran all 50
+    # inputs within it)
+    p = qute("run", "--board", "mps2-an500", "--timeout", "0.001", an500)
     assert p.returncode == 1 and "time-out" in p.stderr
     # a mismatch: the host compares against other inputs than the firmware ran
     tampered = tmp_path / "tampered"
