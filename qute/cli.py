@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -12,10 +11,12 @@ import click
 from codegen import outdir
 from codegen.cli import run_cli
 from codegen.ir import CodegenError
-from codegen.reader import read_model
 from qute.boards import boards_table, list_boards
 from qute.build import build as make_build
 from qute.build.summary import summary_lines
+from qute.cli_options import (
+    CommaList, EpochProgress, board_option, config_option, data_dir_option, echo_progress, seconds,
+)
 from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
 from qute.config import ARCHS, METHODS, STAGES, build_target, make_config, read_project
 from qute.data import load_dataset
@@ -29,50 +30,6 @@ from qute.sweep import check_data, load_sweep, run_sweep, write_results
 from qute.tf_loader import load_tensorflow
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def data_dir_option(note: str = ""):
-    """--data-dir, as every command that reads a dataset takes it."""
-    return click.option("--data-dir", type=click.Path(file_okay=False),
-                        help=f"Folder holding the datasets (else $QUTE_DATA, else ../shared/data){' ' + note if note else ''}.")
-
-
-def config_option(note: str = ""):
-    """--config: the qute.toml whose tables give the command's defaults."""
-    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                        help=f"qute.toml project file (default: ./qute.toml when present){' ' + note if note else ''}.")
-
-
-def board_option(help: str):
-    """--board: a name from boards/ (qute boards lists them)."""
-    return click.option("--board", metavar="BOARD", help=help)
-
-
-class CommaList(click.ParamType):
-    """A comma-separated list of distinct names from `choices`, in the order given."""
-
-    name = "LIST"
-
-    def __init__(self, choices, what: str = "name"):
-        self.choices, self.what = tuple(choices), what
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, list):
-            return value
-        names = [s.strip() for s in value.split(",") if s.strip()]
-        for name in names or [""]:
-            if name not in self.choices:
-                self.fail(f"unknown {self.what} {name!r}; choose from: {', '.join(self.choices)}", param, ctx)
-        if len(set(names)) != len(names):
-            self.fail(f"a {self.what} is given twice: {value}", param, ctx)
-        return names
-
-
-def _seconds(ctx, param, value):
-    """--timeout: checked when the command line is read, not after the build it would bound."""
-    if value is not None and not 0 < value < math.inf:
-        raise click.BadParameter(f"must be a positive number of seconds, got {value}")
-    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -128,7 +85,7 @@ def train(config_path, out, force, **flags):
             f"{len(data.x_train):,} train / {len(data.x_val):,} val / {len(data.x_test):,} test, {cfg.epochs} epochs",
             err=True,
         )
-        with _EpochProgress(cfg.epochs) as on_epoch:
+        with EpochProgress(cfg.epochs) as on_epoch:
             result = run_training(cfg, data, on_epoch=on_epoch)
         save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature)
     h = result.history[-1]
@@ -142,39 +99,6 @@ def train(config_path, out, force, **flags):
         f"wrote {out}: {result.spec.num_heads} head(s), {result.model.count_params():,} parameters, "
         f"val accuracy {h['val_accuracy']:.3f}, val NLL {h['val_nll']:.3f}"
     )
-
-
-class _EpochProgress:
-    """Training progress on stderr: a bar on a terminal; in a log (CI, nohup, a pipe), one line
-    per epoch, at most about 20 of them, so the log shows progress and the latest numbers."""
-
-    def __init__(self, epochs: int):
-        self.epochs, self.done, self.last = epochs, 0, {}
-        self.tty = sys.stderr.isatty()
-        self.every = max(1, -(-epochs // 20))
-
-    def _numbers(self) -> str:
-        r = self.last
-        return f"loss {r['loss']:.3f}  val acc {r['val_accuracy']:.3f}" if "loss" in r and "val_accuracy" in r else ""
-
-    def __enter__(self):
-        if self.tty:
-            self.bar = click.progressbar(length=self.epochs, label="epochs", show_pos=True, file=sys.stderr,
-                                         item_show_func=lambda _: self._numbers() or None).__enter__()
-        return self
-
-    def __call__(self, record: dict, _model=None) -> None:
-        self.last.update(record)
-        self.done += 1
-        if self.tty:
-            self.bar.update(1)
-        elif self.done % self.every == 0 or self.done == self.epochs:
-            click.echo(f"epoch {self.done}/{self.epochs}  {self._numbers()}".rstrip(), err=True)
-
-    def __exit__(self, *exc):
-        if self.tty:
-            self.bar.__exit__(*exc)
-        return False
 
 
 @cli.command("eval")
@@ -258,25 +182,9 @@ def verify(model, samples, seed, sanitize, data_dir):
       qute verify runs/digits --samples 200
       qute verify ../shared/models/kws_dscnn_int8.tflite
     """
-    from qute.verify import model_inputs, shape_notes, verify as verify_model
+    from qute.verify import load_target, shape_notes, verify as verify_model
 
-    path = Path(model)
-    data = None
-    if path.is_dir():
-        from qute.quantize import TFLITE_FILE, input_params, quantize as quantize_input
-
-        run = load_run(path)
-        path = path / TFLITE_FILE
-        if not path.is_file():
-            raise QuteError(f"{model} has no {TFLITE_FILE}; run: qute quantize {model}")
-        t = run.train
-        dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
-        data = quantize_input(dataset.x_test[:samples], input_params(path.read_bytes()))
-    elif not path.is_file():
-        raise QuteError(f"{model} does not exist; give an int8 .tflite file or a run directory")
-    tflite = path.read_bytes()
-    read_model(tflite, str(path))  # a damaged file fails here, with its name
-    inputs = model_inputs(tflite, samples, seed, data)
+    path, tflite, inputs, data = load_target(model, samples, seed, data_dir)
     for line in shape_notes(tflite):
         click.echo(line)
 
@@ -325,7 +233,7 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
       qute calibrate runs/digits --score entropy --target-tpr 0.95 --window 100
     """
     c = do_calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir=data_dir,
-                     progress=lambda s: click.echo(s, err=True))
+                     progress=echo_progress)
     click.echo(format_calibration(c, Path(run_dir) / CALIBRATION_FILE))
 
 
@@ -370,7 +278,7 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
     """
     target = build_target(read_project(config_path), board, model, samples)
     r = make_build(target.board, target.model, out, target.samples, emulator, data_dir=data_dir,
-                   progress=lambda s: click.echo(s, err=True), stream=stream, inputs=inputs, force=force,
+                   progress=echo_progress, stream=stream, inputs=inputs, force=force,
                    profile=profile, weights=weights)
     for line in summary_lines(r):
         click.echo(line)
@@ -403,7 +311,7 @@ def sweep(sweep_file, address, cpus):
       qute sweep sweep.toml --address auto      # an existing Ray cluster
     """
     sw = load_sweep(sweep_file)
-    progress = lambda s: click.echo(s, err=True)  # noqa: E731
+    progress = echo_progress
     progress(f"{len(sw.trials)} trial(s) over {', '.join(sw.varying) or 'no varying setting'}; runs in {sw.runs}")
     check_data(sw, progress)
     result = run_sweep(sw, address=address, cpus=cpus, progress=progress)
@@ -418,7 +326,7 @@ def sweep(sweep_file, address, cpus):
 @click.argument("build_dir", required=False, type=click.Path())
 @board_option("Board the build is for (default: the build's).")
 @click.option("--emulator", type=click.Choice(["qemu", "renode"]), default="qemu", show_default=True)
-@click.option("--timeout", type=float, default=300, show_default=True, callback=_seconds, help="Seconds before the emulator run counts as hung.")
+@click.option("--timeout", type=float, default=300, show_default=True, callback=seconds, help="Seconds before the emulator run counts as hung.")
 @config_option("(without BUILD_DIR)")
 @click.option("--port", metavar="TTY", help="Read the flashed board over this serial port instead of emulating "
               "(e.g. /dev/ttyACM0): reset the board when asked; --inputs uart builds are fed their inputs.")
@@ -444,7 +352,7 @@ def run_(build_dir, board, emulator, timeout, config_path, port, baud):
     if build_dir is None:  # the model to build first: qute.toml's, else the embedded default
         target = build_target(read_project(config_path), board, None, None)
         board, model, samples = target.board, target.model, target.samples
-    r = run_emulator(board, build_dir, emulator, timeout, progress=lambda s: click.echo(s, err=True),
+    r = run_emulator(board, build_dir, emulator, timeout, progress=echo_progress,
                      port=port, baud=baud, model=model, samples=samples)
     if emulator == "renode":
         click.echo("renode-test passed")
@@ -459,7 +367,7 @@ def run_(build_dir, board, emulator, timeout, config_path, port, baud):
 @board_option("Board to flash (default: the build's).")
 @click.option("--probe", type=click.Choice(["auto", "openocd", "pyocd", "stlink", "gdb"]), default="auto", show_default=True)
 @click.option("--gdb-server", metavar="HOST:PORT", help="GDB server to load through (--probe gdb): OpenOCD :3333, st-util :4242, pyOCD :3333, QEMU -gdb.")
-@click.option("--timeout", type=float, default=300, show_default=True, callback=_seconds)
+@click.option("--timeout", type=float, default=300, show_default=True, callback=seconds)
 def flash(build_dir, board, probe, gdb_server, timeout):
     """Flash a build's firmware onto the board, verify it and start it.
 
@@ -474,7 +382,7 @@ def flash(build_dir, board, probe, gdb_server, timeout):
       qute flash --board nucleo-f746 runs/digits/build-f746
       qute flash --board nucleo-f746 --probe gdb --gdb-server localhost:3333 runs/digits/build-f746
     """
-    r = do_flash(board, build_dir, probe, gdb_server, timeout, progress=lambda s: click.echo(s, err=True))
+    r = do_flash(board, build_dir, probe, gdb_server, timeout, progress=echo_progress)
     click.echo(f"flashed {r.elf} with {r.probe}: written, verified and started")
     click.echo(f"next: qute run {build_dir} --port /dev/ttyACM0   (the board's serial port; reset it when asked)")
 
@@ -486,7 +394,7 @@ def flash(build_dir, board, probe, gdb_server, timeout):
 @click.option("--samples", type=click.IntRange(min=1), help="Test images per part of the stream (default 50).")
 @click.option("-o", "--output", "out", type=click.Path(),
               help="Folder for the build, monitor.json, monitor.png and transcript.txt (default RUN_DIR/monitor-BOARD, or BUILD_DIR/monitor).")
-@click.option("--timeout", type=float, default=300, show_default=True, callback=_seconds, help="Seconds before the emulator run counts as hung.")
+@click.option("--timeout", type=float, default=300, show_default=True, callback=seconds, help="Seconds before the emulator run counts as hung.")
 @data_dir_option()
 @click.option("--force", is_flag=True, help="Replace an existing output folder (only one qute monitor made).")
 def monitor(path, board, stream, samples, out, timeout, data_dir, force):
@@ -505,7 +413,7 @@ def monitor(path, board, stream, samples, out, timeout, data_dir, force):
       qute monitor runs/digits/build-stream
     """
     tl = play_stream(path, board, stream, samples, out, data_dir=data_dir, timeout=timeout,
-                     progress=lambda s: click.echo(s, err=True), force=force)
+                     progress=echo_progress, force=force)
     click.echo(format_timeline(tl))
     o = Path(tl["out"])
     click.echo(f"wrote {o / TIMELINE_FILE}, {o / PLOT_FILE}, {o / 'transcript.txt'}")
@@ -532,7 +440,7 @@ def report(run_dir, out, build_dir, transcript, no_eval, data_dir):
       qute report runs/digits --build runs/digits/build-f746
     """
     path, missing = write_report(run_dir, out, build_dir, transcript, compute=not no_eval, data_dir=data_dir,
-                                 progress=lambda s: click.echo(s, err=True))
+                                 progress=echo_progress)
     click.echo(f"wrote {path}")
     if missing:
         click.echo("missing (listed in the page):")

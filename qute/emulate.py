@@ -217,10 +217,11 @@ def _tail(text: str, n: int = 6) -> str:
     return "\n  ".join(shown) if shown else "(no output)"
 
 
-def check(build, transcript, board) -> RunResult:
-    """Compares a parsed transcript with what the build's firmware must print (qute.expectation)."""
+def check(build, transcript, board, expect: Expectation | None = None) -> RunResult:
+    """Compares a parsed transcript with what the build's firmware must print (qute.expectation;
+    `expect` when the caller has it already: computing it runs the oracle on every input)."""
     m = build.manifest
-    expect = Expectation.from_build(build)
+    expect = expect or Expectation.from_build(build)
     n, engine = expect.samples, expect.engine
     problems = []
     start = transcript.start or {}

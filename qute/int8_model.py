@@ -15,6 +15,9 @@ from codegen.reader import read_model
 from qute.errors import QuteError
 
 
+TFLITE_FILE = "model.int8.tflite"  # a run directory's quantized model
+
+
 @dataclass(frozen=True)
 class QuantParams:
     """Affine int8 quantization of one tensor: ``real = (q - zero_point) * scale``."""

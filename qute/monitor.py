@@ -115,13 +115,13 @@ def _play(b, folder, out, timeout: float, progress) -> dict:
         raise RunFailure(f"the firmware printed a malformed line: {e}") from None
     if rc != 0 or not t.complete:
         raise RunFailure(f"QEMU exited with status {rc} before the firmware's summary line")
-    result = check(b, t, board)
+    expect = Expectation.from_build(b)
+    result = check(b, t, board, expect)
 
     x, y = b.inputs()
     n = len(x)
     got = {s.index: s for s in t.samples}
     window = int(cal["window"])
-    expect = Expectation.from_build(b)
     path = expect.path
     integer = path.name == "int"  # no FPU: Q16 confidences and exact window sums, as reals only for the plot and table
     host = expect.scores()  # from the oracle's heads, not the device's

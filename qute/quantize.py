@@ -73,11 +73,10 @@ from codegen.report import tflm_arena
 from qute import __version__, metrics, uncertainty
 from qute.data import load_dataset
 from qute.errors import QuteError, RunFailure
-from qute.int8_model import (QuantParams, dequantize, head_names, input_params, op_counts, output_heads,
+from qute.int8_model import (TFLITE_FILE, QuantParams, dequantize, head_names, input_params, op_counts, output_heads,
                              output_params, quantize, read_graph, signature_outputs, weight_granularity)
 from qute.run import write_atomic
 
-TFLITE_FILE = "model.int8.tflite"
 REPORT_FILE = "quantization.json"
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "input"

@@ -20,7 +20,10 @@ from codegen.ir import CodegenError
 from codegen.reader import read_model
 from codegen.report import shape_lines
 from qute import oracle
+from qute.data import load_dataset
 from qute.errors import QuteError, RunFailure
+from qute.int8_model import TFLITE_FILE, input_params, quantize
+from qute.run import load_run
 
 REFERENCES = {
     "tflm": "TFLite Micro reference kernels (tflite-micro interpreter, run twice, identical)",
@@ -129,3 +132,25 @@ def model_inputs(tflite: bytes, random: int, seed: int = 0, data: np.ndarray | N
         raise QuteError("dataset inputs need a single-input model")
     data = np.asarray(data, np.int8)
     return [data if xs is None else np.concatenate([xs[0], data.reshape((len(data),) + xs[0].shape[1:])])]
+
+
+def load_target(model: str | Path, random: int, seed: int = 0, data_dir=None):
+    """What `qute verify MODEL` checks: (path, the .tflite bytes, the inputs, the test images or None).
+
+    MODEL is an int8 .tflite file (`random` random inputs) or a run directory (its quantized model,
+    on `random` random inputs followed by as many of its test images).
+    """
+    path, data = Path(model), None
+    if path.is_dir():
+        run = load_run(path)
+        path = path / TFLITE_FILE
+        if not path.is_file():
+            raise QuteError(f"{model} has no {TFLITE_FILE}; run: qute quantize {model}")
+        t = run.train
+        dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
+        data = quantize(dataset.x_test[:random], input_params(path.read_bytes()))
+    elif not path.is_file():
+        raise QuteError(f"{model} does not exist; give an int8 .tflite file or a run directory")
+    tflite = path.read_bytes()
+    read_model(tflite, str(path))  # a damaged file fails here, with its name
+    return path, tflite, model_inputs(tflite, random, seed, data), data

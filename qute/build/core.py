@@ -1,5 +1,7 @@
-"""qute build's orchestration: check everything that can be checked, resolve the model, choose
-the weights' layout, fit, reference, render, compile, check the fit again, then rename into place."""
+"""qute build's orchestration, as named steps: check the settings, resolve the model (source),
+fit it and choose the filters' layout (_fit), run the reference and decide what to compile
+(_plan), write the project (_write_project), compile and check the fit again (_compile), write
+the manifest, then rename the staging folder into place."""
 
 from __future__ import annotations
 
@@ -71,6 +73,29 @@ def _make(folder: Path, targets: list[str], tools: dict) -> subprocess.Completed
                           capture_output=True, text=True, env=env, timeout=1800)
 
 
+@dataclass
+class _Plan:
+    """Everything the project's files are made from, decided before anything is written."""
+
+    board: object
+    emu_board: object
+    emulator: bool
+    uart_inputs: bool
+    source: ModelSource
+    facts: object
+    expect: Expectation
+    done: str  # the expected summary line
+    int_path: dict | None
+    variants: list[dict]
+    kernels: list[Path]
+    common: list[str]
+    model_id: str
+    monitor: dict | None
+    monitor_note: str
+    inputs: str
+    profile: bool
+
+
 def build(
     board_name: str | None,
     model: str | None = None,
@@ -90,6 +115,29 @@ def build(
     `model` None builds the embedded default; `samples` None embeds DEFAULT_SAMPLES inputs. (A
     qute.toml's [build] table is the command line's business: qute.config.build_target.)
     """
+    _check_settings(board_name, samples, inputs, weights, stream)
+    samples = DEFAULT_SAMPLES if samples is None else samples
+    model = str(model) if model is not None else None
+    board = load_board(board_name)
+    found = toolbox.require(*TOOLS)
+    toolbox.require_newlib(found["arm-none-eabi-gcc"])
+    out = Path(out) if out is not None else default_output(board, model, emulator)
+    outdir.check(out, BUILD, force)
+
+    source = resolve_model(model, samples, data_dir, progress, stream)
+    facts = _fit(board, source, emulator, inputs == "uart", weights, progress)
+    plan = _plan(board, source, facts, emulator, inputs, profile, progress)
+    with outdir.staging(out, BUILD, force) as tmp:
+        _write_project(tmp, plan)
+        memory = _compile(tmp, plan, found, progress)
+        manifest = _manifest(plan, _renode_files(tmp, plan))
+        (tmp / MANIFEST).write_text(manifest.to_json())
+        shutil.rmtree(tmp / "obj", ignore_errors=True)
+    return BuildResult(out, board, emulator, memory, manifest, source)
+
+
+def _check_settings(board_name, samples, inputs: str, weights: str, stream: str | None) -> None:
+    """What can be checked from the settings alone, before the model is read."""
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
         raise QuteError(f"--samples must be a positive integer, got {samples!r}")
     if inputs not in INPUT_MODES:
@@ -98,38 +146,33 @@ def build(
         raise QuteError(f"unknown --weights {weights!r}; choose one of: {', '.join(WEIGHT_LAYOUTS)}")
     if stream is not None:
         parse_stream(stream)
-    uart_inputs = inputs == "uart"
     if board_name is None:
         raise QuteError("no board: give --board BOARD (qute boards lists them)")
-    model = str(model) if model is not None else None
-    samples = DEFAULT_SAMPLES if samples is None else samples
-    board = load_board(board_name)
-    found = toolbox.require(*TOOLS)
-    toolbox.require_newlib(found["arm-none-eabi-gcc"])
-    out = Path(out) if out is not None else default_output(board, model, emulator)
-    outdir.check(out, BUILD, force)
 
-    source = resolve_model(model, samples, data_dir, progress, stream)
+
+def _fit(board, source: ModelSource, emulator: bool, uart_inputs: bool, weights: str, progress):
+    """The generated model (qute.expectation.ModelFacts) with the filters' layout chosen, once it
+    is known to fit the board (and the emulator's board when that build is made too)."""
     facts = model_facts(source.tflite)
     if len(source.inputs) and tuple(source.inputs.shape[1:]) != tuple(facts.graph.tensor(facts.graph.inputs[0]).shape[1:]):
         raise QuteError(f"inputs of shape {source.inputs.shape[1:]} do not fit the model input")
     emu_board = board.emulation_board()
-    check_fit_before_link(board, facts, source, uart_inputs)
-    if emulator and emu_board is not board:
-        check_fit_before_link(emu_board, facts, source, uart_inputs)
-    facts, layout_note = choose_weights16([board] + ([emu_board] if emulator and emu_board is not board else []),
-                                          facts, source, uart_inputs, weights)
+    targets = [board] + ([emu_board] if emulator and emu_board is not board else [])
+    for b in targets:
+        check_fit_before_link(b, facts, source, uart_inputs)
+    facts, layout_note = choose_weights16(targets, facts, source, uart_inputs, weights)
     progress(f"matrix-product filters: {layout_note}")
-    weights16 = facts.gen.weights16
-    check_fit_before_link(board, facts, source, uart_inputs)  # again: --weights int16 may not fit
-    if emulator and emu_board is not board:
-        check_fit_before_link(emu_board, facts, source, uart_inputs)
+    for b in targets:  # again: --weights int16 may not fit
+        check_fit_before_link(b, facts, source, uart_inputs)
+    return facts
 
+
+def _plan(board, source: ModelSource, facts, emulator: bool, inputs: str, profile: bool, progress) -> _Plan:
+    """The reference outputs, the variants to compile, the sources and the calibration compiled in."""
     progress("running the host reference (TFLite Micro) on the embedded inputs")
     int_path = int_path_for(board, facts.layout)
     expect = Expectation.of(source.tflite, facts.layout, source.inputs, int_path,
                             source.labels if source.labelled else None)
-    done, engine = expect.done_line(), expect.engine
 
     variants = [variant_settings(board, True)] if emulator else [variant_settings(board, False), variant_settings(board, True)]
     if int_path:  # no FPU: the integer-only uncertainty path, in every variant (same compiler flags)
@@ -138,9 +181,8 @@ def build(
     if profile:  # same generated C either way: the define alone turns the per-op hooks on
         for v in variants:
             v["defines"] = [*v["defines"], f"-D{PROFILE_DEFINE}"]
-    top = variants[0]
+    uart_inputs = inputs == "uart"
     kernels = kernel_sources(facts.gen.headers)
-
     common = ["app/qute_app.c", *([] if uart_inputs else ["src/qute_inputs.c"]), "src/qute_model.c",
               *[f"kernels/{k.name}" for k in kernels]]
     if facts.ensemble:
@@ -150,85 +192,97 @@ def build(
     progress(f"calibration: {monitor_note}")
     if monitor:
         common.append("uncertainty/qute_monitor.c")
+    return _Plan(board, board.emulation_board(), emulator, uart_inputs, source, facts, expect, expect.done_line(),
+                 int_path, variants, kernels, common, model_id, monitor, monitor_note, inputs, profile)
 
-    with outdir.staging(out, BUILD, force) as tmp:
-        (tmp / "src").mkdir()
-        for name, text in render_app(facts, source, board.name, emu_board.name, monitor, int_path, uart_inputs,
-                                     monitor_note).items():
-            (tmp / name).write_text(text)
-        (tmp / "app").mkdir()
-        for f in sorted((firmware_dir() / "app").glob("qute_app.[ch]")):
-            shutil.copy2(f, tmp / "app" / f.name)
-        (tmp / "src" / "qute_model.h").write_text(facts.gen.header)
-        (tmp / "src" / "qute_model.c").write_text(facts.gen.source)
-        (tmp / "kernels").mkdir()
-        for f in sorted(kernels_dir().glob("*.h")) + kernels:
-            shutil.copy2(f, tmp / "kernels" / f.name)
-        (tmp / "uncertainty").mkdir()
-        for f in sorted((firmware_dir() / "uncertainty").glob("qute_uncertainty_int.*" if int_path else "qute_uncertainty.*")) + (
-                sorted((firmware_dir() / "uncertainty").glob("qute_monitor.*")) if monitor else []):
-            shutil.copy2(f, tmp / "uncertainty" / f.name)
-        (tmp / "platform").mkdir()
-        for f in platform_headers() + sorted({p for v in variants for p in platform_sources(board, v["emulator"])}):
-            shutil.copy2(f, tmp / "platform" / f.name)
-        for v in variants:
-            (tmp / v["linker_script"]).write_text(render_linker_script(board, v["emulator"]))
-        makefile = render_makefile(board, variants, common, source, uart_inputs)
-        (tmp / "Makefile").write_text(makefile)
-        (tmp / MODEL_FILE).write_bytes(source.tflite)
-        np.savez(tmp / INPUTS_FILE, x=np.asarray(source.inputs, dtype=np.int8), y=source.labels)
 
-        progress(f"compiling with arm-none-eabi-gcc ({' '.join(board.cpu_flags)} {board.optimization})")
-        for v, target in zip(variants, ["all", "emulator"] if len(variants) > 1 else ["all"]):
-            proc = _make(tmp, [target], found)
-            if proc.returncode != 0:
-                err = linker_overflow(proc.stderr, emu_board if v["emulator"] else board, board)
-                if err:
-                    raise err
-                raise RunFailure("the firmware does not compile (a bug in qute; please report it):\n" + proc.stderr[-4000:])
+def _copy(files, folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
+    for f in files:
+        shutil.copy2(f, folder / f.name)
 
-        memory = memory_report(tmp / "firmware.elf", board, emu_board if top["emulator"] else board)
-        check_fit_after_link(memory, board)
-        emu_memory = None
-        if len(variants) > 1:
-            emu_memory = memory_report(tmp / EMULATOR_DIR / "firmware.elf", emu_board)
-        (tmp / MEMORY_FILE).write_text(json.dumps({**memory, "emulator": emu_memory}, indent=2) + "\n")
 
-        # Renode runs the board's own firmware (it models the STM32 parts), so only board builds get them.
-        renode_files = []
-        if not emulator and board.renode is not None and not uart_inputs:  # its robot cannot send binary frames
-            (tmp / f"{board.name}.resc").write_text(render_resc(board))
-            (tmp / f"{board.name}.robot").write_text(
-                render_robot(board, done, f"{PREFIX} start format=", len(source.inputs), max(60, 2 * len(source.inputs))))
-            renode_files = [f"{board.name}.resc", f"{board.name}.robot"]
-        manifest = Manifest(
-            qute_version=__version__,
-            board=board.name,
-            emulator_only=emulator,
-            variants={
-                v["name"]: Variant(elf=(f"{EMULATOR_DIR}/" if v["emulator"] and len(variants) > 1 else "") + "firmware.elf",
-                                   linked_for=v["target"], emulator=v["emulator"], defines=v["defines"])
-                for v in variants
-            },
-            qemu_machine=board.qemu_machine,
-            compiler_flags=board.cpu_flags + [board.optimization] + CFLAGS,
-            model=ModelInfo(origin=source.origin, file=MODEL_FILE, sha256=model_id, arena_bytes=facts.gen.arena_size,
-                            weights_bytes=facts.gen.weights_bytes, parameter_bytes=facts.gen.params_bytes,
-                            weights_layout="int16" if weights16 else "int8"),
-            inputs=InputsInfo(file=INPUTS_FILE, samples=len(source.inputs), source=source.inputs_from, over=inputs,
-                              labelled=source.labelled, class_names=source.class_names),
-            outputs=facts.outputs,
-            ensemble=facts.ensemble,
-            classes=facts.classes,
-            reference=engine,
-            expected_done_line=done,
-            emulation_note=board.emulation_note,
-            renode=renode_files,
-            uncertainty_path=int_path or ({"kind": "float"} if facts.ensemble else None),
-            calibration=monitor,
-            calibration_note=monitor_note,
-            profile=profile_ops(facts) if profile else None,
-        )
-        (tmp / MANIFEST).write_text(manifest.to_json())
-        shutil.rmtree(tmp / "obj", ignore_errors=True)
-    return BuildResult(out, board, emulator, memory, manifest, source)
+def _write_project(tmp: Path, p: _Plan) -> None:
+    """The standalone project: generated sources, the application, kernels, platform, Makefile."""
+    board, facts, source = p.board, p.facts, p.source
+    (tmp / "src").mkdir()
+    for name, text in render_app(facts, source, board.name, p.emu_board.name, p.monitor, p.int_path, p.uart_inputs,
+                                 p.monitor_note).items():
+        (tmp / name).write_text(text)
+    (tmp / "src" / "qute_model.h").write_text(facts.gen.header)
+    (tmp / "src" / "qute_model.c").write_text(facts.gen.source)
+    _copy(sorted((firmware_dir() / "app").glob("qute_app.[ch]")), tmp / "app")
+    _copy(sorted(kernels_dir().glob("*.h")) + p.kernels, tmp / "kernels")
+    unc = firmware_dir() / "uncertainty"
+    _copy(sorted(unc.glob("qute_uncertainty_int.*" if p.int_path else "qute_uncertainty.*"))
+          + (sorted(unc.glob("qute_monitor.*")) if p.monitor else []), tmp / "uncertainty")
+    _copy(platform_headers() + sorted({f for v in p.variants for f in platform_sources(board, v["emulator"])}),
+          tmp / "platform")
+    for v in p.variants:
+        (tmp / v["linker_script"]).write_text(render_linker_script(board, v["emulator"]))
+    (tmp / "Makefile").write_text(render_makefile(board, p.variants, p.common, source, p.uart_inputs))
+    (tmp / MODEL_FILE).write_bytes(source.tflite)
+    np.savez(tmp / INPUTS_FILE, x=np.asarray(source.inputs, dtype=np.int8), y=source.labels)
+
+
+def _compile(tmp: Path, p: _Plan, tools: dict, progress) -> dict:
+    """Compiles every variant, checks the linked sizes against the board, writes memory.json."""
+    board, emu_board = p.board, p.emu_board
+    progress(f"compiling with arm-none-eabi-gcc ({' '.join(board.cpu_flags)} {board.optimization})")
+    for v, target in zip(p.variants, ["all", "emulator"] if len(p.variants) > 1 else ["all"]):
+        proc = _make(tmp, [target], tools)
+        if proc.returncode != 0:
+            err = linker_overflow(proc.stderr, emu_board if v["emulator"] else board, board)
+            if err:
+                raise err
+            raise RunFailure("the firmware does not compile (a bug in qute; please report it):\n" + proc.stderr[-4000:])
+    memory = memory_report(tmp / "firmware.elf", board, emu_board if p.variants[0]["emulator"] else board)
+    check_fit_after_link(memory, board)
+    emu_memory = memory_report(tmp / EMULATOR_DIR / "firmware.elf", emu_board) if len(p.variants) > 1 else None
+    (tmp / MEMORY_FILE).write_text(json.dumps({**memory, "emulator": emu_memory}, indent=2) + "\n")
+    return memory
+
+
+def _renode_files(tmp: Path, p: _Plan) -> list[str]:
+    """Renode runs the board's own firmware (it models the STM32 parts), so only board builds get
+    its script and Robot test; and only with embedded inputs (its robot cannot send binary frames)."""
+    board = p.board
+    if p.emulator or board.renode is None or p.uart_inputs:
+        return []
+    n = len(p.source.inputs)
+    (tmp / f"{board.name}.resc").write_text(render_resc(board))
+    (tmp / f"{board.name}.robot").write_text(
+        render_robot(board, p.done, f"{PREFIX} start format=", n, max(60, 2 * n)))
+    return [f"{board.name}.resc", f"{board.name}.robot"]
+
+
+def _manifest(p: _Plan, renode_files: list[str]) -> Manifest:
+    board, facts, source = p.board, p.facts, p.source
+    return Manifest(
+        qute_version=__version__,
+        board=board.name,
+        emulator_only=p.emulator,
+        variants={
+            v["name"]: Variant(elf=(f"{EMULATOR_DIR}/" if v["emulator"] and len(p.variants) > 1 else "") + "firmware.elf",
+                               linked_for=v["target"], emulator=v["emulator"], defines=v["defines"])
+            for v in p.variants
+        },
+        qemu_machine=board.qemu_machine,
+        compiler_flags=board.cpu_flags + [board.optimization] + CFLAGS,
+        model=ModelInfo(origin=source.origin, file=MODEL_FILE, sha256=p.model_id, arena_bytes=facts.gen.arena_size,
+                        weights_bytes=facts.gen.weights_bytes, parameter_bytes=facts.gen.params_bytes,
+                        weights_layout="int16" if facts.gen.weights16 else "int8"),
+        inputs=InputsInfo(file=INPUTS_FILE, samples=len(source.inputs), source=source.inputs_from, over=p.inputs,
+                          labelled=source.labelled, class_names=source.class_names),
+        outputs=facts.outputs,
+        ensemble=facts.ensemble,
+        classes=facts.classes,
+        reference=p.expect.engine,
+        expected_done_line=p.done,
+        emulation_note=board.emulation_note,
+        renode=renode_files,
+        uncertainty_path=p.int_path or ({"kind": "float"} if facts.ensemble else None),
+        calibration=p.monitor,
+        calibration_note=p.monitor_note,
+        profile=profile_ops(facts) if p.profile else None,
+    )
