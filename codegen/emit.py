@@ -18,6 +18,8 @@ from codegen.fold import fold
 from codegen.ir import CodegenError, Graph, Op
 from codegen.planner import Plan, plan
 
+# what a model output may be: int8, or int16 where an op writes it (SOFTMAX's 1/65536 output)
+OUTPUT_TYPES = ("int8", "int16")
 _CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "uint8": "uint8_t", "float32": "float", "int64": "int64_t"}
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -184,10 +186,12 @@ def generate(graph: Graph, prefix: str = "qute_model", weights16: bool = False) 
     if not graph.inputs:
         raise CodegenError("the model has no inputs; the generated API takes at least one")
     for t in graph.inputs + graph.outputs:
-        if graph.tensor(t).dtype != "int8":
+        allowed = ("int8",) if t in graph.inputs else OUTPUT_TYPES
+        if graph.tensor(t).dtype not in allowed:
             raise CodegenError(
                 f"model {'input' if t in graph.inputs else 'output'} {graph.tensor(t).name} is "
-                f"{graph.tensor(t).dtype}; the generator needs int8 inputs and outputs (full-integer quantization)"
+                f"{graph.tensor(t).dtype}; the generator needs int8 inputs and int8 (or int16 softmax) outputs "
+                "(full-integer quantization)"
             )
     order = output_order(graph)
     p = plan_for(graph, lowerings)
@@ -211,8 +215,8 @@ def generate(graph: Graph, prefix: str = "qute_model", weights16: bool = False) 
     def io(t):
         x = graph.tensor(t)
         scale, zp = x.qparams()
-        return {"name": graph.output_label(t) if t in graph.outputs else x.name, "size": x.size,
-                "shape": list(x.shape), "scale": repr(float(np.float32(scale))) + "f", "zero_point": zp,
+        return {"name": graph.output_label(t) if t in graph.outputs else x.name, "size": x.nbytes,
+                "ctype": _CTYPES[x.dtype], "shape": list(x.shape), "scale": repr(float(np.float32(scale))) + "f", "zero_point": zp,
                 "at": f"arena + {p.offset[t]}"}
 
     env = {

@@ -113,8 +113,9 @@ class HostModel:
 
     exe: Path
     input_sizes: list[int]
-    output_sizes: list[int]
+    output_sizes: list[int]  # bytes
     output_shapes: list[tuple[int, ...]]
+    output_dtypes: list[str]  # int8, or int16 for a softmax's
     output_tensors: list[int]  # graph tensor of each output, in API order
 
     def time_invoke(self, inputs: list[np.ndarray], repeats: int = 100) -> float:
@@ -139,11 +140,12 @@ class HostModel:
         proc = subprocess.run([str(self.exe)], input=bytes(payload), capture_output=True, timeout=600)
         if proc.returncode != 0:
             raise _run_failure(proc)
-        out = np.frombuffer(proc.stdout, np.int8).reshape(n, sum(self.output_sizes))
+        out = np.frombuffer(proc.stdout, np.uint8).reshape(n, sum(self.output_sizes))
         result, start = [], 0
-        for size, shape in zip(self.output_sizes, self.output_shapes):
-            per_sample = tuple(shape[1:]) if shape and shape[0] == 1 else (size,)
-            result.append(out[:, start : start + size].reshape((n,) + per_sample))
+        for size, shape, dtype in zip(self.output_sizes, self.output_shapes, self.output_dtypes):
+            values = np.ascontiguousarray(out[:, start : start + size]).view(dtype)  # native order, as the C wrote it
+            per_sample = tuple(shape[1:]) if shape and shape[0] == 1 else (values.shape[1],)
+            result.append(values.reshape((n,) + per_sample))
             start += size
         return result
 
@@ -178,7 +180,8 @@ def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False,
     return HostModel(
         exe=exe,
         input_sizes=in_sizes,
-        output_sizes=[graph.tensor(t).size for t in gen.output_order],
+        output_sizes=[graph.tensor(t).nbytes for t in gen.output_order],
         output_shapes=[graph.tensor(t).shape for t in gen.output_order],
+        output_dtypes=[graph.tensor(t).dtype for t in gen.output_order],
         output_tensors=list(gen.output_order),
     )

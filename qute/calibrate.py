@@ -282,7 +282,7 @@ def _add_int_constants(out: dict, integer, score: str, target_tpr: float, window
     thr, ok = abstain_threshold_int(si.raw(field), score, target_tpr)
     rho_sum, sums = choose_monitor_rho_sum(si.confidence_q16, window, false_alarm)
     out["integer_path"] = {"scale_q24": quant["scale_q24"], "zero_point": quant["zero_point"],
-                           "scores": "qute.uncertainty.summarize_int of the int8 heads"}
+                           "scores": "qute.uncertainty.summarize_int of the int8 model's heads"}
     out["abstain"].update({
         "threshold_int": thr,
         "threshold_int_format": f"Q{INT_FRAC_BITS[field]}",

@@ -335,7 +335,7 @@ def run_(build_dir, board, emulator, timeout, config_path, port, baud):
     """Run a build's firmware under an emulator and check every output byte against the host.
 
     Runs the build's emulator variant under QEMU (-icount shift=0, with a time-out), parses its
-    lines, and compares every int8 output byte with TFLite Micro on the same inputs, and the
+    lines, and compares every output byte with TFLite Micro on the same inputs, and the
     device's float32 uncertainty scores with qute's own. Prints accuracy, the uncertainty summary,
     instructions per inference (QEMU instruction counts, not cycles) and `bit-exact: yes/no`.
     Exit status 1 on a mismatch, a crash or a time-out. Without BUILD_DIR, builds the default

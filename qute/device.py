@@ -2,7 +2,7 @@
 
 One emulator build with ``--inputs uart`` (``qute build``) is made in a temporary folder; each
 :meth:`DeviceStage.__call__` sends a batch of images over the UART to that firmware under QEMU
-and reads back every head's int8 output bytes. The heads are dequantized exactly as the int8
+and reads back every head's output bytes. The heads are dequantized exactly as the int8
 stage dequantizes TFLite Micro's (:func:`qute.quantize.int8_head_probs`), so when the device's
 bytes equal TFLM's, the two stages' metrics are equal to the last bit. Every batch is also run
 through TFLM (the oracle) and the bytes that differ are counted, as are the device's own

@@ -40,9 +40,10 @@ from qute.uncertainty import int_head_quant, summarize, summarize_int
 
 @dataclass(frozen=True)
 class HeadLayout:
-    """The model's outputs as the firmware prints them: API order, each with name, size, int8
-    scale and zero point and its index among the flatbuffer's outputs; `ensemble` when they are
-    K probability vectors of one length (`classes`), which is when the device computes scores."""
+    """The model's outputs as the firmware prints them: API order, each with name, size (values),
+    dtype (int8, or int16 for a widened softmax head), scale and zero point and its index among
+    the flatbuffer's outputs; `ensemble` when they are K probability vectors of one length
+    (`classes`), which is when the device computes scores."""
 
     outputs: list[dict]
     ensemble: bool
@@ -54,8 +55,20 @@ class HeadLayout:
         return cls(m.outputs, bool(m.ensemble), int(m.classes))
 
     def dequantize(self, heads: list[np.ndarray]) -> np.ndarray:
-        """(K, N, C) float32 probabilities of int8 heads, each with its own scale and zero point."""
+        """(K, N, C) float32 probabilities of the heads, each with its own scale and zero point."""
         return np.stack([dequantize(h, QuantParams(o["scale"], o["zero_point"])) for h, o in zip(heads, self.outputs)])
+
+    def dtype(self, k: int) -> np.dtype:
+        """Output k's values: int8, or little-endian int16 (builds from before int16 heads say nothing: int8)."""
+        return np.dtype("<i2") if self.outputs[k].get("dtype") == "int16" else np.dtype(np.int8)
+
+    def values(self, k: int, raw: np.ndarray) -> np.ndarray | None:
+        """Output k's values from the bytes a sample line printed; None when the byte count is wrong."""
+        raw = np.ascontiguousarray(raw, dtype=np.int8)
+        dt = self.dtype(k)
+        if raw.size != self.outputs[k]["size"] * dt.itemsize:
+            return None
+        return raw.view(dt).astype(dt.newbyteorder("="))
 
 
 @dataclass
@@ -92,17 +105,19 @@ def model_facts(tflite: bytes, weights16: bool = False) -> ModelFacts:
     for t in gen.output_order:
         x = graph.tensor(t)
         scale, zp = x.qparams()
-        outputs.append({"name": graph.output_label(t), "size": int(x.size), "scale": float(np.float32(scale)),
-                        "zero_point": int(zp), "flatbuffer_index": graph.outputs.index(t)})
+        outputs.append({"name": graph.output_label(t), "size": int(x.size), "dtype": x.dtype,
+                        "scale": float(np.float32(scale)), "zero_point": int(zp), "flatbuffer_index": graph.outputs.index(t)})
     sizes = {o["size"] for o in outputs}
 
-    def probabilities(o):  # the int8 range of the output maps into [0, 1]
+    def probabilities(o):  # the output's integer range maps into [0, 1]
+        info = np.iinfo(o["dtype"])
         with np.errstate(over="ignore"):  # a huge scale is simply not a probability
-            lo = np.float32(-128 - o["zero_point"]) * np.float32(o["scale"])
-            hi = np.float32(127 - o["zero_point"]) * np.float32(o["scale"])
+            lo = np.float32(int(info.min) - o["zero_point"]) * np.float32(o["scale"])
+            hi = np.float32(int(info.max) - o["zero_point"]) * np.float32(o["scale"])
         return lo >= 0 and hi <= 1
 
-    ensemble = len(sizes) == 1 and min(sizes) >= 2 and all(probabilities(o) for o in outputs)
+    ensemble = (len(sizes) == 1 and min(sizes) >= 2 and len({o["dtype"] for o in outputs}) == 1
+                and all(probabilities(o) for o in outputs))
     layout = HeadLayout(outputs, ensemble, outputs[0]["size"] if ensemble else 0)
     return ModelFacts(gen, graph, layout, int(graph.tensor(graph.inputs[0]).size))
 
@@ -194,7 +209,7 @@ class IntPath:
     missing = "no iscores= on an integer-only ensemble build"
 
     def scores(self, layout: HeadLayout, heads: list[np.ndarray]):
-        return summarize_int(np.stack([np.asarray(h, dtype=np.int8) for h in heads]),
+        return summarize_int(np.stack([np.asarray(h, dtype=layout.dtype(k)) for k, h in enumerate(heads)]),
                              self.params["scale_q24"], self.params["zero_point"])
 
     def rows(self, scores) -> np.ndarray:
@@ -259,7 +274,7 @@ class Expectation:
     """What the firmware must print for the inputs `x` (int8, one row per input)."""
 
     layout: HeadLayout
-    heads: list[np.ndarray]  # the oracle's int8 outputs, output order, (N, size) each
+    heads: list[np.ndarray]  # the oracle's outputs (int8, or int16 heads), output order, (N, size) each
     engine: str  # what computed them (qute.oracle.reference)
     path: Arithmetic | None  # the device's uncertainty arithmetic; None: no scores
     labels: np.ndarray | None = None
@@ -335,6 +350,12 @@ class Comparison:
         return sum(p["differing"] for p in self.per_output)
 
 
+def _bytes(values: np.ndarray) -> np.ndarray:
+    """(N, bytes) uint8: each sample's values as the firmware stores them (little-endian)."""
+    v = np.ascontiguousarray(values)
+    return v.astype(v.dtype.newbyteorder("<")).view(np.uint8).reshape(len(v), -1)
+
+
 def compare(samples, expectation: Expectation) -> Comparison:
     """The device's sample lines (qute.transcript.Sample, any order) against `expectation`: output
     bytes (a missing sample counts as all its bytes wrong), then the scores the device printed
@@ -349,18 +370,19 @@ def compare(samples, expectation: Expectation) -> Comparison:
         s = got.get(i)
         if s is None:
             continue
-        if len(s.heads) != len(e.heads) or any(len(h) != r.shape[1] for h, r in zip(s.heads, e.heads)):
-            problems.append(f"sample {i}: {len(s.heads)} output(s) of sizes {[len(h) for h in s.heads]}, "
-                            f"expected {[r.shape[1] for r in e.heads]}")
+        values = [e.layout.values(k, h) for k, h in enumerate(s.heads)] if len(s.heads) == len(e.heads) else [None]
+        if any(v is None for v in values):
+            problems.append(f"sample {i}: {len(s.heads)} output(s) of {[len(h) for h in s.heads]} bytes, "
+                            f"expected {[r[0].nbytes if len(r) else 0 for r in e.heads]}")
             continue
         present[i] = True
-        for k, h in enumerate(s.heads):
-            device[k][i] = h
+        for k, v in enumerate(values):
+            device[k][i] = v
     per_output = []
     for o, r, d in zip(e.layout.outputs, e.heads, device):
-        diff = d != r
+        diff = _bytes(d) != _bytes(r)  # an int16 value is two bytes: count the bytes that differ
         diff[~present] = True
-        per_output.append({"name": o["name"], "bytes": int(r.size), "differing": int(diff.sum())})
+        per_output.append({"name": o["name"], "bytes": int(r.nbytes), "differing": int(diff.sum())})
     c = Comparison(device, present, per_output, problems)
     if e.path is None:
         return c

@@ -47,7 +47,7 @@ def quantize(x: np.ndarray, params: QuantParams) -> np.ndarray:
 
 
 def dequantize(q: np.ndarray, params: QuantParams) -> np.ndarray:
-    """int8 -> float32 ``(q - zero_point) * scale``, computed in float32."""
+    """int8 (or int16) -> float32 ``(q - zero_point) * scale``, computed in float32."""
     diff = np.asarray(q).astype(np.int32) - np.int32(params.zero_point)
     return (diff.astype(np.float32) * np.float32(params.scale)).astype(np.float32)
 

@@ -18,8 +18,9 @@ ignored::
 ``sample``
     one inference. ``label`` is the embedded label (-1 when the inputs have none). ``heads`` is
     every output byte: one comma-separated field per model output (in the generated model's
-    order: head_0, head_1, ...), two lowercase hex digits per int8 value in two's complement, in
-    memory order. For an ensemble classifier (every output a probability vector of the same
+    order: head_0, head_1, ...), two lowercase hex digits per byte in memory order: one byte per
+    int8 value (two's complement), two per int16 head value (a widened softmax head, little-endian;
+    build.json's outputs say which). For an ensemble classifier (every output a probability vector of the same
     length) ``pred`` and ``conf`` are the ensemble prediction and its confidence (4 decimals, for
     people) and ``scores`` the IEEE-754 float32 bit patterns of confidence, margin, entropy and
     mutual information, computed on the device from the mean of the K dequantized heads in
@@ -95,7 +96,7 @@ class Sample:
     index: int
     label: int
     pred: int
-    heads: list[np.ndarray]  # one int8 vector per model output
+    heads: list[np.ndarray]  # one vector per model output: its bytes, as int8 (qute.expectation.HeadLayout.values reads them)
     cycles: int
     conf: float | None = None
     scores: np.ndarray | None = None  # float32 (4,): confidence, margin, entropy, mutual information
@@ -265,7 +266,8 @@ def outputs_crc32(per_sample: list[list[np.ndarray]]) -> int:
     crc = 0
     for outputs in per_sample:
         for out in outputs:
-            crc = zlib.crc32(np.ascontiguousarray(out, dtype=np.int8).tobytes(), crc)
+            out = np.asarray(out)  # int8, or int16 heads: their little-endian bytes, as the device stores them
+            crc = zlib.crc32(np.ascontiguousarray(out, dtype=out.dtype.newbyteorder("<")).tobytes(), crc)
     return crc & 0xFFFFFFFF
 
 

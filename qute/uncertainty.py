@@ -243,11 +243,13 @@ def uncertainty_score(scores: Scores, name: str) -> np.ndarray:
 # rounding-mode or FMA question: the C and this code agree bit for bit by construction,
 # provided both follow the steps below in this order.
 #
-# Inputs: the K int8 head outputs q[k][c] of one sample, their zero point ``zp`` and their
-# scale as an unsigned Q24 multiplier ``s`` (scale = s / 2**24, 1 <= s <= 2**24).  A qute
-# model's heads are int8 softmax outputs with scale 1/256 and zero point -128, i.e.
-# s = 65536 (``INT_SCALE_Q24_DEFAULT``), zp = -128; that case is exact and has a fast path
-# in C (a 255-entry log table) that gives the same numbers as the general code.
+# Inputs: the K int8 (or int16) head outputs q[k][c] of one sample, their zero point ``zp`` and
+# their scale as an unsigned Q24 multiplier ``s`` (scale = s / 2**24, 1 <= s <= 2**24).  A qute
+# model's heads are int16 softmax outputs with scale 1/65536 and zero point -32768 (s = 256,
+# w = q + 32768 in 0..65535); models quantized before that have int8 ones with scale 1/256 and
+# zero point -128, i.e. s = 65536 (``INT_SCALE_Q24_DEFAULT``), zp = -128, which has a fast path
+# in C (a 255-entry log table) that gives the same numbers as the general code.  Both cases are
+# exact.
 #
 # I1. w[k][c] = clamp(q[k][c] - zp, 0, Wmax) with Wmax = 2**24 // s (so that a head value
 #     never exceeds probability 1; for s = 65536, w = q + 128 in 0..255, no clamping).
@@ -289,6 +291,7 @@ def uncertainty_score(scores: Scores, name: str) -> np.ndarray:
 # over arbitrary int8 vectors and other scales: <= 1.2e-6 * max(1, M) nats.
 
 INT_SCALE_Q24_DEFAULT = 65536  # 1/256 as an unsigned Q24 multiplier
+INT_SCALE_Q24_S16 = 256  # 1/65536: int16 softmax heads (zero point -32768)
 INT_ZERO_POINT_DEFAULT = -128
 INT_FRAC_BITS = {"confidence": 16, "margin": 16, "entropy": 20, "mutual_information": 20}
 INT_NATS_MAX_ABS_ERROR = 2e-6  # bound for entropy / MI, nats per unit of probability mass
@@ -402,13 +405,14 @@ def int_head_quant(scales_zero_points) -> dict:
 def summarize_int(
     head_q, scale_q24: int = INT_SCALE_Q24_DEFAULT, zero_point: int = INT_ZERO_POINT_DEFAULT
 ) -> IntScores:
-    """Integer-only ensemble scores of int8 head outputs ``head_q`` (K, N, C) or (N, C).
+    """Integer-only ensemble scores of int8 or int16 head outputs ``head_q`` (K, N, C) or (N, C).
 
-    Bit-exact mirror of ``qute_ensemble_scores_int`` (steps I1..I8 above).
+    Bit-exact mirror of ``qute_ensemble_scores_int`` and ``qute_ensemble_scores_int16`` (steps
+    I1..I8 above).
     """
     arr = np.asarray(head_q)
-    if arr.dtype != np.int8:
-        raise QuteError(f"head outputs must be int8, got dtype {arr.dtype}")
+    if arr.dtype not in (np.int8, np.int16):
+        raise QuteError(f"head outputs must be int8 or int16, got dtype {arr.dtype}")
     if arr.ndim == 2:
         arr = arr[np.newaxis]
     if arr.ndim != 3:
@@ -419,8 +423,9 @@ def summarize_int(
     s = int(scale_q24)
     if not 1 <= s <= 1 << 24:
         raise QuteError(f"scale_q24 must lie in [1, 2**24], got {scale_q24}")
-    if not -128 <= int(zero_point) <= 127:
-        raise QuteError(f"zero point must be an int8 value, got {zero_point}")
+    info = np.iinfo(arr.dtype)
+    if not info.min <= int(zero_point) <= info.max:
+        raise QuteError(f"zero point must be an {arr.dtype} value, got {zero_point}")
     wmax = (1 << 24) // s
     w = np.clip(arr.astype(np.int64) - int(zero_point), 0, wmax)  # I1
     sums = w.sum(axis=0)  # I2, exact

@@ -103,8 +103,10 @@ def verify(tflite: bytes, inputs: list[np.ndarray], sanitize: bool = False) -> V
     per_output = []
     for t, a, b in zip(graph.outputs, ours, ref):
         a, b = np.asarray(a).reshape(len(inputs[0]), -1), np.asarray(b).reshape(len(inputs[0]), -1)
-        if a.shape != b.shape:
-            raise QuteError(f"output {graph.output_label(t)}: our shape {a.shape} differs from the reference's {b.shape}")
+        if a.shape != b.shape or a.dtype != b.dtype:
+            raise QuteError(f"output {graph.output_label(t)}: our {a.dtype} {a.shape} differs from the reference's "
+                            f"{b.dtype} {b.shape}")
+        a, b = np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8)  # int16 outputs: 2 bytes each
         per_output.append({"name": graph.output_label(t), "mismatches": int(np.sum(a != b)), "bytes": int(a.size)})
     return VerifyResult(
         shape_notes=oracle.tflm_shape_problems(tflite),

@@ -36,7 +36,7 @@ def test_the_application_prints_what_the_build_expects(tmp_path, board):
     text = run_app(compile_app(b.path, tmp_path / "app"))
     r = check(b, parse(text), load_board(board))
     assert r.bit_exact, r.summary()
-    assert r.bytes_compared == 7 * 30 and r.scores_compared == 7 * 4
+    assert r.bytes_compared == 7 * 30 * 2 and r.scores_compared == 7 * 4  # int16 heads
     assert r.scores_kind == ("int" if board == "mps2-an385" else "float32")
     assert r.correct == r.samples * r.accuracy and text.count("QUTE sample=") == 7
     # a corrupted output byte is caught, and counted once

@@ -63,11 +63,13 @@ def compare(tflite: bytes, labels: list[str], tmp_path, sanitize: bool = False, 
     bad = []
     for k, (a, b) in enumerate(zip(got, ref)):
         a, b = a.reshape(len(a), -1), np.asarray(b).reshape(len(b), -1)
+        assert a.dtype == b.dtype, f"output {k} [{labels[k]}]: ours is {a.dtype}, {which}'s {b.dtype}"
+        a, b = np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8)
         diff = int(np.sum(a != b))
         if diff:
             bad.append(f"output {k} [{labels[k]}]: {diff} of {b.size} bytes differ from {which}")
     assert not bad, "\n".join(bad)
-    return sum(int(np.asarray(b).size) for b in ref)
+    return sum(int(np.asarray(b).nbytes) for b in ref)
 
 
 def rscale(r, lo=-3.0, hi=1.0) -> float:
@@ -187,10 +189,18 @@ def softmax_model(r) -> tuple[bytes, str]:
         shape = (depth,) if depth == 1 else (1, depth)
     si, zi = rscale(r, -4, 0.7), rzp(r)
     beta = float(np.float32(r.choice([1.0, 1.0, 10 ** r.uniform(-1.5, 1.5)])))
+    out = "int16" if r.random() < 0.4 else "int8"  # TFLM's int8 -> int16 softmax: qute's heads
     x = b.input(shape, scale=si, zero_point=zi)
-    o = b.output(b.tensor(shape, scale=1 / 256, zero_point=-128))
+    o = b.output(softmax_output(b, shape, out))
     b.op("SOFTMAX", [x], [o], opts("SoftmaxOptionsT", beta=beta))
-    return b.build(), f"SOFTMAX {list(shape)} in=({si:.3g},{zi}) beta={beta:.3g}"
+    return b.build(), f"SOFTMAX {list(shape)} in=({si:.3g},{zi}) beta={beta:.3g} -> {out}"
+
+
+def softmax_output(b, shape, dtype: str) -> int:
+    """The output tensor TFLM's SOFTMAX needs: int8 at 1/256 from -128, or int16 at 1/65536 from -32768."""
+    if dtype == "int16":
+        return b.tensor(shape, "int16", scale=1 / 65536, zero_point=-32768)
+    return b.tensor(shape, scale=1 / 256, zero_point=-128)
 
 
 def softmax_edge_models() -> list[tuple[bytes, str]]:
@@ -198,11 +208,12 @@ def softmax_edge_models() -> list[tuple[bytes, str]]:
     res = []
     for si, beta, depth in [(0.5, 64.0, 10), (4.0, 1.0, 7), (1.0, 1.0, 5), (2.0**-26 * 1.5, 1.0, 9),
                             (1 / 32, 1.0, 33), (0.999, 32.0, 6), (1e-3, 0.5, 511)]:
-        b = ModelBuilder()
-        x = b.input((1, depth), scale=si, zero_point=0)
-        o = b.output(b.tensor((1, depth), scale=1 / 256, zero_point=-128))
-        b.op("SOFTMAX", [x], [o], opts("SoftmaxOptionsT", beta=beta))
-        res.append((b.build(), f"SOFTMAX edge scale={si:.3g} beta={beta} depth={depth}"))
+        for out in ("int8", "int16"):
+            b = ModelBuilder()
+            x = b.input((1, depth), scale=si, zero_point=0)
+            o = b.output(softmax_output(b, (1, depth), out))
+            b.op("SOFTMAX", [x], [o], opts("SoftmaxOptionsT", beta=beta))
+            res.append((b.build(), f"SOFTMAX edge scale={si:.3g} beta={beta} depth={depth} -> {out}"))
     return res
 
 

@@ -68,7 +68,7 @@ def test_uart_build_runs_bit_exact_and_saves_its_transcript(uart_builds, board):
     assert not (out / "src" / "qute_inputs.c").exists() and "#define QUTE_INPUTS_UART 1" in config
     r = qute("run", "--board", board, out)
     assert r.returncode == 0, r.stderr + r.stdout
-    assert "0 of 1,500 differ from the host reference (TFLite Micro), 50 inputs" in r.stdout
+    assert "0 of 3,000 differ from the host reference (TFLite Micro), 50 inputs" in r.stdout
     assert "bit-exact: yes" in r.stdout
     saved = out / "transcript.txt"
     assert f"transcript:          {saved}" in r.stdout
@@ -94,7 +94,7 @@ def test_uart_inputs_are_framed_resynchronised_and_any_number(uart_builds):
     m = json.loads((out / "build.json").read_text())
     for s in t.samples:
         for head, o in zip(s.heads, m["outputs"]):
-            assert np.array_equal(head, ref[o["flatbuffer_index"]][s.index].reshape(-1))
+            assert np.array_equal(head, np.ascontiguousarray(ref[o["flatbuffer_index"]][s.index].reshape(-1)).view(np.int8))
     assert int(t.done["crc32"], 16) == transcript.outputs_crc32([s.heads for s in t.samples])
 
 
@@ -142,7 +142,7 @@ def test_eval_device_stage_equals_int8_to_the_last_bit(quantized_run):
     dev = stages["device"]["device"]
     n_test = stages["int8"]["ood"]["samples"]  # synthetic OOD: as many images as the test set
     assert dev["inputs"] == n_test * 4  # ID, OOD, two corruption streams
-    assert dev["output_bytes_compared"] == dev["inputs"] * K * 10 and dev["output_bytes_differing_from_tflm"] == 0
+    assert dev["output_bytes_compared"] == dev["inputs"] * K * 10 * 2 and dev["output_bytes_differing_from_tflm"] == 0
     assert dev["scores_compared"] == dev["inputs"] * 4 and dev["scores_differing_from_host"] == 0
     assert dev["counter"] == "instructions" and dev["per_inference_mean"] > 1000
 
@@ -168,8 +168,8 @@ def test_device_stage_counts_a_wrong_byte(quantized_run, monkeypatch):
     with DeviceStage(load_run(quantized_run), "mps2-an500") as dev:
         probs = dev(x)
     assert probs.shape == (K, 5, 10)
-    assert dev.stats.bytes_compared == 5 * K * 10 and dev.stats.bytes_differing == 1
-    assert not dev.stats.exact and "1 of 150 output bytes differ" in dev.stats.summary()
+    assert dev.stats.bytes_compared == 5 * K * 10 * 2 and dev.stats.bytes_differing == 1  # int16 heads
+    assert not dev.stats.exact and "1 of 300 output bytes differ" in dev.stats.summary()
 
 
 def test_eval_stage_errors_are_user_errors(tmp_path):
@@ -204,7 +204,7 @@ def test_qemu_console_passes_every_byte_value(uart_builds):
     assert [s.label for s in t.samples] == [0, 1, 2, 3]
     for s in t.samples:
         for head, o in zip(s.heads, m["outputs"]):
-            assert np.array_equal(head, ref[o["flatbuffer_index"]][s.index].reshape(-1))
+            assert np.array_equal(head, np.ascontiguousarray(ref[o["flatbuffer_index"]][s.index].reshape(-1)).view(np.int8))
 
 
 @pytest.mark.slow
@@ -293,7 +293,7 @@ def test_run_over_a_serial_port_feeds_a_uart_build_one_frame_at_a_time(uart_buil
         stop.set()
     assert r.returncode == 0, r.stderr + r.stdout
     assert f"on mps2-an500, read over {pty}" in r.stdout
-    assert "0 of 1,500 differ from the host reference (TFLite Micro), 50 inputs" in r.stdout and "bit-exact: yes" in r.stdout
+    assert "0 of 3,000 differ from the host reference (TFLite Micro), 50 inputs" in r.stdout and "bit-exact: yes" in r.stdout
 
 
 @needs_qemu

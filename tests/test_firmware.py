@@ -18,6 +18,7 @@ import elfcheck
 import numpy as np
 import pytest
 from cliutil import assert_user_error, qute
+from heads import head_values, int_scores
 from tiny import tiny_qute_run
 
 from qute import oracle, transcript
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 K = 3
 CLASSES = 10
 SAMPLES = 60  # the acceptance asks for at least 50 inputs per board
+HEAD_BYTES = 2  # qute's heads are int16 softmax outputs (qute.quantize.widen_heads)
 EMULATED = ["mps2-an500", "mps2-an386", "netduinoplus2", "nucleo-f746"]
 
 have = {t: shutil.which(t) is not None for t in ("arm-none-eabi-gcc", "qemu-system-arm", "gdb-multiarch", "make")}
@@ -59,8 +61,9 @@ def _check_against_oracle(build_dir: Path, stdout: str) -> int:
     for s in t.samples:
         assert len(s.heads) == len(m["outputs"])
         for head, o in zip(s.heads, m["outputs"]):
-            want = ref[o["flatbuffer_index"]][s.index].reshape(-1)
-            assert np.array_equal(head, want), (s.index, o["name"])
+            want = np.ascontiguousarray(ref[o["flatbuffer_index"]][s.index].reshape(-1))
+            assert want.dtype == np.dtype(o.get("dtype", "int8"))
+            assert np.array_equal(head, want.view(np.int8)), (s.index, o["name"])  # the bytes, little-endian
             compared += head.size
     assert transcript.done_line(len(x), transcript.outputs_crc32([s.heads for s in t.samples]),
                                 int(t.done["correct"]) if "correct" in t.done else None) == m["expected_done_line"]
@@ -171,7 +174,7 @@ def test_default_model_runs_bit_exact_and_deterministic(an500):
     for p in runs:
         assert p.returncode == 0, p.stderr + p.stdout
         assert "bit-exact: yes" in p.stdout
-        assert "0 of 1,500 differ from the host reference (TFLite Micro), 50 inputs" in p.stdout
+        assert "0 of 3,000 differ from the host reference (TFLite Micro), 50 inputs" in p.stdout
         assert "0 of 200 float32 values differ" in p.stdout
         assert "instructions per inference (QEMU -icount shift=0" in p.stdout and "not cycles" in p.stdout
         assert "uncertainty module:  mean " in p.stdout and "% of the model's " in p.stdout
@@ -180,7 +183,7 @@ def test_default_model_runs_bit_exact_and_deterministic(an500):
     assert counts[0] == counts[1] and counts[0]
     proc = _qemu(an500 / "firmware.elf", "mps2-an500")
     assert proc.returncode == 0
-    assert _check_against_oracle(an500, proc.stdout.decode()) == 50 * K * CLASSES
+    assert _check_against_oracle(an500, proc.stdout.decode()) == 50 * K * CLASSES * HEAD_BYTES
 
 
 def _overhead(stdout: str) -> tuple[float, float, float]:
@@ -214,23 +217,20 @@ def test_uncertainty_overhead_is_measured_on_every_sample(an500):
 
 def _check_int_build(out: Path, samples: int) -> None:
     """An mps2-an385 (no FPU) build: integer scores on the device, bit for bit against summarize_int."""
-    from qute.uncertainty import summarize_int
-
     m = json.loads((out / "build.json").read_text())
-    assert m["uncertainty_path"] == {"kind": "int", "scale_q24": 65536, "zero_point": -128, "exact_scale": True}
+    assert m["uncertainty_path"] == {"kind": "int", "scale_q24": 256, "zero_point": -32768, "exact_scale": True}
     assert all("-DQUTE_UNCERTAINTY_INT" in v["defines"] for v in m["variants"].values())
     assert sorted(p.name for p in (out / "uncertainty").iterdir()) == ["qute_uncertainty_int.c", "qute_uncertainty_int.h"]
     r = qute("run", "--board", "mps2-an385", out)
     assert r.returncode == 0, r.stderr + r.stdout
     assert (f"0 of {samples * 4:,} integer values (Q16 confidence/margin, Q20 entropy/MI) differ from "
             f"qute.uncertainty.summarize_int") in r.stdout and "bit-exact: yes" in r.stdout
-    assert 0 < _overhead(r.stdout)[2] < 2
+    assert 0 < _overhead(r.stdout)[2] < 3  # int16 heads: no 8-bit log table
     proc = _qemu(out / "firmware.elf", "mps2-an385")
     assert proc.returncode == 0
-    assert _check_against_oracle(out, proc.stdout.decode()) == samples * K * CLASSES
+    assert _check_against_oracle(out, proc.stdout.decode()) == samples * K * CLASSES * HEAD_BYTES
     t = transcript.parse(proc.stdout.decode())
-    heads = np.stack([np.stack([s.heads[k] for s in t.samples]) for k in range(K)])
-    want = summarize_int(heads)
+    want = int_scores(m["uncertainty_path"], head_values(m["outputs"], t.samples))
     got = np.stack([s.iscores for s in t.samples])
     assert all(s.scores is None for s in t.samples)
     assert np.array_equal(got, np.stack([want.confidence_q16, want.margin_q16, want.entropy_q20,
@@ -239,7 +239,7 @@ def _check_int_build(out: Path, samples: int) -> None:
     # no soft-float helper anywhere in the image (so none from the uncertainty code; calibrated
     # builds: tests/test_monitor_int.py)
     names = elfcheck.symbols(out / "firmware.elf")
-    assert "qute_ensemble_scores_int" in names and "qute_ensemble_scores" not in names
+    assert "qute_ensemble_scores_int16" in names and "qute_ensemble_scores" not in names  # int16 heads
     assert elfcheck.float_helpers(out / "firmware.elf") == []
 
 
@@ -356,7 +356,7 @@ def test_flash_over_gdb_into_qemus_gdbstub(an500):
             q.kill()
             q.wait()
     assert q.returncode == 0
-    assert _check_against_oracle(an500, out.decode()) == 50 * K * CLASSES
+    assert _check_against_oracle(an500, out.decode()) == 50 * K * CLASSES * HEAD_BYTES
 
 
 def _fake_tool(folder: Path, name: str, rc: int, message: str = "") -> None:
@@ -525,7 +525,7 @@ def test_run_failures_exit_1(tmp_path, an500):
     np.savez(tampered / "inputs.npz", x=x, y=y)
     p = qute("run", "--board", "mps2-an500", tampered)
     assert p.returncode == 1 and "bit-exact: no" in p.stdout
-    assert "of 1,500 differ" in p.stdout and " 0 of 1,500 differ" not in p.stdout
+    assert "of 3,000 differ" in p.stdout and " 0 of 3,000 differ" not in p.stdout
     # a crash: main() starts with an undefined instruction; the fault handler ends the program with status 3
     crashed = tmp_path / "crashed"
     shutil.copytree(an500, crashed)
@@ -584,7 +584,7 @@ def test_build_quantizes_a_run_and_its_firmware_is_bit_exact(f746_from_run):
     assert [o["name"] for o in m["outputs"]] == [f"head_{k}" for k in range(K)]
     p = qute("run", "--board", "nucleo-f746", f746_from_run)  # what `make demo` does
     assert p.returncode == 0, p.stderr + p.stdout
-    assert f"0 of {SAMPLES * K * CLASSES:,} differ" in p.stdout and "bit-exact: yes" in p.stdout
+    assert f"0 of {SAMPLES * K * CLASSES * HEAD_BYTES:,} differ" in p.stdout and "bit-exact: yes" in p.stdout
     assert "accuracy:" in p.stdout and "uncertainty (mean):  confidence" in p.stdout
 
 
@@ -609,9 +609,9 @@ def test_trained_model_bit_exact_under_qemu(f746_from_run, run_dir, tmp_path, bo
         assert "same compiler flags as on nucleo-f746 (-mcpu=cortex-m7 -mthumb -mfpu=fpv5-sp-d16" in p.stdout
     r = qute("run", "--board", board, out)
     assert r.returncode == 0, r.stderr + r.stdout
-    assert f"0 of {SAMPLES * K * CLASSES:,} differ from the host reference (TFLite Micro), {SAMPLES} inputs" in r.stdout
+    assert f"0 of {SAMPLES * K * CLASSES * HEAD_BYTES:,} differ from the host reference (TFLite Micro), {SAMPLES} inputs" in r.stdout
     assert f"0 of {SAMPLES * 4:,} float32 values differ" in r.stdout and "bit-exact: yes" in r.stdout
     machine = json.loads((out / "build.json").read_text())["qemu_machine"]
     proc = _qemu(out / "firmware.elf", machine)
     assert proc.returncode == 0
-    assert _check_against_oracle(out, proc.stdout.decode()) == SAMPLES * K * CLASSES
+    assert _check_against_oracle(out, proc.stdout.decode()) == SAMPLES * K * CLASSES * HEAD_BYTES

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cliutil import qute
+from heads import head_values, int_scores
 from hostapp import compile_app, have_host_gcc, run_app, same_lines_but_counts
 from elfcheck import float_helpers, symbols
 from tiny import tiny_calibrated_run
@@ -263,9 +264,9 @@ def test_calibrate_writes_the_integer_constants(calibrated):
     run_dir, data, stdout = calibrated
     c = json.loads((run_dir / "calibration.json").read_text())
     assert c["version"] == 2 and c["scores_from"] == "int8"
-    assert c["integer_path"]["scale_q24"] == 65536 and c["integer_path"]["zero_point"] == -128
+    assert c["integer_path"]["scale_q24"] == 256 and c["integer_path"]["zero_point"] == -32768  # int16 heads
     heads, _ = int8_heads((run_dir / "model.int8.tflite").read_bytes(), data.x_val, K)
-    s = summarize_int(heads)
+    s = summarize_int(heads, 256, -32768)
     n = len(data.x_val)
     a, m = c["abstain"], c["monitor"]
     thr = a["threshold_int"]
@@ -305,7 +306,6 @@ def test_m3_abstain_flags_and_alarms_match_the_host(calibrated, tmp_path):
     from qute.emulate import check, qemu_command, run_process
     from qute.emulate import run as run_emulator
     from qute.transcript import parse
-    from qute.uncertainty import summarize_int
 
     run_dir, _, _ = calibrated
     cal = json.loads((run_dir / "calibration.json").read_text())
@@ -349,8 +349,8 @@ def test_m3_abstain_flags_and_alarms_match_the_host(calibrated, tmp_path):
     if have_host_gcc:
         host_text = run_app(compile_app(out, tmp_path / "app"))
         assert same_lines_but_counts(host_text, text)
-    heads = np.stack([np.stack([s.heads[k] for s in t.samples]) for k in range(K)])
-    want = summarize_int(heads)
+    m = json.loads((out / "build.json").read_text())
+    want = int_scores(m["uncertainty_path"], head_values(m["outputs"], t.samples))
     sums, alarms = drift.simulate_int(want.confidence_q16, WINDOW, rho_sum)
     assert [s.iscore for s in t.samples] == want.confidence_q16.tolist()
     assert [s.abstain for s in t.samples] == (want.confidence_q16 < thr).tolist()

@@ -59,8 +59,13 @@ def test_model_is_full_int8_with_per_channel_weights(quantized):
     g = m.Subgraphs(0)
     assert types[g.Tensors(g.Inputs(0)).Type()] == "INT8"
     assert g.OutputsLength() == K
-    assert all(types[g.Tensors(g.Outputs(i)).Type()] == "INT8" for i in range(K))
-    assert not [types[g.Tensors(i).Type()] for i in range(g.TensorsLength()) if types[g.Tensors(i).Type()] not in ("INT8", "INT32")]
+    # the heads: int16 softmax outputs at 1/65536 (qute.quantize.widen_heads), everything else int8/int32
+    outputs = [g.Tensors(g.Outputs(i)) for i in range(K)]
+    assert all(types[t.Type()] == "INT16" for t in outputs)
+    assert all(t.Quantization().ScaleAsNumpy().tolist() == [np.float32(1 / 65536)] for t in outputs)
+    assert all(t.Quantization().ZeroPointAsNumpy().tolist() == [-32768] for t in outputs)
+    assert not [types[g.Tensors(i).Type()] for i in range(g.TensorsLength())
+                if types[g.Tensors(i).Type()] not in ("INT8", "INT32") and i not in [g.Outputs(k) for k in range(K)]]
 
     seen = {}
     for i in range(g.OperatorsLength()):
@@ -115,7 +120,7 @@ def test_output_heads_follows_the_signature_and_tensor_names(quantized):
         assert m, tensor
         assert int(m.group(1)) == flattened.index(heads[k])
         assert result.report["outputs"][k] == {
-            "head": heads[k], "output_index": i, "tensor": tensor, "dtype": "int8", **Q.output_params(data)[k].to_dict()
+            "head": heads[k], "output_index": i, "tensor": tensor, "dtype": "int16", **Q.output_params(data)[k].to_dict()
         }
 
 
@@ -148,7 +153,7 @@ def test_int8_heads_come_from_tflm(quantized, trained):
     x = data.x_test[:20]
     in_p = Q.input_params(result.tflite)
     raw = Q.run_tflm(result.tflite, Q.quantize(x, in_p))
-    assert len(raw) == K and all(r.dtype == np.int8 and r.shape == (20, 10) for r in raw)
+    assert len(raw) == K and all(r.dtype == np.int16 and r.shape == (20, 10) for r in raw)
     again = Q.run_tflm(result.tflite, Q.quantize(x, in_p))
     assert all(np.array_equal(a, b) for a, b in zip(raw, again)), "TFLM is deterministic on this model"
     order = Q.output_heads(result.tflite)
@@ -156,6 +161,31 @@ def test_int8_heads_come_from_tflm(quantized, trained):
         assert np.array_equal(Q.dequantize(raw[order[k]], p), result.int8_heads[k][:20])
     with pytest.raises(QuteError, match="int8"):
         Q.run_tflm(result.tflite, x)
+
+
+def test_widened_heads_keep_the_int8_probabilities_with_eight_more_bits(quantized, trained):
+    """widen_heads changes only the heads' output tensors: on TFLM the int16 probabilities round to
+    the converter's int8 ones (the same logits, 8 more bits), probabilities that int8 rounds to 0
+    are not all 0 in int16, and widening twice, or a model without softmax heads, changes nothing."""
+    result, _ = quantized
+    run_dir, data, model = trained
+    heads = Q.head_names(K)
+    narrow = Q.convert(model, heads, data.x_train[:200])
+    wide = Q.widen_heads(narrow, heads)
+    assert Q.widen_heads(wide, heads) == wide
+    assert Q.op_counts(wide) == Q.op_counts(narrow)
+    assert [o.dtype for o in Q.run_tflm(narrow, np.zeros((1, 8, 8, 1), np.int8))] == [np.int8] * K
+    x = Q.quantize(data.x_test, Q.input_params(narrow))
+    out8, out16 = Q.run_tflm(narrow, x), Q.run_tflm(wide, x)
+    for a, b in zip(out8, out16):
+        p8 = (a.astype(np.int64) + 128) / 256
+        p16 = (b.astype(np.int64) + 32768) / 65536
+        top = a == 127  # int8 tops out at 255/256: a certain class is 1/256 short of int16's 65535/65536
+        assert np.abs(p8 - p16)[~top].max() <= 1 / 512 + 1 / 65536
+        assert np.all(p16[top] >= 255 / 256 - 1 / 512)
+        assert np.any((a == -128) & (b > -32768)), "int16 keeps some of what int8 rounds to 0"
+    # a head name with no softmax output behind it changes nothing
+    assert Q.widen_heads(narrow, ["head_7"]) == narrow
 
 
 # --------------------------------------------------------------------------- quantization maths
@@ -247,7 +277,7 @@ def test_report_compares_float_and_int8(quantized):
     n = rep["test_samples"]
     assert list(rep["stages"]) == ["float", "int8_tflm", "c"]
     c = rep["stages"]["c"]
-    assert c["bytes_differing_from_int8_tflm"] == 0 and c["bytes_compared"] == rep["test_samples"] * K * 10
+    assert c["bytes_differing_from_int8_tflm"] == 0 and c["bytes_compared"] == rep["test_samples"] * K * 10 * 2  # int16 heads: two bytes a value
     assert c["flips"] == rep["stages"]["int8_tflm"]["flips"]
     fl, q = rep["stages"]["float"], rep["stages"]["int8_tflm"]
     for stage in (fl, q):

@@ -15,6 +15,7 @@ from qute.uncertainty import (
     INT_FRAC_BITS,
     INT_NATS_MAX_ABS_ERROR,
     INT_SCALE_Q24_DEFAULT,
+    INT_SCALE_Q24_S16,
     SCORES,
     IntScores,
     ilog2_q20,
@@ -31,12 +32,13 @@ HARNESS = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include "qute_uncertainty_int.h"
-/* stdin: blocks "K C N scale_q24 zero_point" + N*K*C int8 values (head-major per sample);
+/* stdin: blocks "K C N scale_q24 zero_point bits" + N*K*C head values (head-major per sample),
+ * int8 (bits 8: qute_ensemble_scores_int) or int16 (bits 16: qute_ensemble_scores_int16);
  * or "0 n" + n integers: prints qute_int_log2_q20 of each.
  * stdout per sample: "rc predicted conf margin entropy mi sums[0..C-1]". */
 int main(void)
 {
-    long k, c, n, s, zp;
+    long k, c, n, s, zp, bits;
     while (scanf("%ld", &k) == 1) {
         if (k == 0) {
             if (scanf("%ld", &n) != 1) return 2;
@@ -47,24 +49,29 @@ int main(void)
             }
             continue;
         }
-        if (scanf("%ld %ld %ld %ld", &c, &n, &s, &zp) != 4) return 2;
+        if (scanf("%ld %ld %ld %ld %ld", &c, &n, &s, &zp, &bits) != 5) return 2;
         int8_t *q = malloc((size_t)(k * c));
+        int16_t *q16 = malloc((size_t)(k * c) * sizeof *q16);
         int32_t *sums = malloc((size_t)c * sizeof *sums);
-        if (!q || !sums) return 3;
+        if (!q || !q16 || !sums) return 3;
         for (long i = 0; i < n; ++i) {
             for (long j = 0; j < k * c; ++j) {
                 int v;
                 if (scanf("%d", &v) != 1) return 2;
                 q[j] = (int8_t)v;
+                q16[j] = (int16_t)v;
             }
             qute_scores_int o = {0, 0, 0, 0, 0};
-            int rc = qute_ensemble_scores_int(q, (int32_t)k, (int32_t)c, (uint32_t)s, (int32_t)zp, sums, &o);
+            int rc = bits == 16
+                ? qute_ensemble_scores_int16(q16, (int32_t)k, (int32_t)c, (uint32_t)s, (int32_t)zp, sums, &o)
+                : qute_ensemble_scores_int(q, (int32_t)k, (int32_t)c, (uint32_t)s, (int32_t)zp, sums, &o);
             printf("%d %ld %ld %ld %ld %ld", rc, (long)o.predicted, (long)o.confidence_q16,
                    (long)o.margin_q16, (long)o.entropy_q20, (long)o.mutual_information_q20);
             for (long j = 0; j < c; ++j) printf(" %ld", rc == 0 ? (long)sums[j] : 0L);
             printf("\n");
         }
         free(q);
+        free(q16);
         free(sums);
     }
     return 0;
@@ -78,6 +85,31 @@ def _softmax_q(rng, k, n, c, temp):
     p = np.exp(logits - logits.max(axis=-1, keepdims=True))
     p /= p.sum(axis=-1, keepdims=True)
     return np.clip(np.round(p * 256) - 128, -128, 127).astype(np.int8)
+
+
+def _softmax_q16(rng, k, n, c, temp):
+    """int16 softmax outputs (scale 1/65536, zero point -32768): qute's widened heads."""
+    logits = rng.normal(size=(k, n, c)) * temp + rng.normal(size=(1, n, c)) * temp
+    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    return np.clip(np.round(p * 65536) - 32768, -32768, 32767).astype(np.int16)
+
+
+def _int16_cases(seed=2, per=60):
+    """int16 heads: softmax outputs at 1/65536 (s = 256), arbitrary values, the extremes, other scales."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for k in (1, 2, 3, 4, 6):
+        for c in (2, 3, 10, 20):
+            soft = _softmax_q16(rng, k, per, c, rng.uniform(0.3, 8))
+            wild = rng.integers(-32768, 32768, size=(k, per // 3, c)).astype(np.int16)
+            ext = rng.choice(np.array([-32768, -32768, -32767, 0, 32767], dtype=np.int16), size=(k, per // 3, c))
+            one_hot = np.full((k, 1, c), -32768, np.int16)
+            one_hot[:, 0, c - 1] = 32767
+            cases.append((k, c, INT_SCALE_Q24_S16, -32768, np.concatenate([soft, wild, ext, one_hot], axis=1)))
+    for s, zp in [(257, -32768), (1, 0), (1 << 24, 32767), (65536, -128), (300, -30000)]:
+        cases.append((3, 10, s, zp, rng.integers(-32768, 32768, size=(3, 40, 10)).astype(np.int16)))
+    return cases
 
 
 def _random_cases(seed=0, per=90):
@@ -152,7 +184,7 @@ def _run(exe, cases, extra_logs=None):
     for k, c, s, zp, q in cases:
         n = q.shape[1]
         flat = np.ascontiguousarray(q.transpose(1, 0, 2)).reshape(-1)
-        parts.append(f"{k} {c} {n} {s} {zp}\n" + " ".join(map(str, flat.tolist())))
+        parts.append(f"{k} {c} {n} {s} {zp} {8 * q.dtype.itemsize}\n" + " ".join(map(str, flat.tolist())))
     if extra_logs is not None:
         parts.append(f"0 {len(extra_logs)}\n" + " ".join(map(str, extra_logs)))
     res = subprocess.run([str(exe)], input="\n".join(parts) + "\n", capture_output=True, text=True, check=True)
@@ -184,11 +216,11 @@ def _check_exact(exe, cases):
 
 
 def test_c_matches_python_bit_exact(harness):
-    cases = _random_cases() + _edge_cases() + _general_scale_cases()
+    cases = _random_cases() + _edge_cases() + _general_scale_cases() + _int16_cases()
     n_random = sum(q.shape[1] for *_, q in _random_cases())
     assert n_random >= 10_000
     checked = _check_exact(harness, cases)
-    assert checked >= 11_000
+    assert checked >= 12_000
 
 
 def test_log2_c_matches_python_and_is_accurate(harness):
@@ -213,7 +245,7 @@ def test_sanitizers(tmp_path):
     if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
         pytest.skip("host gcc cannot build with ASan/UBSan")
     cases = [(k, c, s, zp, q[:, :10]) for k, c, s, zp, q in _random_cases(seed=7)[::3]]
-    assert _check_exact(exe, cases + _edge_cases() + _general_scale_cases()) > 1000
+    assert _check_exact(exe, cases + _edge_cases() + _general_scale_cases() + _int16_cases(per=12)) > 1000
 
 
 def _float64_reference(q, s, zp):
@@ -250,7 +282,11 @@ def test_precision_against_float64():
         (k, c, INT_SCALE_Q24_DEFAULT, -128, _softmax_q(rng, k, 100, c, t))
         for k in range(1, 7) for c in range(2, 21) for t in (0.5, 2.0, 6.0)
     ]
-    for cases in (softmax, _random_cases(seed=3) + _edge_cases() + _general_scale_cases(seed=4)):
+    softmax16 = [
+        (k, c, INT_SCALE_Q24_S16, -32768, _softmax_q16(rng, k, 100, c, t))
+        for k in range(1, 7) for c in range(2, 21, 3) for t in (0.5, 2.0, 6.0)
+    ]
+    for cases in (softmax, softmax16, _random_cases(seed=3) + _edge_cases() + _general_scale_cases(seed=4) + _int16_cases(seed=5)):
         worst = _worst_errors(cases)
         print("max abs error vs float64:", worst)
         assert worst["confidence"] <= 2.0**-17 + 1e-12
@@ -298,19 +334,26 @@ def test_accessors_and_errors():
             summarize_int(bad)
     with pytest.raises(QuteError):
         summarize_int(np.zeros((1, 1, 2), np.int8), scale_q24=0)
+    with pytest.raises(QuteError, match="int8 value"):
+        summarize_int(np.zeros((1, 1, 2), np.int8), scale_q24=256, zero_point=-32768)
+    assert summarize_int(np.full((1, 1, 2), -32768, np.int16), 256, -32768).confidence_q16[0] == 0
+    with pytest.raises(QuteError):
+        summarize_int(np.zeros((1, 1, 2), np.int32))
     with pytest.raises(QuteError):
         summarize_int(np.zeros((1, 1, 2), np.int8), zero_point=200)
 
 
-def test_default_model_heads_use_the_fast_path_quantization():
+def test_default_model_heads_are_int16_softmax_outputs():
+    """The embedded default's heads are what qute quantize makes (qute.quantize.widen_heads): int16
+    at 1/65536 from -32768, which the integer path takes exactly (s = 256)."""
     from codegen.reader import read_file
 
     model = Path(__file__).resolve().parents[1] / "firmware" / "default" / "model.int8.tflite"
     g = read_file(model)
     for i in g.outputs:
         t = g.tensors[i]
-        assert t.dtype == "int8" and int(t.zero_point[0]) == -128
-        assert round(float(t.scale[0]) * 2**24) == INT_SCALE_Q24_DEFAULT
+        assert t.dtype == "int16" and int(t.zero_point[0]) == -32768
+        assert float(t.scale[0]) * 2**24 == INT_SCALE_Q24_S16
 
 
 M3_MAIN = r"""

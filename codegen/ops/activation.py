@@ -5,6 +5,8 @@ Relu6Prepare, CalculateArithmeticOpDataLogistic, CalculateSoftmaxParams); where 
 kernels ignore a tensor parameter (RELU6's output quantization, LOGISTIC's output scale) so do we.
 On models TFLM cannot run (``Graph.reference == "litert-ref"``) RELU, RELU6 and LOGISTIC follow
 LiteRT's reference kernels instead; SOFTMAX needs no variant (LiteRT's is the same computation).
+SOFTMAX may also write int16 (scale 1/65536, zero point -32768), as TFLM allows for an int8 input:
+qute's int8 models give their heads that output, so that a probability below 1/512 is not 0.
 """
 
 from __future__ import annotations
@@ -200,14 +202,27 @@ class Softmax:
     header = "qute_softmax.h"
     SCALED_DIFF_INTEGER_BITS = 5
 
+    # the output quantizations TFLite Micro's SoftmaxPrepare accepts for an int8 input
+    OUTPUTS = {"int8": (1.0 / 256, -128, "qute_softmax_s8"), "int16": (1.0 / 65536, -32768, "qute_softmax_s8_s16")}
+
     def params(self, op: Op, g: Graph) -> dict:
-        inp, out = _unary(op, g)
+        if len(op.inputs) < 1 or len(op.outputs) != 1:
+            raise CodegenError(f"{op.describe()}: expected 1 input and 1 output")
+        inp = int8_operand(op, g, op.inputs[0])
+        out = g.tensor(op.outputs[0])
+        if out.dtype not in self.OUTPUTS:
+            raise CodegenError(f"{op.describe()}: output is {out.dtype}; supported: int8 or int16")
+        if inp.is_const:
+            raise CodegenError(f"{op.describe()}: constant input (fold the op away first)")
+        if out.scale is None or len(out.scale) != 1 or out.zero_point is None or len(out.zero_point) != 1:
+            raise CodegenError(f"{op.describe()}: the output needs one scale and one zero point")
         if inp.shape != out.shape or len(inp.shape) < 1:
             raise CodegenError(f"{op.describe()}: input and output shapes differ")
         s_out, zp_out = out.qparams()
-        if zp_out != -128 or f32(s_out) != f32(1.0) / f32(256.0):
-            raise CodegenError(f"{op.describe()}: output quantization (scale {s_out}, zero point {zp_out}); "
-                               "TFLite Micro needs scale 1/256 and zero point -128")
+        want_scale, want_zp, _ = self.OUTPUTS[out.dtype]
+        if zp_out != want_zp or f32(s_out) != f32(want_scale):
+            raise CodegenError(f"{op.describe()}: {out.dtype} output quantization (scale {s_out}, zero point {zp_out}); "
+                               f"TFLite Micro needs scale 1/{round(1 / want_scale)} and zero point {want_zp}")
         beta = float(f32(op.options.get("Beta", 1.0)))
         # PreprocessSoftmaxScaling: min(beta * input_scale * 2^(31 - 5), 2^31 - 1), in double
         real = min(beta * float(f32(inp.qparams()[0])) * float(1 << (31 - self.SCALED_DIFF_INTEGER_BITS)),
@@ -230,5 +245,6 @@ class Softmax:
         # exps sum to 512 or more. Measured: 0 differing bytes in 11 million (depth 1-400, input scale
         # 1e-4 to 5, beta 0.03 to 30).
         p = ctx.struct(op, "qute_softmax_params", **self.params(op, g))
-        return [f"qute_softmax_s8(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
+        kernel = self.OUTPUTS[g.tensor(op.outputs[0]).dtype][2]
+        return [f"{kernel}(&{p}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.outputs[0])});"]
 

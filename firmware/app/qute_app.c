@@ -21,7 +21,7 @@
  *                   conf= and the scores are computed (firmware/uncertainty); 0: pred=-1, and
  *                   only the output bytes are printed.
  * QUTE_UNCERTAINTY_INT (a compiler flag, set for cores with no FPU): the integer-only port of
- *                   qute.uncertainty.summarize_int on the int8 heads (iscores=: Q16 confidence and
+ *                   qute.uncertainty.summarize_int on the int8 or int16 heads (iscores=: Q16 confidence and
  *                   margin, Q20 entropy and mutual information); without it the float32 port of
  *                   qute.uncertainty.summarize on the dequantized heads (scores=: float32 bits).
  *                   qute_config.h says which one the constants were made for.
@@ -69,8 +69,19 @@ static uint32_t qute_monitor_ring[QUTE_MONITOR_WINDOW];
 static qute_monitor qute_mon;
 #endif
 
+/* An ensemble's heads share one type: int16 softmax outputs (qute's), or int8 (older models). */
+#if QUTE_HEAD_BITS == 16
+typedef int16_t qute_head_t;
+#define QUTE_DEQUANTIZE qute_dequantize_s16
+#define QUTE_SCORES_INT qute_ensemble_scores_int16
+#else
+typedef int8_t qute_head_t;
+#define QUTE_DEQUANTIZE qute_dequantize
+#define QUTE_SCORES_INT qute_ensemble_scores_int
+#endif
+
 #if QUTE_ENSEMBLE && QUTE_INTEGER_PATH
-static int8_t qute_heads_q[QUTE_MODEL_NUM_OUTPUTS * QUTE_CLASSES];
+static qute_head_t qute_heads_q[QUTE_MODEL_NUM_OUTPUTS * QUTE_CLASSES];
 static int32_t qute_sums[QUTE_CLASSES];
 #elif QUTE_ENSEMBLE
 static float qute_probs[QUTE_MODEL_NUM_OUTPUTS * QUTE_CLASSES];
@@ -225,9 +236,9 @@ static void uncertainty(const int8_t *const outputs[], qute_verdict *v)
     v->pred = -1;
 #if QUTE_ENSEMBLE && QUTE_INTEGER_PATH
     for (int32_t k = 0; k < QUTE_MODEL_NUM_OUTPUTS; ++k) {
-        memcpy(&qute_heads_q[k * QUTE_CLASSES], outputs[k], QUTE_CLASSES);
+        memcpy(&qute_heads_q[k * QUTE_CLASSES], outputs[k], QUTE_CLASSES * sizeof(qute_head_t));
     }
-    if (qute_ensemble_scores_int(qute_heads_q, QUTE_MODEL_NUM_OUTPUTS, QUTE_CLASSES, QUTE_INT_SCALE_Q24,
+    if (QUTE_SCORES_INT(qute_heads_q, QUTE_MODEL_NUM_OUTPUTS, QUTE_CLASSES, QUTE_INT_SCALE_Q24,
                                  QUTE_INT_ZERO_POINT, qute_sums, &v->scores) != 0) {
         qute_console_puts("QUTE error qute_ensemble_scores_int rejected its arguments\r\n");
         qute_exit(1);
@@ -235,8 +246,9 @@ static void uncertainty(const int8_t *const outputs[], qute_verdict *v)
     v->pred = v->scores.predicted;
 #elif QUTE_ENSEMBLE
     for (int32_t k = 0; k < QUTE_MODEL_NUM_OUTPUTS; ++k) {
-        qute_dequantize(outputs[k], QUTE_CLASSES, qute_model_output_scales[k], qute_model_output_zero_points[k],
-                        &qute_probs[k * QUTE_CLASSES]);
+        /* the arena keeps every tensor aligned (codegen.plan.ALIGN): the int16 view is safe */
+        QUTE_DEQUANTIZE((const qute_head_t *)(const void *)outputs[k], QUTE_CLASSES, qute_model_output_scales[k],
+                        qute_model_output_zero_points[k], &qute_probs[k * QUTE_CLASSES]);
     }
     qute_ensemble_scores(qute_probs, QUTE_MODEL_NUM_OUTPUTS, QUTE_CLASSES, qute_mean, &v->scores);
     v->pred = v->scores.predicted;

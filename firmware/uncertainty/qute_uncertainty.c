@@ -13,6 +13,13 @@ void qute_dequantize(const int8_t *q, int32_t n, float scale, int32_t zero_point
     }
 }
 
+void qute_dequantize_s16(const int16_t *q, int32_t n, float scale, int32_t zero_point, float *out)
+{
+    for (int32_t i = 0; i < n; ++i) {
+        out[i] = (float)((int32_t)q[i] - zero_point) * scale; /* exact below 2^24: the same float32 as numpy's */
+    }
+}
+
 float qute_log32(float x)
 {
     static const float ln2_hi = 0x1.62ep-1f, ln2_lo = 0x1.0bfbe8p-15f;

@@ -18,8 +18,9 @@ typedef struct {
     float mutual_information; /* H(mean) - mean_k H(head_k), clipped at +0 */
 } qute_scores;
 
-/* int8 -> float32 (q - zero_point) * scale, as qute.quantize.dequantize. */
+/* int8 -> float32 (q - zero_point) * scale, as qute.int8_model.dequantize; _s16 for int16 heads. */
 void qute_dequantize(const int8_t *q, int32_t n, float scale, int32_t zero_point, float *out);
+void qute_dequantize_s16(const int16_t *q, int32_t n, float scale, int32_t zero_point, float *out);
 
 /* log(x) in float32 by the fixed recipe of qute.uncertainty.log32 (x finite and > 0). */
 float qute_log32(float x);

@@ -1,5 +1,6 @@
 /* See qute_uncertainty_int.h. Step numbers I1..I8 refer to qute/uncertainty.py. No float. */
 #include "qute_uncertainty_int.h"
+#include <stddef.h>
 
 #define LOG2_FRAC 20
 #define LN2_Q30 744261118 /* round(ln 2 * 2^30) */
@@ -79,14 +80,17 @@ static int32_t to_nats_q20(int64_t bits_q20)
     return (int32_t)((bits_q20 * LN2_Q30 + ((int64_t)1 << 29)) >> 30);
 }
 
-int qute_ensemble_scores_int(const int8_t *q, int32_t heads, int32_t classes, uint32_t scale_q24,
-                             int32_t zero_point, int32_t *sums, qute_scores_int *out)
+/* The heads are int8 (q8) or int16 (q16, q8 NULL); everything after reading a head value is the same. */
+static int scores_int(const int8_t *q8, const int16_t *q16, int32_t heads, int32_t classes, uint32_t scale_q24,
+                      int32_t zero_point, int32_t *sums, qute_scores_int *out)
 {
+    const int32_t zp_min = q8 ? -128 : -32768;
+    const int32_t zp_max = q8 ? 127 : 32767;
     if (heads < 1 || classes < 2 || heads > QUTE_INT_MAX_HEADS_X_CLASSES / classes ||
-        scale_q24 < 1u || scale_q24 > (1u << 24) || zero_point < -128 || zero_point > 127) {
+        scale_q24 < 1u || scale_q24 > (1u << 24) || zero_point < zp_min || zero_point > zp_max) {
         return -1;
     }
-    const int fast = scale_q24 == QUTE_INT_SCALE_Q24_DEFAULT && zero_point == QUTE_INT_ZERO_POINT_DEFAULT;
+    const int fast = q8 && scale_q24 == QUTE_INT_SCALE_Q24_DEFAULT && zero_point == QUTE_INT_ZERO_POINT_DEFAULT;
     const int32_t wmax = (int32_t)((1u << 24) / scale_q24);
 
     /* I1, I2: exact per-class sums of the clamped head values; I6: head accumulator */
@@ -96,9 +100,9 @@ int qute_ensemble_scores_int(const int8_t *q, int32_t heads, int32_t classes, ui
         sums[c] = 0;
     }
     for (int32_t k = 0; k < heads; ++k) {
-        const int8_t *row = q + k * classes;
         for (int32_t c = 0; c < classes; ++c) {
-            int32_t w = (int32_t)row[c] - zero_point;
+            const int32_t i = k * classes + c;
+            int32_t w = (q8 ? (int32_t)q8[i] : (int32_t)q16[i]) - zero_point;
             if (w < 0) {
                 w = 0;
             }
@@ -151,4 +155,16 @@ int qute_ensemble_scores_int(const int8_t *q, int32_t heads, int32_t classes, ui
     out->entropy_q20 = to_nats_q20(h_bits);
     out->mutual_information_q20 = to_nats_q20(mi_bits);
     return 0;
+}
+
+int qute_ensemble_scores_int(const int8_t *q, int32_t heads, int32_t classes, uint32_t scale_q24,
+                             int32_t zero_point, int32_t *sums, qute_scores_int *out)
+{
+    return q ? scores_int(q, NULL, heads, classes, scale_q24, zero_point, sums, out) : -1;
+}
+
+int qute_ensemble_scores_int16(const int16_t *q, int32_t heads, int32_t classes, uint32_t scale_q24,
+                               int32_t zero_point, int32_t *sums, qute_scores_int *out)
+{
+    return q ? scores_int(NULL, q, heads, classes, scale_q24, zero_point, sums, out) : -1;
 }

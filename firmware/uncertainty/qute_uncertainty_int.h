@@ -13,8 +13,10 @@
  *   qute_int_log2_q20(n)              log2(n) in Q20, rounded (within 0.51 ulp of Q20)
  *
  * The head scale is an unsigned Q24 multiplier: scale = scale_q24 / 2^24 (1 <= scale_q24 <= 2^24).
- * A qute model's heads are int8 softmax outputs with scale 1/256 and zero point -128:
- * scale_q24 = QUTE_INT_SCALE_Q24_DEFAULT, zero_point = QUTE_INT_ZERO_POINT_DEFAULT, which takes a
+ * A qute model's heads are int16 softmax outputs with scale 1/65536 and zero point -32768
+ * (scale_q24 = QUTE_INT_SCALE_Q24_S16, qute_ensemble_scores_int16). Models quantized before
+ * that have int8 heads with scale 1/256 and zero point -128: scale_q24 =
+ * QUTE_INT_SCALE_Q24_DEFAULT, zero_point = QUTE_INT_ZERO_POINT_DEFAULT, which takes a
  * table-driven fast path with the same results.
  */
 #ifndef QUTE_UNCERTAINTY_INT_H
@@ -24,6 +26,7 @@
 
 #define QUTE_INT_SCALE_Q24_DEFAULT 65536u /* 1/256 */
 #define QUTE_INT_ZERO_POINT_DEFAULT (-128)
+#define QUTE_INT_SCALE_Q24_S16 256u /* 1/65536: int16 softmax heads, zero point -32768 */
 #define QUTE_INT_MAX_HEADS_X_CLASSES 8192 /* K * C limit: no int64 overflow below it */
 
 typedef struct {
@@ -43,5 +46,9 @@ int32_t qute_int_log2_q20(uint32_t n);
  * scale_q24 outside [1, 2^24] or zero_point outside [-128, 127]. */
 int qute_ensemble_scores_int(const int8_t *q, int32_t heads, int32_t classes, uint32_t scale_q24,
                              int32_t zero_point, int32_t *sums, qute_scores_int *out);
+
+/* The same for int16 heads (zero_point in [-32768, 32767]). */
+int qute_ensemble_scores_int16(const int16_t *q, int32_t heads, int32_t classes, uint32_t scale_q24,
+                               int32_t zero_point, int32_t *sums, qute_scores_int *out);
 
 #endif

@@ -140,6 +140,7 @@ def render_app(facts: ModelFacts, source: ModelSource, board: str, emulator_targ
         labelled=uart_inputs or source.labelled,  # over the UART: until an input comes without a label
         ensemble=facts.ensemble,
         classes=classes,
+        head_bits=16 if facts.ensemble and facts.outputs[0].get("dtype") == "int16" else 8,
         int_path=int_path if facts.ensemble else None,
         calibration=calibration,
     )}
