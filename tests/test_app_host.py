@@ -75,3 +75,28 @@ def test_a_model_that_is_not_an_ensemble_prints_its_bytes(tmp_path):
     r = check(b, t, load_board("mps2-an500"))
     assert r.bit_exact and r.scores_compared == 0, r.summary()
     assert np.all([len(s.heads) == len(b.manifest.outputs) for s in t.samples])
+
+
+def _int8_head_ensemble() -> bytes:
+    """Three int8 softmax heads (scale 1/256, zero point -128) over the same 10 logits: a model
+    quantized before qute's heads were int16, which builds must still score."""
+    from fbmodels import ModelBuilder
+
+    b = ModelBuilder("int8 heads")
+    x = b.input((1, 10), scale=0.1, zero_point=0)
+    for beta in (1.0, 0.5, 2.0):
+        o = b.output(b.tensor((1, 10), scale=1 / 256, zero_point=-128))
+        b.op("SOFTMAX", [x], [o], beta=beta)
+    return b.build()
+
+
+@pytest.mark.parametrize("board", ["mps2-an500", "mps2-an385"])
+def test_int8_heads_are_still_scored_on_both_paths(tmp_path, board):
+    model = tmp_path / "int8_heads.tflite"
+    model.write_bytes(_int8_head_ensemble())
+    b = _build(tmp_path, "b", "--board", board, str(model), "--samples", "6")
+    assert b.manifest.ensemble and {o["dtype"] for o in b.manifest.outputs} == {"int8"}
+    assert "#define QUTE_HEAD_BITS 8 " in (b.path / "src" / "qute_config.h").read_text()
+    r = check(b, parse(run_app(compile_app(b.path, tmp_path / "app"))), load_board(board))
+    assert r.bit_exact, r.summary()
+    assert r.bytes_compared == 6 * 30 and r.scores_compared == 6 * 4
