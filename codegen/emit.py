@@ -14,6 +14,7 @@ import jinja2
 import numpy as np
 
 from codegen import ops as op_registry
+from codegen import stages
 from codegen.fold import fold
 from codegen.ir import CodegenError, Graph, Op
 from codegen.planner import Plan, plan
@@ -136,6 +137,8 @@ class Generated:
     kernels: dict[int, str] = field(default_factory=dict)  # op index -> the kernel it calls; ops that run no code are absent
     scratch: dict[int, int] = field(default_factory=dict)  # op index -> scratch bytes it asked for (inside arena_size)
     plan: Plan | None = None  # where every tensor and scratch block lives in the arena (of the folded graph)
+    exits: list[int] = field(default_factory=list)  # output index (API order) of exit_0, exit_1, ... (codegen.stages)
+    stage_ends: list[int] = field(default_factory=list)  # ops run once each stage is done (codegen.stages.stage_ends)
 
 
 @contextlib.contextmanager
@@ -150,9 +153,10 @@ def _about(op: Op):
 
 
 def output_order(graph: Graph) -> list[int]:
-    """Graph outputs in API order: by signature name (head_0, head_1, ...) when named, else as stored."""
+    """Graph outputs in API order: by signature name (head_0, head_1, ...) when named, early exits
+    (exit_0, exit_1, ...) after the rest; else as stored."""
     if graph.output_names and set(graph.output_names.values()) == set(graph.outputs):
-        key = lambda name: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]  # noqa: E731
+        key = lambda name: (stages.is_exit(name), [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)])  # noqa: E731
         return [graph.output_names[n] for n in sorted(graph.output_names, key=key)]
     return list(graph.outputs)
 
@@ -219,7 +223,13 @@ def generate(graph: Graph, prefix: str = "qute_model", weights16: bool = False) 
                 "ctype": _CTYPES[x.dtype], "shape": list(x.shape), "scale": repr(float(np.float32(scale))) + "f", "zero_point": zp,
                 "at": f"arena + {p.offset[t]}"}
 
+    ends = stages.stage_ends(graph)
+    starts = [0, *ends[:-1]]
+    staged_calls = [[c for c in calls if lo <= c[0] < hi] for lo, hi in zip(starts, ends)]
+    exits = [order.index(t) for t in stages.exit_outputs(graph)]
     env = {
+        "stages": staged_calls,
+        "exits": exits,
         "reference": graph.reference,
         "shape_notes": [n.replace("*/", "* /") for n in graph.shape_notes],  # tensor names inside a C comment
         "prefix": prefix,
@@ -249,6 +259,8 @@ def generate(graph: Graph, prefix: str = "qute_model", weights16: bool = False) 
         kernels=kernels,
         scratch=dict(p.scratch_bytes),
         plan=p,
+        exits=exits,
+        stage_ends=ends,
     )
 
 

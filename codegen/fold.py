@@ -20,12 +20,14 @@ import numpy as np
 
 from codegen import shapes
 from codegen.ir import CodegenError, Graph, Op, Tensor
+from codegen.stages import staged_order
 from codegen.validate import validate
 
 
 def fold(graph: Graph) -> Graph:
     """A folded copy of `graph` (the argument is left untouched) with inferred shapes; ops are
-    renumbered 0..n-1. Folding a folded graph changes nothing and keeps its shape notes."""
+    renumbered 0..n-1, in stage order when the model has early exits (codegen.stages). Folding a
+    folded graph changes nothing and keeps its shape notes."""
     validate(graph)  # every entry point folds first: nothing below sees a malformed graph
     tensors = list(graph.tensors)
     for t in graph.inputs:
@@ -52,6 +54,7 @@ def fold(graph: Graph) -> Graph:
         if value.size != out.size:
             raise CodegenError(f"{op.describe()}: folds to shape {list(value.shape)}, inferred {list(out.shape)}")
         tensors[out.index] = dataclasses.replace(out, data=value.astype(out.dtype).reshape(out.shape))
+    kept = staged_order(kept, graph)  # each early exit's ops right after what it needs (codegen.stages)
     ops = [dataclasses.replace(op, index=i, inputs=list(op.inputs), outputs=list(op.outputs)) for i, op in enumerate(kept)]
     return dataclasses.replace(graph, tensors=tensors, ops=ops, inputs=list(graph.inputs), outputs=list(graph.outputs),
                                shape_notes=notes)

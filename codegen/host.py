@@ -30,17 +30,44 @@ _HARNESS = r"""
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "{prefix}.h"
 
 static const int32_t in_sizes[] = {{ {in_sizes} }};
 
+#if {guard}_NUM_EXITS > 0
+static int stop_at_exit(int exit_index, void *user)
+{{
+    return exit_index == *(const int *)user;
+}}
+
+/* harness stop K: samples on stdin; each runs staged and stops at exit K (never when K < 0);
+ * writes every output as the arena holds it after the run, then the exit taken (int32). */
+static int run_staged(int stop_at)
+{{
+    uint32_t n;
+    if (fread(&n, sizeof n, 1, stdin) != 1) return 2;
+    for (uint32_t s = 0; s < n; ++s) {{
+        for (int i = 0; i < {n_in}; ++i)
+            if (fread({prefix}_input(i), 1, (size_t)in_sizes[i], stdin) != (size_t)in_sizes[i]) return 3;
+        int32_t taken = {prefix}_run_staged(stop_at_exit, &stop_at);
+        for (int k = 0; k < {n_out}; ++k) fwrite({prefix}_output(k), 1, (size_t){prefix}_output_sizes[k], stdout);
+        fwrite(&taken, sizeof taken, 1, stdout);
+    }}
+    return 0;
+}}
+#endif
+
 /* harness [REPEATS]: samples on stdin, outputs on stdout; with REPEATS, run the first sample
  * REPEATS times and print the mean nanoseconds per invoke instead. */
 int main(int argc, char **argv)
 {{
     uint32_t n;
+#if {guard}_NUM_EXITS > 0
+    if (argc > 2 && strcmp(argv[1], "stop") == 0) return run_staged(atoi(argv[2]));
+#endif
     long repeats = argc > 1 ? atol(argv[1]) : 0;
     if (fread(&n, sizeof n, 1, stdin) != 1) return 2;
     const int8_t *inputs[{n_in}];
@@ -117,6 +144,7 @@ class HostModel:
     output_shapes: list[tuple[int, ...]]
     output_dtypes: list[str]  # int8, or int16 for a softmax's
     output_tensors: list[int]  # graph tensor of each output, in API order
+    exits: list[int]  # output index of exit_0, exit_1, ... (codegen.stages); [] without early exits
 
     def time_invoke(self, inputs: list[np.ndarray], repeats: int = 100) -> float:
         """Mean seconds per invoke on the first sample, timed inside the executable."""
@@ -126,8 +154,7 @@ class HostModel:
             raise _run_failure(proc)
         return float(proc.stdout.decode().split()[0]) * 1e-9
 
-    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """inputs[i]: int8 array (N, *input_shape_i). Returns one (N, *output_shape_k) array per output."""
+    def _payload(self, inputs: list[np.ndarray]) -> bytes:
         n = len(inputs[0])
         payload = bytearray(struct.pack("<I", n))
         flat = [np.ascontiguousarray(x, dtype=np.int8).reshape(n, -1) for x in inputs]
@@ -137,10 +164,32 @@ class HostModel:
         for s in range(n):
             for x in flat:
                 payload += x[s].tobytes()
-        proc = subprocess.run([str(self.exe)], input=bytes(payload), capture_output=True, timeout=600)
+        return bytes(payload)
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """inputs[i]: int8 array (N, *input_shape_i). Returns one (N, *output_shape_k) array per output."""
+        proc = subprocess.run([str(self.exe)], input=self._payload(inputs), capture_output=True, timeout=600)
         if proc.returncode != 0:
             raise _run_failure(proc)
-        out = np.frombuffer(proc.stdout, np.uint8).reshape(n, sum(self.output_sizes))
+        return self._split(np.frombuffer(proc.stdout, np.uint8).reshape(len(inputs[0]), sum(self.output_sizes)))
+
+    def run_staged(self, inputs: list[np.ndarray], stop_at: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """Runs each sample stage by stage (`_run_staged`), stopping at exit `stop_at` (never when
+        negative). Returns the outputs as the arena holds them after each run (those past the
+        exit taken are a previous run's) and the exit taken per sample."""
+        if not self.exits:
+            raise CodegenError("the model has no early exits (outputs named exit_0, exit_1, ...) to stop at")
+        proc = subprocess.run([str(self.exe), "stop", str(int(stop_at))], input=self._payload(inputs),
+                              capture_output=True, timeout=600)
+        if proc.returncode != 0:
+            raise _run_failure(proc)
+        width = sum(self.output_sizes) + 4
+        raw = np.frombuffer(proc.stdout, np.uint8).reshape(len(inputs[0]), width)
+        taken = np.ascontiguousarray(raw[:, -4:]).view(np.int32).reshape(-1)
+        return self._split(raw[:, :-4]), taken
+
+    def _split(self, out: np.ndarray) -> list[np.ndarray]:
+        n = len(out)
         result, start = [], 0
         for size, shape, dtype in zip(self.output_sizes, self.output_shapes, self.output_dtypes):
             values = np.ascontiguousarray(out[:, start : start + size]).view(dtype)  # native order, as the C wrote it
@@ -167,7 +216,7 @@ def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False,
     write_sources(gen, folder, prefix)
     in_sizes = [graph.tensor(t).size for t in graph.inputs]
     (folder / "harness.c").write_text(
-        _HARNESS.format(prefix=prefix, in_sizes=", ".join(map(str, in_sizes)), n_in=len(in_sizes), n_out=len(gen.output_order))
+        _HARNESS.format(prefix=prefix, guard=prefix.upper(), in_sizes=", ".join(map(str, in_sizes)), n_in=len(in_sizes), n_out=len(gen.output_order))
     )
     kdir = kernels_dir()
     kernels = sorted(kdir.glob("*.c"))
@@ -184,4 +233,5 @@ def build_host(graph: Graph, folder: Path | None = None, sanitize: bool = False,
         output_shapes=[graph.tensor(t).shape for t in gen.output_order],
         output_dtypes=[graph.tensor(t).dtype for t in gen.output_order],
         output_tensors=list(gen.output_order),
+        exits=list(gen.exits),
     )

@@ -87,7 +87,7 @@ def train(config_path, out, force, **flags):
         )
         with EpochProgress(cfg.epochs) as on_epoch:
             result = run_training(cfg, data, on_epoch=on_epoch)
-        save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature)
+        save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature, result.exits_model)
     h = result.history[-1]
     t = result.temperature
     if t:
@@ -95,6 +95,9 @@ def train(config_path, out, force, **flags):
         click.echo(f"temperature {t['value']:.3f} fitted on the {t['fitted_on']} and folded into the heads: "
                    f"val NLL {b['nll']:.3f} -> {a['nll']:.3f}, ECE {b['ece']:.3f} -> {a['ece']:.3f}")
         h = {**h, "val_accuracy": a["accuracy"], "val_nll": a["nll"]}
+        if t.get("exits"):
+            click.echo("early exits kept (exits.keras), each tempered alone: " + ", ".join(
+                f"{e['exit']} val accuracy {e['val_accuracy']:.3f} NLL {e['val_nll_after']:.3f}" for e in t["exits"]))
     click.echo(
         f"wrote {out}: {result.spec.num_heads} head(s), {result.model.count_params():,} parameters, "
         f"val accuracy {h['val_accuracy']:.3f}, val NLL {h['val_nll']:.3f}"
@@ -143,23 +146,30 @@ def eval_(run_dir, config_path, ood, corruptions, window, data_dir, stages, boar
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--samples", type=int, default=500, show_default=True, help="Training images in the representative (calibration) dataset.")
+@click.option("--exits", is_flag=True, help="Keep the early exits as outputs (exit_0 ...) for early-exit inference on the device.")
 @data_dir_option()
-def quantize(run_dir, samples, data_dir):
+def quantize(run_dir, samples, exits, data_dir):
     """Convert a run's model to a full-integer int8 TFLite model and check it on TFLM.
 
-    Writes RUN_DIR/model.int8.tflite (int8 input and outputs, one output per head) and
-    RUN_DIR/quantization.json, and prints float vs int8 (TFLite Micro) on the test set.
+    Writes RUN_DIR/model.int8.tflite (int8 input, one output per head: 16-bit softmax) and
+    RUN_DIR/quantization.json, and prints float vs int8 (TFLite Micro) on the test set. With
+    --exits (qute runs) the model also outputs every early exit's softmax, named exit_0 ...,
+    which the generated C runs stage by stage.
 
     \b
     Example:
       qute quantize runs/mnist-qute --samples 1000
+      qute quantize runs/mnist-qute --exits
     """
     from qute.quantize import check_samples, format_table, quantize_run, write_result
 
     check_samples(samples)
     run = load_run(run_dir)
+    if exits:
+        run.check_exits()
     load_tensorflow()
-    result = quantize_run(run, samples=samples, data_dir=data_dir, progress=lambda label: click.echo(f"  {label}", err=True))
+    result = quantize_run(run, samples=samples, data_dir=data_dir, exits=exits,
+                          progress=lambda label: click.echo(f"  {label}", err=True))
     paths = write_result(run.path, result)
     click.echo(format_table(result.report))
     click.echo(f"wrote {', '.join(str(p) for p in paths)} ({result.report['tflite_bytes']:,} bytes of model)")

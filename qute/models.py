@@ -24,6 +24,10 @@ def head_names(n: int) -> list[str]:
     return [f"head_{i}" for i in range(n)]
 
 
+def exit_names(n: int) -> list[str]:
+    return [f"exit_{i}" for i in range(n)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Backbones. Each returns the feature map after every stage; the last one is the final feature
 # map. Early exits attach to the earlier ones.
@@ -196,12 +200,16 @@ def _fc_exit(feat, num_classes, name):
     return _softmax_head(y, num_classes, name, pool=None)
 
 
-def build(spec: NetSpec, training: bool) -> keras.Model:
+def build(spec: NetSpec, training: bool, exits: bool = False) -> keras.Model:
     """Builds the training graph (``training=True``) or the inference graph of a method.
 
     The training graph's outputs are a dict: ``head_j`` for the shipped heads plus, for qute,
     ``exit_j`` (early exits) and ``head`` (the original classifier, trained then dropped).
+    ``exits=True`` (qute only) adds the early exits ``exit_0`` .. ``exit_{K-1}`` to the inference
+    graph, after the heads: the graph for early-exit inference on the device.
     """
+    if exits and spec.method != "qute":
+        raise QuteError(f"only qute models have early exits to keep, not {spec.method}")
     inp = keras.Input(spec.input_shape, name="input")
     backbone = _BACKBONES[spec.arch]
     nc = spec.num_classes
@@ -224,18 +232,20 @@ def build(spec: NetSpec, training: bool) -> keras.Model:
         feats = backbone(inp, "bb_")
         final = feats[-1]
         channels = final.shape[-1]
-        exits = []
-        if training:
+        exit_dws = []
+        if training or exits:
             for j, pos in enumerate(exit_positions(len(feats), spec.k)):
                 dw, probs = _qute_exit(feats[pos], channels, nc, j, pool)
-                exits.append(dw)
+                exit_dws.append(dw)
                 out[f"exit_{j}"] = probs
+        if training:
             out["head"] = _softmax_head(final, nc, "head", pool)
         for j in range(spec.k):
-            tied = exits[j] if training and not spec.untied else None
+            tied = exit_dws[j] if training and not spec.untied else None
             out[f"head_{j}"] = _qute_block(final, nc, j, pool, tied)
     if not training:
-        return keras.Model(inp, [out[n] for n in head_names(spec.num_heads)], name=f"{spec.method}_{spec.arch}")
+        names = head_names(spec.num_heads) + (exit_names(spec.k) if exits else [])
+        return keras.Model(inp, [out[n] for n in names], name=f"{spec.method}_{spec.arch}")
     return keras.Model(inp, out, name=f"{spec.method}_{spec.arch}_train")
 
 
@@ -265,12 +275,13 @@ def is_backbone_variable(path: str) -> bool:
     return name.startswith("bb_") or (name.startswith("m") and "_bb_" in name)
 
 
-def export_inference(spec: NetSpec, train_model: keras.Model) -> keras.Model:
-    """The shipped graph, its weights copied from the training graph by layer name.
+def export_inference(spec: NetSpec, train_model: keras.Model, exits: bool = False) -> keras.Model:
+    """The shipped graph, its weights copied from the training graph by layer name; with
+    ``exits`` (qute) the early exits too, as outputs after the heads.
 
     A tied output block gets its kernel from the matching exit and its bias from itself.
     """
-    model = build(spec, training=False)
+    model = build(spec, training=False, exits=exits)
     trained = {layer.name: layer for layer in train_model.layers}
     for layer in model.layers:
         if not layer.weights:

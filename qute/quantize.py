@@ -83,7 +83,7 @@ from qute import __version__, metrics, uncertainty
 from qute.data import load_dataset
 from qute.errors import QuteError, RunFailure
 from qute.int8_model import (TFLITE_FILE, QuantParams, dequantize, head_names, input_params, op_counts, output_heads,
-                             output_params, quantize, read_graph, signature_outputs, weight_granularity)
+                             output_params, quantize, read_graph, signature_outputs, tensor_params, weight_granularity)
 from qute.run import write_atomic
 
 REPORT_FILE = "quantization.json"
@@ -362,31 +362,38 @@ def quantize_run(
     dataset=None,
     seed: int = CALIBRATION_SEED,
     progress: Callable[[str], None] | None = None,
+    exits: bool = False,
 ) -> QuantizeResult:
     """Quantizes `run` (a :class:`qute.run.Run`) and compares float and int8 on its test set.
 
-    `model` and `dataset` default to the run's model and its training-time data split.
+    `model` and `dataset` default to the run's model and its training-time data split. With
+    `exits` the model is the run's graph with its early exits kept (outputs exit_0 .. exit_{K-1}
+    after the heads, 16-bit softmax outputs as the heads'), and the report has each exit's row.
     Nothing is written; see :func:`write_result`.
     """
     samples = check_samples(samples)
+    if exits:
+        run.check_exits()
     step = progress or (lambda label: None)
     if dataset is None:
         step("loading data")
         t = run.train
         dataset = load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
     if model is None:
-        model = run.load_model()
-    from qute.models import predict_heads
+        model = run.load_model(exits=exits)
+    from qute.models import exit_names, predict_heads
 
     heads = head_names(run.spec.num_heads)
+    exit_outputs = exit_names(run.spec.k) if exits else []
     idx = calibration_indices(len(dataset.x_train), samples, seed)
     calibration = dataset.x_train[idx]
     step(f"converting with {len(idx)} calibration images")
-    tflite = widen_heads(convert(model, heads, calibration), heads)
+    tflite = widen_heads(convert(model, heads + exit_outputs, calibration), heads + exit_outputs)
 
     step(f"running {len(dataset.x_test):,} test images on TFLM")
     y = dataset.y_test
-    float_heads = predict_heads(model, dataset.x_test)
+    float_all = predict_heads(model, dataset.x_test)
+    float_heads, float_exits = float_all[: len(heads)], float_all[len(heads):]
     in_p = input_params(tflite)
     out_p = output_params(tflite, len(heads))
     order = output_heads(tflite, len(heads))
@@ -440,6 +447,18 @@ def quantize_run(
             "c": c_stage,
         },
     }
+    if exits:
+        names = signature_outputs(tflite)
+        report["exits"] = []
+        for j, name in enumerate(exit_outputs):
+            i = g.outputs.index(names[name])
+            p = tensor_params(g.tensor(g.outputs[i]))
+            int8_exit = dequantize(tflm_outs[i], p)[None]
+            report["exits"].append({
+                "exit": name, "output_index": i, "dtype": g.tensor(g.outputs[i]).dtype, **p.to_dict(),
+                "float": stage_report(y, float_exits[j : j + 1]),
+                "int8_tflm": stage_report(y, int8_exit, reference=float_exits[j : j + 1]),
+            })
     if run.spec.method == "mc-dropout":
         report["note"] = "mc-dropout: both stages are the single deterministic head (dropout off; the int8 graph has none)"
     return QuantizeResult(tflite, report, y, float_heads, int8_heads)
@@ -472,6 +491,9 @@ def format_table(report: dict) -> str:
     for k, head in enumerate(report["heads"]):
         row(f"{head} accuracy", [f"{stages[n]['head_accuracy'][k]:.4f}" for n in names])
         row(f"{head} agreement", [f"{stages[n]['head_agreement'][k]:.4f}" if "head_agreement" in stages[n] else "-" for n in names])
+    for e in report.get("exits", []):
+        row(f"{e['exit']} accuracy", [f"{e[n]['accuracy']:.4f}" if n in e else "-" for n in names])
+        row(f"{e['exit']} NLL", [f"{e[n]['nll']:.4f}" if n in e else "-" for n in names])
     n_test = report["test_samples"]
     for n in names:
         if "flips" in stages[n]:

@@ -2,6 +2,8 @@
 
     RUN_DIR/
       model.keras         the inference graph: input -> backbone -> K softmax heads head_0..head_{K-1}
+      exits.keras         qute: the same graph with the early exits exit_0..exit_{K-1} kept as
+                          outputs after the heads (for early-exit inference, qute quantize --exits)
       config.json         training settings, network spec, dataset description
       normalisation.json  raw input -> model input (later stages quantize exactly what the model saw)
       history.json        one record per epoch
@@ -26,6 +28,7 @@ from qute.data import Normalisation
 from qute.errors import QuteError
 
 MODEL_FILE = "model.keras"
+EXITS_FILE = "exits.keras"
 FILES = (MODEL_FILE, "config.json", "normalisation.json", "history.json")
 
 
@@ -38,13 +41,23 @@ class Run:
     dataset: dict
     history: list
 
-    def load_model(self):
+    def check_exits(self) -> None:
+        """Raises the one-line error for a run without early exits (before any long work)."""
+        if not (self.path / EXITS_FILE).is_file():
+            why = "it was trained before qute kept them" if self.spec.method == "qute" else f"{self.spec.method} has none"
+            raise QuteError(f"{self.path} has no early exits ({why}); train a qute model with qute train to get them")
+
+    def load_model(self, exits: bool = False):
+        """The inference graph; with `exits`, the one with the early exits kept (exits.keras)."""
         import keras
 
+        if exits:
+            self.check_exits()
+        path = self.path / (EXITS_FILE if exits else MODEL_FILE)
         try:
-            return keras.saving.load_model(self.path / MODEL_FILE, compile=False)
+            return keras.saving.load_model(path, compile=False)
         except Exception as e:  # a damaged model file is bad input, not a crash
-            raise QuteError(f"{self.path / MODEL_FILE} could not be loaded ({type(e).__name__}: {e}); re-run qute train") from None
+            raise QuteError(f"{path} could not be loaded ({type(e).__name__}: {e}); re-run qute train") from None
 
 
 def _older_run(folder: Path) -> bool:
@@ -79,9 +92,12 @@ def write_json(path: Path, obj) -> None:
 
 
 def save_run(folder: Path, cfg: TrainConfig, spec: NetSpec, data, model, history: list,
-             temperature: dict | None = None) -> None:
-    """Writes a run's files into `folder` (normally a `staging` folder)."""
+             temperature: dict | None = None, exits_model=None) -> None:
+    """Writes a run's files into `folder` (normally a `staging` folder); `exits_model` is the
+    inference graph with the early exits kept (qute.train.TrainResult.exits_model)."""
     model.save(folder / MODEL_FILE)
+    if exits_model is not None:
+        exits_model.save(folder / EXITS_FILE)
     dataset = {
         "name": data.name,
         "input_shape": list(data.input_shape),
@@ -99,6 +115,7 @@ def save_run(folder: Path, cfg: TrainConfig, spec: NetSpec, data, model, history
             "spec": spec.to_dict(),
             "dataset": dataset,
             "heads": [f"head_{i}" for i in range(spec.num_heads)],
+            "exits": [f"exit_{i}" for i in range(spec.k)] if exits_model is not None else [],
             "params": int(model.count_params()),
             "temperature": temperature,
         },

@@ -164,7 +164,7 @@ def run_trial(trial: Trial, runs: Path, int8: bool = False) -> dict:
         return record
     with outdir.staging(target, RUN, force=True) as folder:
         result = train(cfg, data)
-        save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature)
+        save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature, result.exits_model)
         run = load_run(folder)
         ev = evaluate(run, trial.eval, data_dir=cfg.data_dir, model=result.model, dataset=data)
         write_json(folder / "metrics.json", ev.to_json())

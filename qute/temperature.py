@@ -50,11 +50,12 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     return t if ensemble_nll(probs, y, t) <= ensemble_nll(probs, y, 1.0) else 1.0
 
 
-def fold_temperature(model, t: float, num_heads: int) -> None:
-    """Divides the final dense layer of every head (``head_j_fc``) by t, in place."""
+def fold_temperature(model, t: float, outputs: list[str]) -> None:
+    """Divides the final dense layer of every named output (``head_0`` -> ``head_0_fc``; early
+    exits ``exit_j`` alike) by t, in place."""
     if not t > 0:
         raise QuteError(f"temperature must be positive, got {t}")
-    for j in range(num_heads):
-        layer = model.get_layer(f"head_{j}_fc")
+    for name in outputs:
+        layer = model.get_layer(f"{name}_fc")
         kernel, bias = layer.get_weights()
         layer.set_weights([kernel / np.float32(t), bias / np.float32(t)])

@@ -30,6 +30,9 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     config: TrainConfig | None = None  # the settings used, defaults filled in
     temperature: dict | None = None  # the fitted temperature and its effect on validation (qute.temperature)
+    # qute: the inference graph with the early exits kept as outputs after the heads (the same
+    # heads, temperature included; each exit tempered on its own)
+    exits_model: keras.Model | None = None
 
 
 def spec_for(cfg: TrainConfig, data: Dataset) -> NetSpec:
@@ -109,7 +112,30 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
             on_epoch(record, model)
     inference = models.export_inference(spec, model)
     temperature = scale_temperature(inference, spec, cfg, data) if cfg.temperature else None
-    return TrainResult(spec, inference, model, history, cfg, temperature)
+    exits_model = None
+    if spec.method == "qute":
+        exits_model = models.export_inference(spec, model, exits=True)
+        for layer in inference.layers:  # the heads as shipped, temperature folded in
+            if layer.weights:
+                exits_model.get_layer(layer.name).set_weights(layer.get_weights())
+        if cfg.temperature:
+            temperature["exits"] = scale_exit_temperatures(exits_model, spec, data)
+    return TrainResult(spec, inference, model, history, cfg, temperature, exits_model)
+
+
+def scale_exit_temperatures(model: keras.Model, spec: NetSpec, data: Dataset) -> list[dict]:
+    """Fits each early exit's own temperature on the validation split (an exit that stops a run
+    reports its own uncertainty, so it is calibrated alone) and folds it into `model`."""
+    exits = models.predict_heads(model, data.x_val)[spec.num_heads:]
+    y = data.y_val
+    found = []
+    for j, probs in enumerate(exits):
+        t = fit_temperature(probs[None], y)
+        fold_temperature(model, t, [f"exit_{j}"])
+        mean_after = tempered(probs[None], t)[0].astype(np.float32)
+        found.append({"exit": f"exit_{j}", "value": t, "val_nll_before": metrics.nll(y, probs),
+                      "val_nll_after": metrics.nll(y, mean_after), "val_accuracy": metrics.accuracy(y, probs)})
+    return found
 
 
 def scale_temperature(model: keras.Model, spec: NetSpec, cfg: TrainConfig, data: Dataset) -> dict:
@@ -119,7 +145,7 @@ def scale_temperature(model: keras.Model, spec: NetSpec, cfg: TrainConfig, data:
 
     before = val_heads()
     t = fit_temperature(before, data.y_val)
-    fold_temperature(model, t, spec.num_heads)
+    fold_temperature(model, t, models.head_names(spec.num_heads))
     after = val_heads()
     y = data.y_val
 

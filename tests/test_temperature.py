@@ -48,19 +48,18 @@ def test_fold_changes_the_heads_exactly_like_the_temperature(tmp_path):
     import keras
 
     from qute.config import NetSpec
-    from qute.models import build
-    from qute.models import predict_heads
+    from qute.models import build, head_names, predict_heads
 
     spec = NetSpec(arch="mnist-cnn", method="qute", k=3, input_shape=(8, 8, 1), num_classes=10)
     keras.utils.set_random_seed(0)
     model = build(spec, training=False)
     x = np.random.default_rng(3).random((64, 8, 8, 1)).astype(np.float32)
     before = predict_heads(model, x)
-    fold_temperature(model, 0.4, spec.num_heads)
+    fold_temperature(model, 0.4, head_names(spec.num_heads))
     after = predict_heads(model, x)
     assert np.allclose(after, tempered(before, 0.4), atol=2e-6)
     with pytest.raises(Exception, match="positive"):
-        fold_temperature(model, 0.0, spec.num_heads)
+        fold_temperature(model, 0.0, head_names(spec.num_heads))
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ def tiny_qute_run(parent: Path, k: int):
     result = train(cfg, data)
     path = Path(parent) / "digits"
     path.mkdir()
-    save_run(path, result.config, result.spec, data, result.model, result.history, result.temperature)
+    save_run(path, result.config, result.spec, data, result.model, result.history, result.temperature,
+             result.exits_model)
     return path, data, result.model
 
 
