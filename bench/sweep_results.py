@@ -18,10 +18,13 @@ class Trial:
 
 
 def method_label(train: dict) -> str:
-    """The method, "-tied" for the paper's QUTE, then what differs from the defaults (backbone, K)."""
+    """The method, "-tied" for the paper's QUTE, then what differs from the defaults (backbone, K,
+    the frozen-backbone phase)."""
     label = train["method"] + ("-tied" if train["method"] == "qute" and not train["untied"] else "")
     differ = [train["arch"]] if train["arch"] != TrainConfig.arch else []
     differ += [f"K={train['k']}"] if train["k"] != TrainConfig.k and train["method"] != "base" else []
+    frozen = train.get("freeze_fraction", TrainConfig.freeze_fraction)
+    differ += [f"frozen {frozen:.0%}"] if frozen != TrainConfig.freeze_fraction and train["method"] == "qute" else []
     return f"{label} ({', '.join(differ)})" if differ else label
 
 

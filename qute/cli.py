@@ -115,7 +115,11 @@ def train(config_path, out, force, **flags):
               help="Comma-separated: float (the Keras model), int8 (the quantized model on TFLite Micro), "
                    "device (the firmware under QEMU, inputs sent over its UART).")
 @board_option("Board of the device stage (default: qute.toml's [build] board, else nucleo-f746).")
-def eval_(run_dir, config_path, ood, corruptions, window, data_dir, stages, board):
+@click.option("--dynamic", metavar="POLICY", help="Early-exit inference (a run quantized with --exits): never, "
+              "SCORE:T[,T...], budget:F (most accurate within F of the full run's instructions) or accuracy:A "
+              "(cheapest reaching A), thresholds chosen on the validation split; prints accuracy, NLL, ECE, OOD "
+              "AUROC and exits taken against instructions measured under QEMU, and a threshold sweep.")
+def eval_(run_dir, config_path, ood, corruptions, window, data_dir, stages, board, dynamic):
     """Evaluate a run's uncertainty on ID, corrupted and OOD data.
 
     Prints the table (one row per stage, on the same data), writes metrics.json and plots
@@ -128,10 +132,21 @@ def eval_(run_dir, config_path, ood, corruptions, window, data_dir, stages, boar
     Example:
       qute eval runs/mnist-qute --ood fashion_mnist --corruptions all
       qute eval runs/mnist-qute --stages float,int8,device --board nucleo-f746
+      qute eval runs/mnist-qute --dynamic budget:0.6 --board nucleo-f746
     """
     from qute.evaluate import evaluate_run
 
     project = read_project(config_path)
+    if dynamic is not None:
+        from qute.dynamic import evaluate_dynamic, parse_dynamic
+
+        parse_dynamic(dynamic)  # a bad policy fails before any data is loaded
+        cfg = make_config("eval", project, {"ood": ood, "corruptions": corruptions, "window": window})
+        board = board or make_config("build", project, {}).board
+        result = evaluate_dynamic(run_dir, dynamic, board, cfg.ood, data_dir, progress=lambda s: click.echo(f"  {s}", err=True))
+        for line in result.lines():
+            click.echo(line)
+        return
     cfg = make_config("eval", project, {"ood": ood, "corruptions": corruptions, "window": window})
     if board is None and "device" in stages:
         board = make_config("build", project, {}).board  # qute.toml's, else the device stage's default
@@ -267,7 +282,14 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
               help="Layout of the conv and fully-connected filters in flash. int16: twice their bytes, fewer "
                    "instructions on cores with the DSP extension (Cortex-M4/M7/M33/M55); auto: int16 there "
                    "while a quarter of the flash stays free, else int8.")
-def build(model, board, out, samples, emulator, config_path, data_dir, stream, inputs, force, profile, weights):
+@click.option("--exit-policy", default="never", show_default=True, metavar="POLICY",
+              help="Models with early exits (qute quantize --exits): never, or SCORE:T[,T...] to stop after "
+                   "exit k when its own score passes T_k, e.g. confidence:0.9 or entropy:0.2,0.3,0.4.")
+@click.option("--fit", "fit", type=click.Choice(["whole", "deepest-exit"]), default="whole", show_default=True,
+              help="deepest-exit: when the whole model does not fit the board, ship it cut after the deepest early "
+                   "exit that does (that exit's own prediction and scores); whole: fail with the numbers.")
+def build(model, board, out, samples, emulator, config_path, data_dir, stream, inputs, force, profile, weights,
+          exit_policy, fit):
     """Build firmware that runs MODEL on a board and prints its predictions and uncertainty.
 
     MODEL is a run directory (quantized first if it has no model.int8.tflite; its first test
@@ -285,11 +307,13 @@ def build(model, board, out, samples, emulator, config_path, data_dir, stream, i
       qute build --board nucleo-f746 runs/digits --inputs uart
       qute build --board mps2-an500 model.int8.tflite --samples 5 --emulator --profile
       qute build --board nucleo-l432kc runs/digits --weights int8
+      qute build --board nucleo-f746 runs/digits --exit-policy confidence:0.95
+      qute build --board nucleo-l432kc runs/big --fit deepest-exit
     """
     target = build_target(read_project(config_path), board, model, samples)
     r = make_build(target.board, target.model, out, target.samples, emulator, data_dir=data_dir,
                    progress=echo_progress, stream=stream, inputs=inputs, force=force,
-                   profile=profile, weights=weights)
+                   profile=profile, weights=weights, exit_policy=exit_policy, fit=fit)
     for line in summary_lines(r):
         click.echo(line)
 

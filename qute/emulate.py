@@ -75,6 +75,7 @@ class RunResult:
     port: str | None = None  # read from a board over this serial port, not from QEMU
     profile: dict | None = None  # profiled builds (qute build --profile): the per-op table, see op_profile
     profile_file: Path | None = None  # where qute run saved it
+    exits: dict | None = None  # early-exit builds: exits taken per sample by the device and the host (see exit_summary)
 
     @property
     def overhead(self) -> dict | None:
@@ -88,13 +89,15 @@ class RunResult:
     @property
     def bit_exact(self) -> bool:
         return (self.bytes_differing == 0 and self.scores_differing == 0 and self.predictions_differing == 0
-                and self.done_line_ok and not self.problems and not self.monitor.get("differing", 0))
+                and self.done_line_ok and not self.problems and not self.monitor.get("differing", 0)
+                and not (self.exits or {}).get("differing", 0))
 
     def summary(self) -> str:
         lines = ([f"firmware: {self.elf} on {self.board}, read over {self.port}"] if self.port else
                  [f"{self.note}", f"firmware: {self.elf} on QEMU {self.machine} (-icount shift=0)"])
         if self.accuracy is not None:
-            lines.append(f"accuracy:            {self.accuracy:.4f} ({self.correct}/{self.samples} ensemble predictions right)")
+            whose = "reported (an exit's or the ensemble's)" if self.exits and self.exits["policy"][:5] != "never" else "ensemble"
+            lines.append(f"accuracy:            {self.accuracy:.4f} ({self.correct}/{self.samples} {whose} predictions right)")
         u = self.uncertainty
         if u:
             lines.append(f"uncertainty (mean):  confidence {u['confidence']:.4f}, margin {u['margin']:.4f}, "
@@ -114,6 +117,17 @@ class RunResult:
             unit = "instructions" if self.counter == "instructions" else self.counter
             lines.append(f"uncertainty module:  mean {o['uncertainty']:,.0f} {unit} per inference (min {o['uncertainty_min']:,}, "
                          f"max {o['uncertainty_max']:,}) = {o['percent']:.2f}% of the model's {o['model']:,.0f}")
+        x = self.exits
+        if x:
+            hist = ", ".join(f"{name} {count}" for name, count in zip(x["names"], x["device_histogram"]))
+            lines.append(f"early exits ({x['policy']}): {hist}; {x['differing']} of {self.samples} exit decisions "
+                         f"differ from the host")
+            shown = " ".join("-" if e < 0 else str(e) for e in x["device"][:100])
+            lines.append(f"  exit per sample ({len(x['names']) - 1} = ran to the end): {shown}"
+                         + (" ..." if len(x["device"]) > 100 else ""))
+            if x.get("cycles_by_exit"):
+                lines.append("  mean count by exit taken: " + ", ".join(
+                    f"{name} {c:,.0f}" for name, c in zip(x["names"], x["cycles_by_exit"]) if c is not None))
         for p in self.per_output:
             lines.append(f"  {p['name']}: {p['differing']:,} of {p['bytes']:,} bytes differ")
         lines.append(f"output bytes:        {self.bytes_differing:,} of {self.bytes_compared:,} differ from the host reference "
@@ -253,6 +267,7 @@ def check(build, transcript, board, expect: Expectation | None = None) -> RunRes
             uncertainty["confidence_correct"] = float(np.mean(host.confidence[right & ok])) if (right & ok).any() else float("nan")
             uncertainty["confidence_wrong"] = float(np.mean(host.confidence[~right & ok])) if (~right & ok).any() else None
     monitor = compare_decisions(transcript.samples, expect, host, present)
+    exits = exit_summary(c, expect, got)
     done = transcript.done
     done_ok = False
     if done is None:
@@ -273,8 +288,31 @@ def check(build, transcript, board, expect: Expectation | None = None) -> RunRes
         bytes_differing=c.bytes_differing, per_output=c.per_output, scores_compared=c.scores_compared,
         scores_differing=c.scores_differing, predictions_differing=c.predictions_differing, done_line_ok=done_ok, reference=engine, accuracy=accuracy, correct=correct,
         uncertainty=uncertainty, problems=problems, monitor=monitor, monitor_note=m.calibration_note or "",
-        ucycles=ucycles, scores_kind=expect.path.kind if expect.path else "float32", profile=profile,
+        ucycles=ucycles, scores_kind=expect.path.kind if expect.path else "float32", profile=profile, exits=exits,
     )
+
+
+def exit_summary(c, expect: Expectation, got: dict) -> dict | None:
+    """An early-exit model's exits: how often the device and the host stopped at each (the last
+    entry: ran to the end), how many decisions differ, and the mean count per inference by exit taken."""
+    if c.taken is None:
+        return None
+    n_exits = len(expect.layout.exits)
+    want, _ = expect.report()
+    names = [f"exit_{k}" for k in range(n_exits)] + ["end"]
+    cycles = np.array([got[i].cycles if i in got else -1 for i in range(expect.samples)], dtype=np.int64)
+    by_exit = [float(np.mean(cycles[c.taken == k])) if np.any(c.taken == k) else None for k in range(n_exits + 1)]
+    p = expect.exit_policy
+    return {
+        "policy": "never (no exit policy)" if p is None else f"{p['score']} {p['stop_when']} "
+                  + ",".join(f"{t:g}" for t in p["thresholds"]),
+        "names": names,
+        "device_histogram": [int(np.sum(c.taken == k)) for k in range(n_exits + 1)],
+        "host_histogram": [int(np.sum(want == k)) for k in range(n_exits + 1)],
+        "differing": int(c.exits_differing),
+        "cycles_by_exit": by_exit,
+        "device": c.taken.tolist(),
+    }
 
 
 def op_profile(prof: dict | None, transcript, got: dict, counter: str, problems: list[str]) -> dict | None:
@@ -282,7 +320,9 @@ def op_profile(prof: dict | None, transcript, got: dict, counter: str, problems:
 
     `prof` is build.json's ``profile`` (None for a build without --profile: then so is the table).
     An input whose ``op`` lines do not name the build's ops in order is a problem (the firmware and
-    its build.json disagree) and is left out of the means.
+    its build.json disagree) and is left out of the means. A run that stopped at an early exit ran
+    the first ops only (the model's ops are in stage order): it is checked for that and left out
+    of the means, which are over the runs that ran every op.
     """
     if not prof:
         return None
@@ -291,10 +331,13 @@ def op_profile(prof: dict | None, transcript, got: dict, counter: str, problems:
     by_sample = op_counts(transcript)
     counts, whole = [], []
     for i in sorted(got):
-        seen = by_sample.get(i, [])
-        if [o.index for o in seen] != want:
-            problems.append(f"sample {i}: op lines for ops {[o.index for o in seen]}, expected {want} (qute build --profile)")
+        seen = [o.index for o in by_sample.get(i, [])]
+        stopped = got[i].exit is not None and seen == want[: len(seen)] and len(seen) < len(want)
+        if seen != want and not stopped:
+            problems.append(f"sample {i}: op lines for ops {seen}, expected {want} (qute build --profile)")
+        if seen != want:
             continue
+        seen = by_sample[i]
         counts.append([o.cycles for o in seen])
         whole.append(got[i].cycles)
     c = np.array(counts, dtype=np.int64).reshape(len(counts), len(ops))

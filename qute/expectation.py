@@ -9,8 +9,10 @@ The host side of bit-exactness has one owner, this module:
   The choice is made once, by :func:`arithmetic` (a :class:`FloatPath` or an :class:`IntPath`),
   and everything that differs between the two (which field a sample line carries, how two
   values are "the same", the monitor's window statistic) is a method of that object;
+* the early-exit decisions of a build with an exit policy (:mod:`qute.exits`): which exit each run
+  stops at, which outputs it computed, and the scores it reports (that exit's, or the heads');
 * the calibrated decisions: abstain flags and the accuracy-drop monitor's window statistic and
-  alarms (:mod:`qute.drift`), from the build's compiled-in calibration;
+  alarms (:mod:`qute.drift`), from the build's compiled-in calibration, on the reported scores;
 * the summary line (``QUTE done ...``), which ``qute build`` writes into build.json.
 
 ``qute build`` (the summary line), ``qute run`` (:func:`qute.emulate.check`), ``qute monitor``
@@ -30,6 +32,8 @@ import numpy as np
 
 from codegen.emit import generate
 from codegen.ir import CodegenError
+from codegen.stages import is_exit
+from qute import exits as exit_rules
 from qute.calibrate import accepted, accepted_int, f32_from_hex
 from qute.drift import Q16, first_alarm, simulate, simulate_int
 from qute.errors import QuteError
@@ -42,21 +46,37 @@ from qute.uncertainty import int_head_quant, summarize, summarize_int
 class HeadLayout:
     """The model's outputs as the firmware prints them: API order, each with name, size (values),
     dtype (int8, or int16 for a widened softmax head), scale and zero point and its index among
-    the flatbuffer's outputs; `ensemble` when they are K probability vectors of one length
-    (`classes`), which is when the device computes scores."""
+    the flatbuffer's outputs; `ensemble` when the heads are K probability vectors of one length
+    (`classes`), which is when the device computes scores. The heads come first; `exits` are the
+    output indices of the early exits exit_0, exit_1, ... after them (codegen.stages)."""
 
     outputs: list[dict]
     ensemble: bool
     classes: int
+    exits: tuple[int, ...] = ()
 
     @classmethod
     def from_manifest(cls, m) -> HeadLayout:
         """From a build's qute.build.manifest.Manifest."""
-        return cls(m.outputs, bool(m.ensemble), int(m.classes))
+        return cls(m.outputs, bool(m.ensemble), int(m.classes), tuple(i for i, o in enumerate(m.outputs) if is_exit(o["name"])))
 
-    def dequantize(self, heads: list[np.ndarray]) -> np.ndarray:
-        """(K, N, C) float32 probabilities of the heads, each with its own scale and zero point."""
-        return np.stack([dequantize(h, QuantParams(o["scale"], o["zero_point"])) for h, o in zip(heads, self.outputs)])
+    @property
+    def num_heads(self) -> int:
+        return len(self.outputs) - len(self.exits)
+
+    def computed(self, taken: np.ndarray) -> np.ndarray:
+        """(N, outputs) bool: the outputs a run computed when it stopped at exit taken[i]
+        (len(exits): it ran to the end and computed them all)."""
+        taken = np.asarray(taken)
+        k = np.arange(len(self.outputs))
+        exit_of = np.where(k < self.num_heads, len(self.exits), k - self.num_heads)  # the stage that computes output k
+        return exit_of[None, :] <= taken[:, None]
+
+    def dequantize(self, heads: list[np.ndarray], first: int = 0) -> np.ndarray:
+        """(K, N, C) float32 probabilities of outputs first, first + 1, ... (the heads by default),
+        each with its own scale and zero point."""
+        return np.stack([dequantize(h, QuantParams(o["scale"], o["zero_point"]))
+                         for h, o in zip(heads, self.outputs[first:])])
 
     def dtype(self, k: int) -> np.dtype:
         """Output k's values: int8, or little-endian int16 (builds from before int16 heads say nothing: int8)."""
@@ -107,7 +127,6 @@ def model_facts(tflite: bytes, weights16: bool = False) -> ModelFacts:
         scale, zp = x.qparams()
         outputs.append({"name": graph.output_label(t), "size": int(x.size), "dtype": x.dtype,
                         "scale": float(np.float32(scale)), "zero_point": int(zp), "flatbuffer_index": graph.outputs.index(t)})
-    sizes = {o["size"] for o in outputs}
 
     def probabilities(o):  # the output's integer range maps into [0, 1]
         info = np.iinfo(o["dtype"])
@@ -116,9 +135,11 @@ def model_facts(tflite: bytes, weights16: bool = False) -> ModelFacts:
             hi = np.float32(int(info.max) - o["zero_point"]) * np.float32(o["scale"])
         return lo >= 0 and hi <= 1
 
-    ensemble = (len(sizes) == 1 and min(sizes) >= 2 and len({o["dtype"] for o in outputs}) == 1
-                and all(probabilities(o) for o in outputs))
-    layout = HeadLayout(outputs, ensemble, outputs[0]["size"] if ensemble else 0)
+    exits = tuple(gen.exits)
+    heads = [o for i, o in enumerate(outputs) if i not in exits]
+    ensemble = (len({o["size"] for o in heads}) == 1 and heads[0]["size"] >= 2 and len({o["dtype"] for o in heads}) == 1
+                and all(probabilities(o) for o in heads))
+    layout = HeadLayout(outputs, ensemble, heads[0]["size"] if ensemble else 0, exits)
     return ModelFacts(gen, graph, layout, int(graph.tensor(graph.inputs[0]).size))
 
 
@@ -156,8 +177,9 @@ class FloatPath:
     field = "scores"
     missing = "no scores= on an ensemble model"
 
-    def scores(self, layout: HeadLayout, heads: list[np.ndarray]):
-        return summarize(layout.dequantize(heads))
+    def scores(self, layout: HeadLayout, heads: list[np.ndarray], first: int = 0):
+        """The scores of outputs first, first + 1, ... as one ensemble."""
+        return summarize(layout.dequantize(heads, first))
 
     def rows(self, scores) -> np.ndarray:
         """(N, 4) float32: confidence, margin, entropy, mutual information, as ``scores=`` prints them."""
@@ -208,8 +230,8 @@ class IntPath:
     field = "iscores"
     missing = "no iscores= on an integer-only ensemble build"
 
-    def scores(self, layout: HeadLayout, heads: list[np.ndarray]):
-        return summarize_int(np.stack([np.asarray(h, dtype=layout.dtype(k)) for k, h in enumerate(heads)]),
+    def scores(self, layout: HeadLayout, heads: list[np.ndarray], first: int = 0):
+        return summarize_int(np.stack([np.asarray(h, dtype=layout.dtype(first + k)) for k, h in enumerate(heads)]),
                              self.params["scale_q24"], self.params["zero_point"])
 
     def rows(self, scores) -> np.ndarray:
@@ -279,12 +301,14 @@ class Expectation:
     path: Arithmetic | None  # the device's uncertainty arithmetic; None: no scores
     labels: np.ndarray | None = None
     calibration: dict | None = None  # build.json's compiled-in calibration
+    exit_policy: dict | None = None  # build.json's early-exit policy (qute.exits.ExitPolicy.to_dict)
 
     @classmethod
     def of(cls, tflite: bytes, layout: HeadLayout, x: np.ndarray, uncertainty_path: dict | None = None,
-           labels: np.ndarray | None = None, calibration: dict | None = None) -> Expectation:
+           labels: np.ndarray | None = None, calibration: dict | None = None,
+           exit_policy: dict | None = None) -> Expectation:
         heads, engine = reference_outputs(tflite, layout, x)
-        return cls(layout, heads, engine, arithmetic(layout, uncertainty_path), labels, calibration)
+        return cls(layout, heads, engine, arithmetic(layout, uncertainty_path), labels, calibration, exit_policy)
 
     @classmethod
     def from_build(cls, build, x: np.ndarray | None = None) -> Expectation:
@@ -296,17 +320,31 @@ class Expectation:
             x, y = build.inputs()
             labels = y if m.inputs.labelled else None
         return cls.of(build.tflite(), HeadLayout.from_manifest(m), x, m.uncertainty_path, labels,
-                      m.calibration)
+                      m.calibration, m.exit_policy)
 
     @property
     def samples(self) -> int:
         return len(self.heads[0]) if self.heads else 0
 
-    def scores(self, heads: list[np.ndarray] | None = None):
-        """The device's scores of `heads` (the oracle's by default); None without a path."""
+    def report(self, outputs: list[np.ndarray] | None = None) -> tuple[np.ndarray, object]:
+        """What each run reports from `outputs` (the oracle's by default): the exit it stops at
+        (len(exits): it ran to the end) and the scores it reports, the stopping exit's own or the
+        heads' ensemble (None without a path)."""
+        outs = self.heads if outputs is None else outputs
+        n_exits = len(self.layout.exits)
         if self.path is None:
-            return None
-        return self.path.scores(self.layout, self.heads if heads is None else heads)
+            return np.full(len(outs[0]) if outs else 0, n_exits, dtype=np.int64), None
+        ensemble = self.path.scores(self.layout, outs[: self.layout.num_heads])
+        if self.exit_policy is None or not n_exits:
+            return np.full(len(ensemble.predicted), n_exits, dtype=np.int64), ensemble
+        per_exit = exit_rules.exit_scores(self.path, self.layout, outs, self.exit_policy.get("cumulative", False))
+        taken = exit_rules.taken(per_exit, self.exit_policy)
+        return taken, exit_rules.pick(per_exit + [ensemble], taken)
+
+    def scores(self, heads: list[np.ndarray] | None = None):
+        """The scores the device reports from `heads` (every output, the oracle's by default);
+        None without a path."""
+        return self.report(heads)[1]
 
     def decisions(self, scores) -> Decisions | None:
         if not self.calibration or scores is None:
@@ -317,10 +355,11 @@ class Expectation:
         """The firmware's summary line for these inputs: count, CRC-32 of every output byte and,
         with labels, how many ensemble predictions are right (0 for a model with no scores)."""
         n = self.samples
-        crc = outputs_crc32([[h[s] for h in self.heads] for s in range(n)])
+        taken, scores = self.report()
+        computed = self.layout.computed(taken)
+        crc = outputs_crc32([[h[s] for k, h in enumerate(self.heads) if computed[s, k]] for s in range(n)])
         correct = None
         if self.labels is not None:
-            scores = self.scores()
             correct = int(np.sum(scores.predicted == self.labels)) if scores is not None else 0
         return done_line(n, crc, correct)
 
@@ -332,7 +371,7 @@ class Expectation:
 class Comparison:
     """A transcript's samples against an expectation, counted byte by byte and score by score."""
 
-    device_heads: list[np.ndarray]  # (N, size) per output; zeros where a sample is missing
+    device_heads: list[np.ndarray]  # (N, size) per output; zeros where a sample is missing or did not compute it
     present: np.ndarray  # bool per sample: its line is there with outputs of the right sizes
     per_output: list[dict]  # name, bytes, differing
     problems: list[str]
@@ -340,6 +379,8 @@ class Comparison:
     scores_compared: int = 0
     scores_differing: int = 0
     predictions_differing: int = 0
+    taken: np.ndarray | None = None  # early-exit builds: the exit each device run stopped at (-1: no line)
+    exits_differing: int = 0  # samples whose exit= differs from the host's decision
 
     @property
     def bytes_compared(self) -> int:
@@ -359,34 +400,56 @@ def _bytes(values: np.ndarray) -> np.ndarray:
 def compare(samples, expectation: Expectation) -> Comparison:
     """The device's sample lines (qute.transcript.Sample, any order) against `expectation`: output
     bytes (a missing sample counts as all its bytes wrong), then the scores the device printed
-    against the device arithmetic on the heads it printed, and its predictions."""
+    against the device arithmetic on the heads it printed, and its predictions.
+
+    Early-exit builds: a line leaves empty the outputs its run did not compute (by its own
+    exit=); the bytes compared are those the host's decision computes, and an exit= that differs
+    from the host's is counted in `exits_differing`. The reported scores are recomputed from the
+    outputs the device printed, the oracle's standing in for the ones it did not compute."""
     e = expectation
     n = e.samples
+    n_exits = len(e.layout.exits)
     got = {s.index: s for s in samples}
     problems = []
+    want_taken, _ = e.report()
+    want_computed = e.layout.computed(want_taken)
     device = [np.zeros_like(r) for r in e.heads]
+    filled = [np.array(r, copy=True) for r in e.heads]  # what the device's scores are recomputed from
     present = np.zeros(n, dtype=bool)
+    taken = np.full(n, -1, dtype=np.int64)
+    printed = np.zeros((n, len(e.heads)), dtype=bool)
     for i in range(n):
         s = got.get(i)
         if s is None:
             continue
-        values = [e.layout.values(k, h) for k, h in enumerate(s.heads)] if len(s.heads) == len(e.heads) else [None]
-        if any(v is None for v in values):
-            problems.append(f"sample {i}: {len(s.heads)} output(s) of {[len(h) for h in s.heads]} bytes, "
-                            f"expected {[r[0].nbytes if len(r) else 0 for r in e.heads]}")
+        t = n_exits if getattr(s, "exit", None) is None else int(s.exit)
+        if not 0 <= t <= n_exits:
+            problems.append(f"sample {i}: exit={t}, the model has {n_exits} exit(s)")
             continue
-        present[i] = True
+        claims = e.layout.computed(np.array([t]))[0]
+        values = [e.layout.values(k, h) if claims[k] else (h if len(h) == 0 else None) for k, h in enumerate(s.heads)]
+        if len(s.heads) != len(e.heads) or any(v is None for v in values):
+            problems.append(f"sample {i}: {len(s.heads)} output(s) of {[len(h) for h in s.heads]} bytes, "
+                            f"expected {[r[0].nbytes if claims[k] else 0 for k, r in enumerate(e.heads)]}")
+            continue
+        present[i], taken[i], printed[i] = True, t, claims
         for k, v in enumerate(values):
-            device[k][i] = v
+            if claims[k]:
+                device[k][i] = v
+                filled[k][i] = v
     per_output = []
-    for o, r, d in zip(e.layout.outputs, e.heads, device):
+    for k, (o, r, d) in enumerate(zip(e.layout.outputs, e.heads, device)):
         diff = _bytes(d) != _bytes(r)  # an int16 value is two bytes: count the bytes that differ
-        diff[~present] = True
-        per_output.append({"name": o["name"], "bytes": int(r.nbytes), "differing": int(diff.sum())})
-    c = Comparison(device, present, per_output, problems)
+        diff[~(present & printed[:, k])] = True
+        diff[~want_computed[:, k]] = False  # the host's run did not compute it: nothing to compare
+        per_output.append({"name": o["name"], "bytes": int(r.nbytes // max(1, n) * want_computed[:, k].sum()),
+                           "differing": int(diff.sum())})
+    c = Comparison(device, present, per_output, problems, taken=taken if n_exits else None)
+    if n_exits:
+        c.exits_differing = int(np.sum(taken != want_taken))
     if e.path is None:
         return c
-    c.scores = e.path.scores(e.layout, device)
+    _, c.scores = e.report(filled)
     want = e.path.rows(c.scores)
     for i in np.flatnonzero(present):
         s = got[i]

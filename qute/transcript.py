@@ -50,6 +50,15 @@ ignored::
     ``alarm`` (1 while that sum is below ``rho_sum``); their ``start`` line adds
     ``abstain_score``, ``abstain_threshold_int``, ``monitor_window`` and ``monitor_rho_sum``
     (decimal integers).
+    Models with early exits (``qute quantize --exits``) add ``exit``, before ``heads``: the exit
+    the run stopped at (0, 1, ...; the number of exits E when it ran to the end). Their outputs
+    are the K heads, then the exits; ``heads`` leaves empty (nothing between its commas) every
+    output that run did not compute: the heads when it stopped early, and the exits after the
+    one it stopped at. ``pred``, ``conf``, the scores and the calibrated fields are then that
+    exit's own (one softmax alone), or the heads' ensemble for a run that reached them; ``crc32``
+    covers the outputs each run computed. Their ``start`` line adds ``exits=E`` and, with an exit
+    policy (``qute build --exit-policy``), ``exit_score`` and ``exit_thresholds`` (float32 bits,
+    or ``exit_thresholds_int`` on the integer path), comma-separated, one per exit.
 ``op``
     (builds with ``qute build --profile`` only) ``QUTE op sample=i index=k cycles=n``, one line per
     op that runs code, in the order they ran, before the sample line of the same invoke: ``index``
@@ -108,6 +117,7 @@ class Sample:
     iscores: np.ndarray | None = None  # int64 (4,): confidence_q16, margin_q16, entropy_q20, mutual_information_q20
     iscore: int | None = None  # integer-only calibrated builds: the abstain score's integer value
     window_sum: int | None = None  # integer-only calibrated builds; None while the monitor's window is not full
+    exit: int | None = None  # early-exit models: the exit the run stopped at (the number of exits: none)
 
 
 @dataclass
@@ -219,6 +229,7 @@ def parse_sample(line: str) -> Sample:
         iscores=iscores,
         iscore=_int(f, "iscore", line) if "iscore" in f else None,
         window_sum=_window_sum(f, line),
+        exit=_int(f, "exit", line) if "exit" in f else None,
     )
 
 
@@ -271,11 +282,18 @@ def outputs_crc32(per_sample: list[list[np.ndarray]]) -> int:
     return crc & 0xFFFFFFFF
 
 
-def start_fields(heads: int, classes: int, calibration: dict | None = None) -> str:
+def start_fields(heads: int, classes: int, calibration: dict | None = None, exits: int = 0,
+                 exit_policy: dict | None = None) -> str:
     """The start line's fields after samples= (the firmware prints them from its qute_config.h):
-    K and C, then a calibrated build's score, threshold and monitor constants (float32 bits, or
-    the integer path's integers)."""
+    K and C, an early-exit model's E and policy, then a calibrated build's score, threshold and
+    monitor constants (float32 bits, or the integer path's integers)."""
     out = f" heads={heads} classes={classes}"
+    if exits:
+        out += f" exits={exits}"
+    if exit_policy:
+        key = "exit_thresholds_int" if exit_policy["arithmetic"] == "int" else "exit_thresholds"
+        values = exit_policy["thresholds_int"] if exit_policy["arithmetic"] == "int" else exit_policy["thresholds_f32"]
+        out += f" exit_score={exit_policy['score']} {key}={','.join(map(str, values))}"
     if calibration is None:
         return out
     if calibration["arithmetic"] == "int":

@@ -2,6 +2,7 @@
 model stage by stage and can stop after any exit with that exit's bytes equal to TFLite Micro's."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -141,3 +142,239 @@ def test_quantize_exits_on_a_run_without_them_is_one_line(trained, tmp_path):
     (old / "exits.keras").unlink()
     assert_user_error(qute("quantize", old, "--exits"), "has no early exits", "trained before qute kept them")
     assert not (old / "model.int8.tflite").exists()
+
+
+# --------------------------------------------------------------------------- on the device (QEMU)
+
+needs_qemu = pytest.mark.skipif(not all(shutil.which(t) for t in ("arm-none-eabi-gcc", "make", "qemu-system-arm")),
+                                reason="qemu-system-arm or arm-none-eabi-gcc not installed")
+
+
+@pytest.fixture(scope="module")
+def shipped(trained, quantized):
+    """The run with its exits model written and calibrated (window 10), as a user makes it."""
+    from qute.quantize import write_result
+
+    run_dir = trained[0]
+    write_result(run_dir, quantized)
+    p = qute("calibrate", run_dir, "--window", "10")
+    assert p.returncode == 0, p.stderr + p.stdout
+    return run_dir
+
+
+def _build_and_run(run_dir, out, board, policy, *extra):
+    p = qute("build", "--board", board, run_dir, "--emulator", "--samples", "40", "--exit-policy", policy,
+             "-o", out, *extra)
+    assert p.returncode == 0, p.stderr + p.stdout
+    r = qute("run", out)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return r.stdout
+
+
+def _exit_line(stdout):
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("early exits"))
+    counts = dict((name, int(n)) for name, n in
+                  (part.strip().split(" ") for part in line.split(": ", 1)[1].split(";")[0].split(",")))
+    return line, counts
+
+
+@needs_qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("board, policy", [("mps2-an500", "confidence:0.6"), ("mps2-an385", "entropy:1.0,1.1,1.2"),
+                                           ("mps2-an500", "mean-margin:0.5"), ("mps2-an385", "mean-confidence:0.7")])
+def test_device_exits_scores_and_decisions_equal_the_host(shipped, tmp_path, board, policy):
+    from qute import transcript
+
+    out = _build_and_run(shipped, tmp_path / "b", board, policy)
+    line, counts = _exit_line(out)
+    assert "0 of 40 exit decisions differ from the host" in line
+    assert sum(counts.values()) == 40 and sum(1 for n in counts.values() if n) >= 2, line  # a mix of exits
+    assert "bit-exact: yes" in out
+    # the calibrated decisions run on whatever each sample reported
+    assert re.search(r"abstain \(confidence\):.* 0 flag\(s\) and 0 (integer )?score value\(s\) differ", out), out
+    assert re.search(r"monitor \(m=10.*0 window (mean|sum)\(s\) and 0 alarm state\(s\) differ", out), out
+    # outputs a run did not compute are left empty on its line
+    t = transcript.parse((tmp_path / "b" / "transcript.txt").read_text())
+    for s in t.samples:
+        assert [len(h) > 0 for h in s.heads] == [s.exit == K] * K + [j <= s.exit for j in range(K)]
+
+
+@needs_qemu
+@pytest.mark.slow
+def test_stopping_at_exit_0_costs_what_stage_0_costs(shipped, tmp_path):
+    from codegen.reader import read_model
+    from codegen.stages import stage_ends
+    from qute.emulate import check
+    from qute.build.manifest import load_build
+    from qute import transcript
+
+    full = _build_and_run(shipped, tmp_path / "full", "mps2-an500", "never", "--profile")
+    profile = json.loads((tmp_path / "full" / "profile.json").read_text())
+    first = stage_ends(fold(read_model((tmp_path / "full" / "model.int8.tflite").read_bytes())))[0]
+    stage0 = sum(o["count"] for o in profile["ops"] if o["index"] < first)
+    whole = profile["invoke"]
+    out = _build_and_run(shipped, tmp_path / "stop0", "mps2-an500", "confidence:0")
+    line, counts = _exit_line(out)
+    assert counts["exit_0"] == 40, line
+    mean = float(re.search(r"mean ([\d,]+), min", out).group(1).replace(",", ""))
+    # stage 0's ops plus scoring one exit (a few thousand instructions), far below the whole model
+    assert 0.95 * stage0 < mean < stage0 + 4000, (mean, stage0)
+    assert mean < 0.6 * whole
+    assert "bit-exact: yes" in full
+    # a transcript whose exit= disagrees with its outputs is caught
+    b = load_build(tmp_path / "stop0")
+    text = (tmp_path / "stop0" / "transcript.txt").read_text().replace("exit=0 ", "exit=1 ", 1)
+    from qute.boards import load_board
+    assert not check(b, transcript.parse(text), load_board("mps2-an500")).bit_exact
+
+
+@pytest.mark.parametrize("policy, fragments", [
+    ("sometimes", ["exit policy 'sometimes'", "SCORE:THRESHOLD"]),
+    ("confidence:high", ["thresholds must be numbers"]),
+    ("confidence:0.5,0.6", ["has no early exits"]),
+])
+def test_bad_exit_policies_are_one_line(tmp_path, policy, fragments):
+    # the embedded default has no exits: a policy for it is refused before anything is compiled
+    p = qute("build", "--board", "mps2-an500", "--emulator", "--exit-policy", policy, "-o", tmp_path / "b")
+    assert_user_error(p, *fragments)
+    assert not (tmp_path / "b").exists()
+
+
+# --------------------------------------------------------------------------- policies against compute
+
+
+def _synthetic_outputs(n=400, seed=0):
+    """ExitOutputs of three exits and an ensemble on n samples: deeper is more often right and
+    more confident, as in a trained model."""
+    from qute.dynamic import ExitOutputs
+    from qute.expectation import FloatPath, HeadLayout
+    from qute.uncertainty import summarize
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    probs = []
+    for sharp in (1.0, 2.0, 3.0, 4.0):
+        logits = rng.normal(0, 1, (n, 10)).astype(np.float32)
+        logits[np.arange(n), y] += sharp * rng.random(n).astype(np.float32) * 3
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        probs.append((e / e.sum(1, keepdims=True)).astype(np.float32))
+    outputs = [{"name": f"head_{k}", "size": 10, "dtype": "int16", "scale": 1 / 65536, "zero_point": -32768} for k in range(1)]
+    outputs += [{"name": f"exit_{k}", "size": 10, "dtype": "int16", "scale": 1 / 65536, "zero_point": -32768} for k in range(3)]
+    layout = HeadLayout(outputs, True, 10, (1, 2, 3))
+    alone = [summarize(p[None]) for p in probs[:3]]
+    cumulative = [summarize(np.stack(probs[: k + 1])) for k in range(3)]
+    means = [np.mean(probs[: k + 1], axis=0, dtype=np.float32) for k in range(3)]
+    return ExitOutputs(layout, FloatPath(), alone, cumulative, summarize(probs[3][None]), probs, means + [probs[3]]), y
+
+
+def test_budget_thresholds_meet_the_budget_and_beat_every_shared_threshold():
+    from qute import dynamic
+
+    o, y = _synthetic_outputs()
+    costs = [100.0, 160.0, 220.0, 300.0]
+    for budget in (0.4, 0.6, 0.8):
+        ts = dynamic.choose(o, y, costs, "confidence", budget=budget)
+        got = dynamic.outcome(o, y, costs, dynamic.with_thresholds("confidence", ts, o))
+        assert got["mean_cost"] <= budget * costs[-1]
+        for row in dynamic.sweep(o, y, costs, "confidence"):
+            if row["mean_cost"] <= budget * costs[-1]:
+                assert got["accuracy"] >= row["accuracy"]
+    target = dynamic.outcome(o, y, costs, None)["accuracy"] - 0.02
+    ts = dynamic.choose(o, y, costs, "entropy", target=target)
+    got = dynamic.outcome(o, y, costs, dynamic.with_thresholds("entropy", ts, o))
+    assert got["accuracy"] >= target and got["mean_cost"] < costs[-1]
+    with pytest.raises(Exception, match="no confidence thresholds reach"):
+        dynamic.choose(o, y, costs, "confidence", budget=0.2)  # below the cost of exit 0
+
+
+def test_policy_outcomes_weigh_each_exit_by_how_often_it_is_taken():
+    from qute import dynamic
+
+    o, y = _synthetic_outputs()
+    costs = [100.0, 160.0, 220.0, 300.0]
+    always0 = dynamic.outcome(o, y, costs, dynamic.with_thresholds("confidence", [0, 2, 2], o))
+    assert always0["histogram"] == [len(y), 0, 0, 0] and always0["mean_cost"] == 100.0
+    assert always0["accuracy"] == pytest.approx(np.mean(o.probs_alone[0].argmax(1) == y))
+    # the mean of the exits so far: at exit 0 that is exit 0 alone; stopping at exit 1 reports the mean of two
+    mean1 = dynamic.outcome(o, y, costs, dynamic.with_thresholds("confidence", [2, 0, 2], o, cumulative=True))
+    assert mean1["accuracy"] == pytest.approx(np.mean((o.probs_alone[0] + o.probs_alone[1]).argmax(1) == y))
+    never = dynamic.outcome(o, y, costs, None)
+    assert never["histogram"] == [0, 0, 0, len(y)] and never["cost_fraction"] == 1.0
+    rows = dynamic.sweep(o, y, costs, "confidence")
+    assert [r["mean_cost"] for r in rows] == sorted(r["mean_cost"] for r in rows)  # stricter: never cheaper
+
+
+@pytest.mark.parametrize("spec, fragment", [("budget:0", "budget must be a number in (0, 1]"),
+                                            ("accuracy:x", "accuracy must be a number"),
+                                            ("fast", "exit policy 'fast'")])
+def test_bad_dynamic_specs_are_one_line(tmp_path, spec, fragment):
+    assert_user_error(qute("eval", tmp_path / "nope", "--dynamic", spec), fragment)
+
+
+@needs_qemu
+@pytest.mark.slow
+def test_eval_dynamic_measures_costs_and_writes_the_curve(shipped):
+    p = qute("eval", shipped, "--dynamic", "budget:0.7", "--board", "mps2-an500")
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert "chosen on the validation split" in p.stdout and "threshold sweep (confidence" in p.stdout
+    doc = json.loads((shipped / "dynamic.json").read_text())
+    costs = doc["costs"]
+    assert len(costs) == K + 1 and costs == sorted(costs)  # stopping later costs more
+    assert doc["chosen"]["mean_cost"] < doc["full"]["mean_cost"] == pytest.approx(costs[-1])
+    assert (shipped / "dynamic.png").stat().st_size > 10_000
+    cached = json.loads((shipped / "exit_costs.json").read_text())
+    assert cached["boards"]["mps2-an500"]["costs"] == costs
+
+
+# --------------------------------------------------------------------------- one model for every board
+
+
+def _too_big_with_an_early_exit() -> bytes:
+    """64 int8 inputs -> FC 32 -> exit_0 (FC 10, int16 softmax) and, much deeper and wider,
+    FC 8192 -> FC 10 -> head_0: 330 KB of weights, more than nucleo-l432kc's 256 KB of flash,
+    while everything up to exit_0 takes 2.5 KB."""
+    from fbmodels import ModelBuilder
+
+    rng = np.random.default_rng(5)
+    b = ModelBuilder("an early exit and a deep head")
+    x = b.input((1, 64), scale=0.05, zero_point=0)
+
+    def fc(src, n_in, n_out, name):
+        w = b.const(rng.integers(-127, 128, (n_out, n_in)), scale=0.01, dtype="int8")
+        bias = b.const(rng.integers(-500, 500, n_out), scale=0.05 * 0.01, dtype="int32")
+        out = b.tensor((1, n_out), scale=0.2, zero_point=0, name=name)
+        b.op("FULLY_CONNECTED", [src, w, bias], [out])
+        return out
+
+    def softmax(src, name):
+        o = b.output(b.tensor((1, 10), "int16", scale=1 / 65536, zero_point=-32768, name=name))
+        b.op("SOFTMAX", [src], [o], beta=1.0)
+
+    h = fc(x, 64, 32, "backbone")
+    softmax(fc(fc(h, 32, 8192, "wide"), 8192, 10, "head_logits"), "head_0")
+    softmax(fc(h, 32, 10, "exit_logits"), "exit_0")
+    return b.build()
+
+
+@needs_qemu
+def test_fit_deepest_exit_ships_the_exit_that_fits(tmp_path):
+    model = tmp_path / "big.tflite"
+    model.write_bytes(_too_big_with_an_early_exit())
+    whole = qute("build", "--board", "nucleo-l432kc", model, "--emulator", "-o", tmp_path / "whole")
+    assert_user_error(whole, "does not fit nucleo-l432kc", "flash")
+    p = qute("build", "--board", "nucleo-l432kc", model, "--emulator", "--samples", "8", "--fit", "deepest-exit",
+             "-o", tmp_path / "cut")
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert "cut after exit_0 of 1, the deepest exit that fits" in p.stdout and "does not fit nucleo-l432kc" in p.stdout
+    m = json.loads((tmp_path / "cut" / "build.json").read_text())
+    assert m["cut"]["exit"] == "exit_0" and [o["name"] for o in m["outputs"]] == ["head_0"]
+    r = qute("run", tmp_path / "cut")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "bit-exact: yes" in r.stdout and "0 of 160 differ" in r.stdout  # 8 inputs x 10 int16 values
+    # the cut model's bytes are TFLite Micro's on the cut model, and equal exit_0 of the whole one
+    from qute.exits import cut_at_exit
+    from qute.oracle import run_tflm
+
+    x = np.random.default_rng(1).integers(-128, 128, (6, 64)).astype(np.int8)
+    whole_out = run_tflm(model.read_bytes(), [x])
+    np.testing.assert_array_equal(run_tflm(cut_at_exit(model.read_bytes(), 0), [x])[0], whole_out[1])

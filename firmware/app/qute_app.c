@@ -31,6 +31,16 @@
  * QUTE_LABELLED     1: every embedded input has a label, and the summary line says how many
  *                   predictions are right (UART builds: when every input sent came with one).
  * QUTE_PROFILE      (compiler flag, qute build --profile): one "QUTE op" line per op of each run.
+ * QUTE_HEADS, QUTE_EXITS  the model's outputs are QUTE_HEADS heads, then QUTE_EXITS early exits
+ *                   (exit_0 ..., codegen/stages.py). Each sample line then says which exit= the
+ *                   run stopped at (QUTE_EXITS: it ran to the end), and heads= leaves empty the
+ *                   outputs that run did not compute.
+ * QUTE_EXIT_POLICY  1: run stage by stage (qute_model_run_staged) and stop after exit k when its
+ *                   own score (QUTE_EXIT_FIELD of that exit alone, or with QUTE_EXIT_CUMULATIVE
+ *                   of the mean of exits 0..k, on the same float or integer path) passes
+ *                   qute_exit_thresholds[k]; the sample then reports those scores and that
+ *                   prediction, and the abstain flag and monitor take them. 0: run the whole
+ *                   model (the ensemble of the heads reports).
  *
  * cycles= counts the model run (qute_model_run(); the input is already in place), ucycles= the
  * uncertainty module (scores, abstain decision and monitor update), with the same counter.
@@ -80,12 +90,21 @@ typedef int8_t qute_head_t;
 #define QUTE_SCORES_INT qute_ensemble_scores_int
 #endif
 
+/* Room for the K heads, or for every exit (a policy on the mean of the exits so far). */
+#define QUTE_SCORED_MAX (QUTE_HEADS > QUTE_EXITS ? QUTE_HEADS : QUTE_EXITS)
 #if QUTE_ENSEMBLE && QUTE_INTEGER_PATH
-static qute_head_t qute_heads_q[QUTE_MODEL_NUM_OUTPUTS * QUTE_CLASSES];
+static qute_head_t qute_heads_q[QUTE_SCORED_MAX * QUTE_CLASSES];
 static int32_t qute_sums[QUTE_CLASSES];
 #elif QUTE_ENSEMBLE
-static float qute_probs[QUTE_MODEL_NUM_OUTPUTS * QUTE_CLASSES];
+static float qute_probs[QUTE_SCORED_MAX * QUTE_CLASSES];
 static float qute_mean[QUTE_CLASSES];
+#endif
+
+#if QUTE_EXITS != QUTE_MODEL_NUM_EXITS || QUTE_HEADS + QUTE_EXITS != QUTE_MODEL_NUM_OUTPUTS
+#error "qute_config.h and qute_model.h disagree on the model's heads and early exits: rebuild"
+#endif
+#if QUTE_EXIT_POLICY && !QUTE_ENSEMBLE
+#error "an early-exit policy needs an ensemble classifier (its exits' scores decide)"
 #endif
 
 static void put_hex(uint32_t v, int digits)
@@ -230,28 +249,74 @@ typedef struct {
 #endif
 } qute_verdict;
 
-static void uncertainty(const int8_t *const outputs[], qute_verdict *v)
+#if QUTE_ENSEMBLE
+/* The scores of the n probability vectors at outputs first .. first + n - 1, as one ensemble:
+ * the K heads, or one early exit alone (n = 1). */
+static void ensemble_scores(const int8_t *const outputs[], int32_t first, int32_t n, qute_verdict *v)
 {
-    (void)outputs; /* a model that is not an ensemble classifier has no scores */
-    v->pred = -1;
-#if QUTE_ENSEMBLE && QUTE_INTEGER_PATH
-    for (int32_t k = 0; k < QUTE_MODEL_NUM_OUTPUTS; ++k) {
-        memcpy(&qute_heads_q[k * QUTE_CLASSES], outputs[k], QUTE_CLASSES * sizeof(qute_head_t));
+#if QUTE_INTEGER_PATH
+    for (int32_t k = 0; k < n; ++k) {
+        memcpy(&qute_heads_q[k * QUTE_CLASSES], outputs[first + k], QUTE_CLASSES * sizeof(qute_head_t));
     }
-    if (QUTE_SCORES_INT(qute_heads_q, QUTE_MODEL_NUM_OUTPUTS, QUTE_CLASSES, QUTE_INT_SCALE_Q24,
-                                 QUTE_INT_ZERO_POINT, qute_sums, &v->scores) != 0) {
+    if (QUTE_SCORES_INT(qute_heads_q, n, QUTE_CLASSES, QUTE_INT_SCALE_Q24, QUTE_INT_ZERO_POINT, qute_sums,
+                        &v->scores) != 0) {
         qute_console_puts("QUTE error qute_ensemble_scores_int rejected its arguments\r\n");
         qute_exit(1);
     }
-    v->pred = v->scores.predicted;
-#elif QUTE_ENSEMBLE
-    for (int32_t k = 0; k < QUTE_MODEL_NUM_OUTPUTS; ++k) {
+#else
+    for (int32_t k = 0; k < n; ++k) {
         /* the arena keeps every tensor aligned (codegen.plan.ALIGN): the int16 view is safe */
-        QUTE_DEQUANTIZE((const qute_head_t *)(const void *)outputs[k], QUTE_CLASSES, qute_model_output_scales[k],
-                        qute_model_output_zero_points[k], &qute_probs[k * QUTE_CLASSES]);
+        QUTE_DEQUANTIZE((const qute_head_t *)(const void *)outputs[first + k], QUTE_CLASSES,
+                        qute_model_output_scales[first + k], qute_model_output_zero_points[first + k],
+                        &qute_probs[k * QUTE_CLASSES]);
     }
-    qute_ensemble_scores(qute_probs, QUTE_MODEL_NUM_OUTPUTS, QUTE_CLASSES, qute_mean, &v->scores);
+    qute_ensemble_scores(qute_probs, n, QUTE_CLASSES, qute_mean, &v->scores);
+#endif
     v->pred = v->scores.predicted;
+}
+#endif
+
+#if QUTE_EXIT_POLICY
+#if QUTE_INTEGER_PATH
+static const int32_t qute_exit_thresholds[QUTE_EXITS] = QUTE_EXIT_THRESHOLDS;
+#else
+static const float qute_exit_thresholds[QUTE_EXITS] = QUTE_EXIT_THRESHOLDS;
+#endif
+static const int8_t *qute_outputs[QUTE_MODEL_NUM_OUTPUTS];
+
+/* Asked by the model after each exit's stage: that exit's own scores (or those of the mean of
+ * the exits so far: they are consecutive outputs), and whether they pass its threshold (then the
+ * run stops and the sample reports them). */
+static int stop_at_exit(int exit_index, void *user)
+{
+    qute_verdict *v = (qute_verdict *)user;
+#if QUTE_EXIT_CUMULATIVE
+    ensemble_scores(qute_outputs, QUTE_HEADS, exit_index + 1, v);
+#else
+    ensemble_scores(qute_outputs, QUTE_HEADS + exit_index, 1, v);
+#endif
+    return QUTE_EXIT_STOPS(v->scores.QUTE_EXIT_FIELD, qute_exit_thresholds[exit_index]);
+}
+#endif
+
+/* Whether output k was computed by a run that stopped at exit `taken` (QUTE_EXITS: the end). */
+static int computed(int32_t k, int32_t taken)
+{
+    return k < QUTE_HEADS ? taken == QUTE_EXITS : k - QUTE_HEADS <= taken;
+}
+
+/* The uncertainty module after a run: the ensemble's scores when the run reached the heads (an
+ * early stop has its exit's already), then the calibrated decisions on whichever reported. */
+static void uncertainty(const int8_t *const outputs[], int32_t taken, qute_verdict *v)
+{
+    (void)outputs; /* a model that is not an ensemble classifier has no scores */
+    (void)taken;
+#if QUTE_ENSEMBLE
+    if (taken == QUTE_EXITS) {
+        ensemble_scores(outputs, 0, QUTE_HEADS, v);
+    }
+#else
+    v->pred = -1;
 #endif
 #if QUTE_CALIBRATED && QUTE_INTEGER_PATH
     v->score = v->scores.QUTE_ABSTAIN_FIELD;
@@ -267,7 +332,7 @@ static void uncertainty(const int8_t *const outputs[], qute_verdict *v)
 }
 
 static void put_sample(uint32_t s, int32_t label, const qute_verdict *v, const int8_t *const outputs[],
-                       uint32_t cycles, uint32_t ucycles)
+                       int32_t taken, uint32_t cycles, uint32_t ucycles)
 {
     qute_console_puts("QUTE sample=");
     qute_console_put_uint(s);
@@ -282,12 +347,16 @@ static void put_sample(uint32_t s, int32_t label, const qute_verdict *v, const i
     qute_console_puts(" conf=");
     put_prob4((uint32_t)(v->scores.confidence * 10000.0f + 0.5f));
 #endif
+#if QUTE_EXITS > 0
+    qute_console_puts(" exit=");
+    qute_console_put_int(taken);
+#endif
     qute_console_puts(" heads=");
     for (int32_t k = 0; k < QUTE_MODEL_NUM_OUTPUTS; ++k) {
         if (k != 0) {
             qute_console_putc(',');
         }
-        for (int32_t i = 0; i < qute_model_output_sizes[k]; ++i) {
+        for (int32_t i = 0; computed(k, taken) && i < qute_model_output_sizes[k]; ++i) {
             put_hex((uint8_t)outputs[k][i], 2);
         }
     }
@@ -347,6 +416,9 @@ int main(void)
     const int8_t *outputs[QUTE_MODEL_NUM_OUTPUTS];
     for (int32_t k = 0; k < QUTE_MODEL_NUM_OUTPUTS; ++k) {
         outputs[k] = qute_model_output(k);
+#if QUTE_EXIT_POLICY
+        qute_outputs[k] = outputs[k];
+#endif
     }
 
     qute_platform_init();
@@ -384,23 +456,30 @@ int main(void)
         const int32_t label = qute_labels[s];
         memcpy(qute_model_input(0), qute_inputs[s], QUTE_MODEL_INPUT0_SIZE); /* the run overwrites it */
 #endif
+        qute_verdict v;
+        int32_t taken = QUTE_EXITS;
         qute_cycles_start();
+#if QUTE_EXIT_POLICY
+        taken = qute_model_run_staged(stop_at_exit, &v);
+#else
         qute_model_run();
+#endif
         const uint32_t cycles = qute_cycles_elapsed();
         qute_cycles_start(); /* the uncertainty module, on the same counter */
-        qute_verdict v;
-        uncertainty(outputs, &v);
+        uncertainty(outputs, taken, &v);
         const uint32_t ucycles = qute_cycles_elapsed();
         if (v.pred == label) {
             ++correct;
         }
         for (int32_t k = 0; k < QUTE_MODEL_NUM_OUTPUTS; ++k) {
-            crc = crc32_update(crc, outputs[k], qute_model_output_sizes[k]);
+            if (computed(k, taken)) {
+                crc = crc32_update(crc, outputs[k], qute_model_output_sizes[k]);
+            }
         }
 #if defined(QUTE_PROFILE)
         put_op_counts(s);
 #endif
-        put_sample(s, label, &v, outputs, cycles, ucycles);
+        put_sample(s, label, &v, outputs, taken, cycles, ucycles);
     }
 
     qute_console_puts("QUTE done samples=");

@@ -5,6 +5,7 @@ the manifest, then rename the staging folder into place."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from codegen import outdir
 from codegen.host import kernels_dir
 from qute import __version__, tools as toolbox
 from qute.boards import load_board, platform_headers, platform_sources, render_linker_script
-from qute.build.fit import (WEIGHT_LAYOUTS, check_fit_after_link, check_fit_before_link, choose_weights16,
+from qute.build.fit import (WEIGHT_LAYOUTS, FitError, check_fit_after_link, check_fit_before_link, choose_weights16,
                             linker_overflow, memory_report)
 from qute.build.manifest import (BUILD_KIND, EMULATOR_DIR, INPUTS_FILE, MANIFEST, MEMORY_FILE, MODEL_FILE, InputsInfo,
                                  Manifest, ModelInfo, Variant)
@@ -28,6 +29,7 @@ from qute.build.project import (CFLAGS, PROFILE_DEFINE, kernel_sources, monitor_
                                 render_makefile, render_resc, render_robot, variant_settings)
 from qute.build.source import DEFAULT_SAMPLES, ModelSource, parse_stream, resolve_model
 from qute.errors import QuteError, RunFailure
+from qute.exits import NEVER, ExitPolicy, cut_at_exit
 from qute.expectation import Expectation, int_path_for, model_facts
 from qute.resources import firmware_dir
 from qute.transcript import PREFIX
@@ -35,6 +37,7 @@ from qute.transcript import PREFIX
 
 TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-objcopy", "arm-none-eabi-size", "make")
 INPUT_MODES = ("embedded", "uart")
+FIT_MODES = ("whole", "deepest-exit")
 
 
 @dataclass
@@ -94,6 +97,8 @@ class _Plan:
     monitor_note: str
     inputs: str
     profile: bool
+    exit_policy: dict | None  # qute.exits.ExitPolicy.to_dict for the board's arithmetic; None: run to the end
+    cut: dict | None = None  # --fit deepest-exit, when the whole model did not fit: which exit ships and why
 
 
 def build(
@@ -109,6 +114,8 @@ def build(
     force: bool = False,
     profile: bool = False,
     weights: str = "auto",
+    exit_policy: str | None = None,
+    fit: str = "whole",
 ) -> BuildResult:
     """Builds the firmware project for `board_name` into `out` (see the module docstring).
 
@@ -116,6 +123,9 @@ def build(
     qute.toml's [build] table is the command line's business: qute.config.build_target.)
     """
     _check_settings(board_name, samples, inputs, weights, stream)
+    policy = ExitPolicy.parse(exit_policy or NEVER)
+    if fit not in FIT_MODES:
+        raise QuteError(f"unknown --fit {fit!r}; choose one of: {', '.join(FIT_MODES)}")
     samples = DEFAULT_SAMPLES if samples is None else samples
     model = str(model) if model is not None else None
     board = load_board(board_name)
@@ -125,8 +135,17 @@ def build(
     outdir.check(out, BUILD, force)
 
     source = resolve_model(model, samples, data_dir, progress, stream)
-    facts = _fit(board, source, emulator, inputs == "uart", weights, progress)
-    plan = _plan(board, source, facts, emulator, inputs, profile, progress)
+    cut = None
+    try:
+        facts = _fit(board, source, emulator, inputs == "uart", weights, progress, policy)
+    except FitError as whole:
+        if fit != "deepest-exit":
+            raise
+        source, facts, cut = _deepest_exit(board, source, emulator, inputs == "uart", weights, progress, whole)
+        if policy is not None:
+            raise QuteError(f"{whole}; cut after {cut['exit']} (--fit deepest-exit), the model has no later exit "
+                            "for an exit policy: drop --exit-policy") from None
+    plan = _plan(board, source, facts, emulator, inputs, profile, progress, policy, cut)
     with outdir.staging(out, BUILD, force) as tmp:
         _write_project(tmp, plan)
         memory = _compile(tmp, plan, found, progress)
@@ -150,10 +169,13 @@ def _check_settings(board_name, samples, inputs: str, weights: str, stream: str 
         raise QuteError("no board: give --board BOARD (qute boards lists them)")
 
 
-def _fit(board, source: ModelSource, emulator: bool, uart_inputs: bool, weights: str, progress):
+def _fit(board, source: ModelSource, emulator: bool, uart_inputs: bool, weights: str, progress,
+         policy: ExitPolicy | None = None):
     """The generated model (qute.expectation.ModelFacts) with the filters' layout chosen, once it
-    is known to fit the board (and the emulator's board when that build is made too)."""
+    is known to fit the board (and the emulator's board when that build is made too) and to
+    have what the exit policy needs."""
     facts = model_facts(source.tflite)
+    _check_exits(policy, facts)
     if len(source.inputs) and tuple(source.inputs.shape[1:]) != tuple(facts.graph.tensor(facts.graph.inputs[0]).shape[1:]):
         raise QuteError(f"inputs of shape {source.inputs.shape[1:]} do not fit the model input")
     emu_board = board.emulation_board()
@@ -167,12 +189,70 @@ def _fit(board, source: ModelSource, emulator: bool, uart_inputs: bool, weights:
     return facts
 
 
-def _plan(board, source: ModelSource, facts, emulator: bool, inputs: str, profile: bool, progress) -> _Plan:
+def _deepest_exit(board, source: ModelSource, emulator: bool, uart_inputs: bool, weights: str, progress,
+                  whole: FitError):
+    """The model cut after the deepest early exit that fits the board (qute.exits.cut_at_exit):
+    (its source, its facts, what was cut and why). Raises `whole`'s message when none fits."""
+    exits = model_facts(source.tflite).layout.exits
+    if not exits:
+        raise QuteError(f"{whole}; --fit deepest-exit needs a model with early exits (qute quantize RUN --exits)") from None
+    tried = []
+    for k in reversed(range(len(exits))):
+        cut = dataclasses.replace(source, tflite=cut_at_exit(source.tflite, k),
+                                  origin=f"{source.origin}, cut after exit_{k} (--fit deepest-exit)")
+        try:
+            facts = _fit(board, cut, emulator, uart_inputs, weights, lambda s: None)
+        except FitError as e:
+            tried.append(f"exit_{k}: {str(e).split(': ', 1)[1]}")
+            continue
+        info = {"exit": f"exit_{k}", "exits": len(exits), "why": str(whole), "deeper_exits_tried": tried,
+                "evaluation": _exit_evaluation(source, k)}
+        progress(f"{whole}: cut after exit_{k}, the deepest of the {len(exits)} early exits that fits")
+        return cut, facts, info
+    raise QuteError(f"{whole}; no early exit fits either ({'; '.join(reversed(tried))})") from None
+
+
+def _exit_evaluation(source: ModelSource, k: int) -> dict | None:
+    """Exit k's own test metrics on TFLite Micro, from the run's quantization.json (None without)."""
+    if source.run_dir is None:
+        return None
+    try:
+        report = json.loads((Path(source.run_dir) / "quantization.json").read_text())
+        row = report["exits"][k]
+        if report.get("tflite_sha256") != hashlib.sha256(source.tflite).hexdigest():
+            return None
+        return {"from": str(Path(source.run_dir) / "quantization.json"), "test_samples": report["test_samples"],
+                **{key: row["int8_tflm"][key] for key in ("accuracy", "nll", "ece")}}
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _check_exits(policy: ExitPolicy | None, facts) -> None:
+    if policy is None:
+        return
+    layout = facts.layout
+    policy.for_exits(len(layout.exits))
+    head = layout.outputs[0]
+    if not facts.ensemble or any((layout.outputs[i]["size"], layout.outputs[i]["dtype"]) != (head["size"], head["dtype"])
+                                 for i in layout.exits):
+        raise QuteError("an exit policy needs an ensemble classifier whose exits are probability vectors like its heads")
+
+
+def _exit_policy(policy: ExitPolicy | None, facts, int_path: dict | None) -> dict | None:
+    """The policy, one threshold per exit, for the board's arithmetic; None to run to the end."""
+    if policy is None:
+        return None
+    return policy.for_exits(len(facts.layout.exits)).to_dict("int" if int_path else "float")
+
+
+def _plan(board, source: ModelSource, facts, emulator: bool, inputs: str, profile: bool, progress,
+          policy: ExitPolicy | None = None, cut: dict | None = None) -> _Plan:
     """The reference outputs, the variants to compile, the sources and the calibration compiled in."""
-    progress("running the host reference (TFLite Micro) on the embedded inputs")
     int_path = int_path_for(board, facts.layout)
+    exit_policy = _exit_policy(policy, facts, int_path)
+    progress("running the host reference (TFLite Micro) on the embedded inputs")
     expect = Expectation.of(source.tflite, facts.layout, source.inputs, int_path,
-                            source.labels if source.labelled else None)
+                            source.labels if source.labelled else None, exit_policy=exit_policy)
 
     variants = [variant_settings(board, True)] if emulator else [variant_settings(board, False), variant_settings(board, True)]
     if int_path:  # no FPU: the integer-only uncertainty path, in every variant (same compiler flags)
@@ -188,12 +268,14 @@ def _plan(board, source: ModelSource, facts, emulator: bool, inputs: str, profil
     if facts.ensemble:
         common.append("uncertainty/qute_uncertainty_int.c" if int_path else "uncertainty/qute_uncertainty.c")
     model_id = hashlib.sha256(source.tflite).hexdigest()
-    monitor, monitor_note = monitor_constants(facts, source, model_id, int_path, board.name)
+    monitor, monitor_note = monitor_constants(facts, source, model_id, int_path, board.name) if cut is None else (
+        None, f"the model is cut after {cut['exit']}: the run's calibration was made for the whole ensemble "
+              "(no abstain flag, no accuracy-drop monitor)")
     progress(f"calibration: {monitor_note}")
     if monitor:
         common.append("uncertainty/qute_monitor.c")
     return _Plan(board, board.emulation_board(), emulator, uart_inputs, source, facts, expect, expect.done_line(),
-                 int_path, variants, kernels, common, model_id, monitor, monitor_note, inputs, profile)
+                 int_path, variants, kernels, common, model_id, monitor, monitor_note, inputs, profile, exit_policy, cut)
 
 
 def _copy(files, folder: Path) -> None:
@@ -207,7 +289,7 @@ def _write_project(tmp: Path, p: _Plan) -> None:
     board, facts, source = p.board, p.facts, p.source
     (tmp / "src").mkdir()
     for name, text in render_app(facts, source, board.name, p.emu_board.name, p.monitor, p.int_path, p.uart_inputs,
-                                 p.monitor_note).items():
+                                 p.monitor_note, p.exit_policy).items():
         (tmp / name).write_text(text)
     (tmp / "src" / "qute_model.h").write_text(facts.gen.header)
     (tmp / "src" / "qute_model.c").write_text(facts.gen.source)
@@ -285,4 +367,6 @@ def _manifest(p: _Plan, renode_files: list[str]) -> Manifest:
         calibration=p.monitor,
         calibration_note=p.monitor_note,
         profile=profile_ops(facts) if p.profile else None,
+        exit_policy=p.exit_policy,
+        cut=p.cut,
     )

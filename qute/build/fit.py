@@ -49,11 +49,15 @@ def choose_weights16(boards, facts: ModelFacts, source: ModelSource, uart_inputs
     return wide, f"int16 (+{extra:,} B flash for fewer instructions; --weights int8 to keep them int8)"
 
 
-def _no_fit(board, needs: list[tuple[str, int, int, str]]) -> QuteError:
+class FitError(QuteError):
+    """The model does not fit the board (qute build --fit deepest-exit then tries a cut model)."""
+
+
+def _no_fit(board, needs: list[tuple[str, int, int, str]]) -> FitError:
     """One line: `needs 412 KB RAM, nucleo-l432kc has 64 KB` for each region that overflows."""
     parts = [f"needs {kb(need)} KB {what}, {board.name} has {kb(have)} KB" + (f" ({detail})" if detail else "")
              for what, need, have, detail in needs]
-    return QuteError(f"the model does not fit {board.name}: " + "; ".join(parts))
+    return FitError(f"the model does not fit {board.name}: " + "; ".join(parts))
 
 
 def check_fit_before_link(board, facts: ModelFacts, source: ModelSource, uart_inputs: bool = False) -> dict:
@@ -61,7 +65,7 @@ def check_fit_before_link(board, facts: ModelFacts, source: ModelSource, uart_in
     gen = facts.gen
     # The model's arena holds its input and outputs too: the firmware writes each input there
     # (qute_model_input) and reads the outputs there (qute_model_output), with no buffers of its own.
-    floats = 4 * (len(facts.outputs) + 1) * facts.classes if facts.ensemble else 0
+    floats = 4 * (facts.layout.num_heads + 1) * facts.classes if facts.ensemble else 0
     ram = gen.arena_size + floats + board.stack_size
     inputs = 0 if uart_inputs else int(source.inputs.size) + 2 * len(source.inputs)
     weights = gen.weights_bytes + gen.params_bytes

@@ -57,8 +57,9 @@ class InputsInfo:
 class Manifest:
     """build.json: what a build holds and what its firmware must print.
 
-    `outputs` (the model's outputs in the generated order), `uncertainty_path`, `calibration` and
-    `profile` stay plain mappings: qute.expectation, qute.calibrate and the profile table own them.
+    `outputs` (the model's outputs in the generated order), `uncertainty_path`, `exit_policy`,
+    `calibration` and `profile` stay plain mappings: qute.expectation, qute.exits, qute.calibrate
+    and the profile table own them.
     """
 
     board: str
@@ -81,13 +82,15 @@ class Manifest:
     calibration: dict | None = None
     calibration_note: str = ""
     profile: dict | None = None
+    exit_policy: dict | None = None  # early-exit models: qute.exits.ExitPolicy.to_dict, None: they run to the end
+    cut: dict | None = None  # qute build --fit deepest-exit cut the model after this exit (and why)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["inputs"]["from"] = d["inputs"].pop("source")
         order = ["kind", "qute_version", "board", "emulator_only", "variants", "qemu_machine", "compiler_flags",
                  "model", "inputs", "outputs", "ensemble", "classes", "reference", "expected_done_line",
-                 "emulation_note", "renode", "uncertainty_path", "calibration", "calibration_note", "profile"]
+                 "emulation_note", "renode", "uncertainty_path", "exit_policy", "cut", "calibration", "calibration_note", "profile"]
         d["inputs"] = {k: d["inputs"][k] for k in ("file", "samples", "from", "over", "labelled", "class_names")}
         return {k: d[k] for k in order}
 

@@ -100,9 +100,26 @@ def monitor_constants(facts: ModelFacts, source: ModelSource, model_sha256: str,
     }, f"compiled in from {path}"
 
 
+def exit_constants(policy: dict | None) -> dict | None:
+    """The early-exit policy (qute.exits.ExitPolicy.to_dict) as qute_config.h states it."""
+    if policy is None:
+        return None
+    if policy["arithmetic"] == "int":
+        field = f"{policy['field']}_q{INT_FRAC_BITS[policy['field']]}"
+        thresholds = [f"({t})" for t in policy["thresholds_int"]]
+    else:
+        field = policy["field"]
+        thresholds = [c_float(h) for h in policy["thresholds_f32"]]
+    whose = "the mean of exits 0..k's" if policy.get("cumulative") else "that exit's own"
+    note = (f"stop after exit k when {whose} {policy['score']} {policy['stop_when']} threshold k "
+            f"({', '.join(f'{t:g}' for t in policy['thresholds'])})")
+    return {"field": field, "stop_when": policy["stop_when"], "thresholds": thresholds, "note": note,
+            "cumulative": bool(policy.get("cumulative"))}
+
+
 def render_app(facts: ModelFacts, source: ModelSource, board: str, emulator_target: str,
                monitor: dict | None = None, int_path: dict | None = None, uart_inputs: bool = False,
-               calibration_note: str = "") -> dict[str, str]:
+               calibration_note: str = "", exit_policy: dict | None = None) -> dict[str, str]:
     """The generated, data-only part of the firmware application (firmware/app/qute_app.c is the
     rest): src/qute_config.h, and src/qute_inputs.c unless the inputs come over the UART."""
 
@@ -134,10 +151,13 @@ def render_app(facts: ModelFacts, source: ModelSource, board: str, emulator_targ
         calibration_note=calibration_note,
         format=FORMAT,
         model_id=hashlib.sha256(source.tflite).hexdigest()[:12],
-        start_fields=start_fields(len(facts.outputs), classes, monitor),
+        start_fields=start_fields(facts.layout.num_heads, classes, monitor, len(facts.layout.exits), exit_policy),
         uart_inputs=uart_inputs,
         samples=0 if uart_inputs else len(x),
         labelled=uart_inputs or source.labelled,  # over the UART: until an input comes without a label
+        heads=facts.layout.num_heads,
+        exits=len(facts.layout.exits),
+        exit_policy=exit_constants(exit_policy),
         ensemble=facts.ensemble,
         classes=classes,
         head_bits=16 if facts.ensemble and facts.outputs[0].get("dtype") == "int16" else 8,

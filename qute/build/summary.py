@@ -16,6 +16,13 @@ def summary_lines(r: BuildResult) -> list[str]:
     m, b = r.manifest, r.board
     uart = m.inputs.over == "uart"
     lines = [_inputs_line(r, uart), _variants_line(r), _calibration_line(m)]
+    if m.cut:
+        lines.append(_cut_line(m.cut))
+    if m.exit_policy:
+        p = m.exit_policy
+        whose = "the mean of exits 0..k's" if p.get("cumulative") else "its own"
+        lines.append(f"early exits: stop after exit k when {whose} {p['score']} {p['stop_when']} "
+                     + ", ".join(f"{t:g}" for t in p["thresholds"]) + " (qute run checks every decision against the host)")
     if m.profile is not None:
         lines.append(f"profiled (-DQUTE_PROFILE): the firmware times each of the {len(m.profile['ops'])} ops "
                      f"that run code on every input; qute run prints the table")
@@ -29,6 +36,16 @@ def summary_lines(r: BuildResult) -> list[str]:
     lines.append(f"next: qute run --board {b.name} {r.out}"
                  + ("" if r.emulator else f"   or   qute flash --board {b.name} {r.out}"))
     return lines
+
+
+def _cut_line(cut: dict) -> str:
+    ev = cut.get("evaluation")
+    measured = (f"; {cut['exit']} alone on the {ev['test_samples']:,} test images (int8, TFLite Micro, {ev['from']}): "
+                f"accuracy {ev['accuracy']:.4f}, NLL {ev['nll']:.4f}, ECE {ev['ece']:.4f}" if ev else
+                f"; no evaluation of {cut['exit']} alone on record (qute quantize RUN --exits writes one)")
+    deeper = f" (deeper: {'; '.join(cut['deeper_exits_tried'])})" if cut["deeper_exits_tried"] else ""
+    return (f"cut after {cut['exit']} of {cut['exits']}, the deepest exit that fits{deeper}: the whole model did not "
+            f"({cut['why']}); the firmware reports {cut['exit']}'s own prediction and scores{measured}")
 
 
 def _inputs_line(r: BuildResult, uart: bool) -> str:
