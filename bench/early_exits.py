@@ -33,7 +33,7 @@ from qute.int8_model import TFLITE_FILE
 from qute.run import load_run
 
 POLICIES = ("never", "confidence:0.999", "confidence:0.99", "confidence:0.97", "confidence:0.9",
-            "mean-confidence:0.97", "entropy:0.1", "budget:0.8", "budget:0.6")
+            "mean-confidence:0.97", "entropy:0.1", "window-mean-confidence:0.5/0.97", "budget:0.8", "budget:0.6")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -59,7 +59,10 @@ def measure(run_dir: str, board_name: str, policies, progress=lambda s: print(f"
             policy = dynamic.with_thresholds("confidence", ts, test)
         r = dynamic.outcome(test, data.y_test, costs, policy)
         r["ood_auroc"] = dynamic.ood_auroc(test, ood, policy)
-        rows.append({"policy": spec, "thresholds": None if policy is None else policy["thresholds"], **r})
+        thresholds = None if policy is None else policy["thresholds"]
+        if policy is not None and "rejects" in policy:
+            thresholds = [f"{a:g} (reject {b:g})" for a, b in zip(policy["thresholds"], policy["rejects"])]
+        rows.append({"policy": spec, "thresholds": thresholds, **r})
     return {"run": str(run.path), "board": board.name, "machine": costs_entry["machine"], "costs": costs,
             "ood": ood_name, "test_samples": int(len(data.y_test)), "rows": rows}
 
@@ -67,15 +70,16 @@ def measure(run_dir: str, board_name: str, policies, progress=lambda s: print(f"
 def table(result: dict) -> str:
     n_exits = len(result["costs"]) - 1
     names = [f"exit_{k}" for k in range(n_exits)] + ["end"]
-    lines = [f"| policy | thresholds | accuracy | NLL | ECE | OOD AUROC ({result['ood']}) | exits taken "
-             f"({' / '.join(names)}) | mean instructions | / run to the end |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    lines = [f"| policy | thresholds | accuracy | NLL | ECE | OOD AUROC ({result['ood']}) | rejected (accuracy of the rest) "
+             f"| exits taken ({' / '.join(names)}) | mean instructions | / run to the end |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in result["rows"]:
         n = sum(r["histogram"])
         taken = " / ".join(f"{100 * h / n:.0f}%" for h in r["histogram"])
-        ts = "-" if r["thresholds"] is None else ", ".join(f"{t:g}" for t in r["thresholds"])
+        ts = "-" if r["thresholds"] is None else ", ".join(t if isinstance(t, str) else f"{t:g}" for t in r["thresholds"])
+        rej = f"{100 * r['rejected']:.1f}% ({r['accepted_accuracy']:.4f})" if r["rejected"] else "-"
         lines.append(f"| {r['policy']} | {ts} | {r['accuracy']:.4f} | {r['nll']:.3f} | {r['ece']:.3f} | "
-                     f"{r['ood_auroc']:.3f} | {taken} | {r['mean_cost']:,.0f} | {r['cost_fraction']:.3f} |")
+                     f"{r['ood_auroc']:.3f} | {rej} | {taken} | {r['mean_cost']:,.0f} | {r['cost_fraction']:.3f} |")
     costs = ", ".join(f"{name} {c:,.0f}" for name, c in zip(names, result["costs"]))
     lines.append("")
     lines.append(f"Instructions per inference (model + uncertainty scores) when a run stops at: {costs} "

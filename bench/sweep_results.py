@@ -19,12 +19,14 @@ class Trial:
 
 def method_label(train: dict) -> str:
     """The method, "-tied" for the paper's QUTE, then what differs from the defaults (backbone, K,
-    the frozen-backbone phase)."""
+    the frozen-backbone phase, bootstrapped output blocks, label smoothing)."""
     label = train["method"] + ("-tied" if train["method"] == "qute" and not train["untied"] else "")
     differ = [train["arch"]] if train["arch"] != TrainConfig.arch else []
     differ += [f"K={train['k']}"] if train["k"] != TrainConfig.k and train["method"] != "base" else []
     frozen = train.get("freeze_fraction", TrainConfig.freeze_fraction)
     differ += [f"frozen {frozen:.0%}"] if frozen != TrainConfig.freeze_fraction and train["method"] == "qute" else []
+    differ += ["bootstrap heads"] if train.get("bootstrap") and train["method"] == "qute" else []
+    differ += [f"label smoothing {train['label_smoothing']:g}"] if train.get("label_smoothing") else []
     return f"{label} ({', '.join(differ)})" if differ else label
 
 

@@ -20,8 +20,10 @@ from qute.cli_options import (
 from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
 from qute.config import ARCHS, METHODS, STAGES, build_target, make_config, read_project
 from qute.data import load_dataset
+from qute.dynamic import calibrate_exits, evaluate_dynamic, format_exit_calibration, parse_dynamic
 from qute.emulate import run as run_emulator
 from qute.errors import QuteError, RunFailure
+from qute.exits import POLICY_FILE
 from qute.flash import flash as do_flash
 from qute.monitor import PLOT_FILE, TIMELINE_FILE, format_timeline, play_stream
 from qute.report import write_report
@@ -138,8 +140,6 @@ def eval_(run_dir, config_path, ood, corruptions, window, data_dir, stages, boar
 
     project = read_project(config_path)
     if dynamic is not None:
-        from qute.dynamic import evaluate_dynamic, parse_dynamic
-
         parse_dynamic(dynamic)  # a bad policy fails before any data is loaded
         cfg = make_config("eval", project, {"ood": ood, "corruptions": corruptions, "window": window})
         board = board or make_config("build", project, {}).board
@@ -245,8 +245,12 @@ def boards():
 @click.option("--target-tpr", type=float, default=0.95, show_default=True, help="Fraction of in-distribution validation images to accept.")
 @click.option("--window", type=int, default=100, show_default=True, help="Accuracy-drop monitor window: the last M confidences.")
 @click.option("--false-alarm", type=float, default=0.0, show_default=True, help="Fraction of ID validation windows allowed to alarm.")
+@click.option("--exits", "exits", metavar="GOAL", help="Also choose early-exit thresholds (a run quantized with --exits): "
+              "budget:F (most accurate within F of the full run's instructions on --board) or accuracy:A (cheapest "
+              "reaching A); qute build --exit-policy calibrated uses them.")
+@board_option("Board whose instruction counts the --exits goal uses (default nucleo-f746).")
 @data_dir_option()
-def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
+def calibrate(run_dir, score, target_tpr, window, false_alarm, exits, board, data_dir):
     """Set the device's abstain threshold and accuracy-drop monitor from the validation split.
 
     Writes RUN_DIR/calibration.json; `qute build RUN_DIR` compiles it in. The scores come from
@@ -256,10 +260,16 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
     \b
     Example:
       qute calibrate runs/digits --score entropy --target-tpr 0.95 --window 100
+      qute calibrate runs/mnist-qute --exits budget:0.8 --board nucleo-f746
     """
+    if exits is not None:
+        parse_dynamic(exits)  # a bad goal fails before anything runs
     c = do_calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir=data_dir,
                      progress=echo_progress)
     click.echo(format_calibration(c, Path(run_dir) / CALIBRATION_FILE))
+    if exits is not None:
+        doc = calibrate_exits(run_dir, exits, board or "nucleo-f746", data_dir, progress=echo_progress)
+        click.echo(format_exit_calibration(doc, Path(run_dir) / POLICY_FILE))
 
 
 @cli.command()
@@ -283,8 +293,9 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir):
                    "instructions on cores with the DSP extension (Cortex-M4/M7/M33/M55); auto: int16 there "
                    "while a quarter of the flash stays free, else int8.")
 @click.option("--exit-policy", default="never", show_default=True, metavar="POLICY",
-              help="Models with early exits (qute quantize --exits): never, or SCORE:T[,T...] to stop after "
-                   "exit k when its own score passes T_k, e.g. confidence:0.9 or entropy:0.2,0.3,0.4.")
+              help="Models with early exits (qute quantize --exits): never, SCORE:T[,T...] to stop after exit k "
+                   "when its own score passes T_k (e.g. confidence:0.9, entropy:0.2,0.3,0.4; mean-SCORE: the mean "
+                   "of the exits so far), or calibrated (the run's qute calibrate --exits thresholds).")
 @click.option("--fit", "fit", type=click.Choice(["whole", "deepest-exit"]), default="whole", show_default=True,
               help="deepest-exit: when the whole model does not fit the board, ship it cut after the deepest early "
                    "exit that does (that exit's own prediction and scores); whole: fail with the numbers.")

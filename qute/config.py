@@ -53,6 +53,11 @@ class TrainConfig:
     # Fit one temperature on the validation split after training and fold it into the heads
     # (qute.temperature): the averaged heads are under-confident otherwise.
     temperature: bool = True
+    # qute: each output block trains on its own bootstrap resample of the training set (per-sample
+    # Poisson(1) weights, fixed per block for the whole run), for heads that disagree more.
+    bootstrap: bool = False
+    # Label smoothing of every output's cross-entropy: (1 - e) CE + e x the mean over classes of -log p.
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         # Everything a run's settings can get wrong is caught here, before any data is loaded or
@@ -74,6 +79,8 @@ class TrainConfig:
             raise QuteError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0 <= self.dropout < 1:
             raise QuteError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.label_smoothing < 1:
+            raise QuteError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def to_dict(self) -> dict:
         return asdict(self)

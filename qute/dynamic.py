@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qute import data as qdata, exits as exit_rules, metrics
+from qute import data as qdata, exits as exit_rules
 from qute.boards import load_board
 from qute.build import build as make_build
 from qute.build.manifest import load_build
@@ -164,19 +164,26 @@ def stage_costs(run, board, progress=lambda s: None, samples: int = COST_SAMPLES
 
 def outcome(o: ExitOutputs, y: np.ndarray, costs: list[float], policy: dict | None) -> dict:
     """Accuracy, NLL, ECE and the exit histogram of `policy` on labelled outputs, with its mean cost."""
+    from qute import metrics  # scikit-learn
+
     taken = o.taken(policy)
     probs, _ = o.reported(taken, policy)
+    rejected = exit_rules.rejected(o._which(policy)[0], policy, taken)
     hist = np.bincount(taken, minlength=o.exits + 1)
     mean_cost = float(np.dot(hist, costs) / max(1, len(taken)))
     per_exit_acc = [float(np.mean(probs[taken == k].argmax(1) == y[taken == k])) if hist[k] else None
                     for k in range(o.exits + 1)]
     return {"accuracy": metrics.accuracy(y, probs), "nll": metrics.nll(y, probs), "ece": metrics.ece(y, probs, n_bins=15),
             "histogram": hist.tolist(), "accuracy_by_exit": per_exit_acc, "mean_cost": mean_cost,
-            "cost_fraction": mean_cost / costs[-1]}
+            "cost_fraction": mean_cost / costs[-1], "rejected": float(np.mean(rejected)) if len(rejected) else 0.0,
+            # a window policy's accepted inputs (all of them for the others)
+            "accepted_accuracy": float(np.mean(probs[~rejected].argmax(1) == y[~rejected])) if (~rejected).any() else None}
 
 
 def ood_auroc(o_id: ExitOutputs, o_ood: ExitOutputs, policy: dict | None) -> float:
     """OOD AUROC of the reported confidence, each set through the same policy."""
+    from qute import metrics  # scikit-learn
+
     _, s_id = o_id.reported(o_id.taken(policy), policy)
     _, s_ood = o_ood.reported(o_ood.taken(policy), policy)
     return metrics.ood_auroc(uncertainty_score(s_id, "confidence"), uncertainty_score(s_ood, "confidence"))
@@ -314,6 +321,9 @@ class DynamicResult:
         out.append(f"{'mean ' + unit:<22}{self.chosen['mean_cost']:>14,.0f}{self.full['mean_cost']:>18,.0f}")
         out.append(f"{'of running to the end':<22}{100 * self.chosen['cost_fraction']:>13.1f}%{100.0:>17.1f}%")
         out.append(f"exits taken: {hist(self.chosen)}")
+        if self.policy is not None and "rejects" in self.policy:
+            out.append(f"rejected by the window (abstain): {100 * self.chosen['rejected']:.1f}%; accuracy of the accepted "
+                       f"{self.chosen['accepted_accuracy']:.4f}")
         out.append("")
         out.append(f"threshold sweep ({self.sweep_score}, one threshold for every exit), test set:")
         out.append(f"  {'threshold':>9}  {'accuracy':>8}  {'NLL':>6}  {'ECE':>6}  {'mean ' + unit:>18}  {'of end':>6}  exits taken")
@@ -374,3 +384,47 @@ def evaluate_dynamic(run_dir, spec: str, board_name: str = "nucleo-f746", ood: s
                            files=[Path(run.path) / DYNAMIC_FILE, plot, Path(run.path) / COSTS_FILE])
     write_atomic({Path(run.path) / DYNAMIC_FILE: (json.dumps(result.to_dict(), indent=2) + "\n").encode()})
     return result
+
+
+# --------------------------------------------------------------------------- qute calibrate --exits
+
+
+def calibrate_exits(run_dir, spec: str, board_name: str = "nucleo-f746", data_dir=None,
+                    progress=lambda s: None) -> dict:
+    """Thresholds for `qute build --exit-policy calibrated`: `spec` is budget:F or accuracy:A
+    (chosen on the validation split with `board_name`'s costs and arithmetic) or a policy given
+    outright; written to RUN/exit_policy.json with what it gives on the validation split."""
+    kind, value = parse_dynamic(spec)
+    if kind == "policy" and value is None:
+        raise QuteError("qute calibrate --exits: give budget:F, accuracy:A or SCORE:T (never needs no thresholds)")
+    run = load_run(run_dir)
+    board = load_board(board_name)
+    model_path = Path(run.path) / TFLITE_FILE
+    if not model_path.is_file() or not model_facts(model_path.read_bytes()).layout.exits:
+        raise QuteError(f"{run.path} has no int8 model with early exits; make it with: qute quantize {run.path} --exits")
+    tflite = model_path.read_bytes()
+    t = run.train
+    dataset = qdata.load_dataset(t.dataset, data_dir or t.data_dir, seed=t.seed, val_fraction=t.val_fraction, limit=t.limit)
+    costs = stage_costs(run, board, progress)["costs"]
+    progress(f"running {len(dataset.x_val):,} validation images on TFLite Micro")
+    o_val = exit_outputs(tflite, dataset.x_val, board)
+    if kind == "policy":
+        policy = value.for_exits(o_val.exits)
+    else:
+        ts = choose(o_val, dataset.y_val, costs, "confidence", **({"budget": value} if kind == "budget" else {"target": value}))
+        policy = exit_rules.ExitPolicy("confidence", ts)
+    got = outcome(o_val, dataset.y_val, costs, policy_dict(policy, o_val))
+    doc = {"version": 1, "model_sha256": hashlib.sha256(tflite).hexdigest(), "goal": spec,
+           "policy": {"score": policy.score, "thresholds": list(policy.thresholds), "cumulative": policy.cumulative},
+           "spec": policy.spec(), "board": board.name, "costs": costs, "validation": got,
+           "validation_samples": int(len(dataset.y_val))}
+    write_atomic({Path(run.path) / exit_rules.POLICY_FILE: (json.dumps(doc, indent=2) + "\n").encode()})
+    return doc
+
+
+def format_exit_calibration(doc: dict, path) -> str:
+    v = doc["validation"]
+    return (f"exits:    {doc['spec']} ({doc['goal']}); on the {doc['validation_samples']:,} validation images: "
+            f"accuracy {v['accuracy']:.4f}, mean {v['mean_cost']:,.0f} instructions on {doc['board']} "
+            f"({100 * v['cost_fraction']:.1f}% of running to the end)\n"
+            f"wrote {path}; build with: qute build --exit-policy calibrated")

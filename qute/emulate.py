@@ -122,6 +122,10 @@ class RunResult:
             hist = ", ".join(f"{name} {count}" for name, count in zip(x["names"], x["device_histogram"]))
             lines.append(f"early exits ({x['policy']}): {hist}; {x['differing']} of {self.samples} exit decisions "
                          f"differ from the host")
+            if x.get("rejected_host") is not None:
+                dev = x["rejected_device"]
+                lines.append(f"  rejected by the window (abstain=1): device {'(see abstain)' if dev is None else dev}, "
+                             f"host {x['rejected_host']}")
             shown = " ".join("-" if e < 0 else str(e) for e in x["device"][:100])
             lines.append(f"  exit per sample ({len(x['names']) - 1} = ran to the end): {shown}"
                          + (" ..." if len(x["device"]) > 100 else ""))
@@ -303,13 +307,16 @@ def exit_summary(c, expect: Expectation, got: dict) -> dict | None:
     cycles = np.array([got[i].cycles if i in got else -1 for i in range(expect.samples)], dtype=np.int64)
     by_exit = [float(np.mean(cycles[c.taken == k])) if np.any(c.taken == k) else None for k in range(n_exits + 1)]
     p = expect.exit_policy
+    window = "" if p is None or "rejects" not in p else " (reject at " + ",".join(f"{t:g}" for t in p["rejects"]) + ")"
     return {
         "policy": "never (no exit policy)" if p is None else f"{p['score']} {p['stop_when']} "
-                  + ",".join(f"{t:g}" for t in p["thresholds"]),
+                  + ",".join(f"{t:g}" for t in p["thresholds"]) + window,
         "names": names,
         "device_histogram": [int(np.sum(c.taken == k)) for k in range(n_exits + 1)],
         "host_histogram": [int(np.sum(want == k)) for k in range(n_exits + 1)],
-        "differing": int(c.exits_differing),
+        "differing": int(c.exits_differing) + int(c.rejects_differing),
+        "rejected_device": None if c.rejected is None else int(np.sum(c.rejected == 1)),
+        "rejected_host": int(np.sum(expect.rejected())) if p is not None and "rejects" in p else None,
         "cycles_by_exit": by_exit,
         "device": c.taken.tolist(),
     }

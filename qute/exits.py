@@ -15,7 +15,9 @@ device's exit decisions, scores and everything calibrated on them are checked bi
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import flatbuffers
 import numpy as np
@@ -28,45 +30,67 @@ from qute.uncertainty import INT_FRAC_BITS
 
 NEVER = "never"
 CUMULATIVE = "mean-"
+WINDOW = "window-"
+CALIBRATED = "calibrated"  # qute build --exit-policy calibrated: the run's POLICY_FILE
+POLICY_FILE = "exit_policy.json"  # written by qute calibrate RUN --exits (qute.dynamic.calibrate_exits)
 
 
 @dataclass(frozen=True)
 class ExitPolicy:
     """Stop at exit k when its `score` (a name of qute.calibrate.SCORES) passes thresholds[k];
-    `cumulative`: the score of the mean of exits 0..k's softmaxes rather than exit k's alone."""
+    `cumulative`: the score of the mean of exits 0..k's softmaxes rather than exit k's alone.
+
+    With `rejects` (a window-based cascade), exit k also stops, and rejects the input (abstain=1),
+    when the score is on the uncertain side of rejects[k]: only a score inside the window between
+    the two goes on to the next stage."""
 
     score: str
     thresholds: tuple[float, ...]
     cumulative: bool = False
+    rejects: tuple[float, ...] | None = None
 
     @classmethod
     def parse(cls, text: str) -> ExitPolicy | None:
         """``never`` (None), or ``SCORE:T`` (one threshold for every exit) or ``SCORE:T0,T1,...``
         (one per exit), e.g. ``confidence:0.9`` or ``entropy:0.2,0.3,0.4``; ``mean-SCORE:...``
-        scores the mean of the exits so far (``mean-confidence:0.9``)."""
+        scores the mean of the exits so far (``mean-confidence:0.9``); ``window-[mean-]SCORE:R/A,...``
+        is a window-based cascade: reject at R, accept at A (``window-confidence:0.3/0.9``)."""
         text = (text or "").strip()
         if text == NEVER:
             return None
         score, sep, values = text.partition(":")
+        window = score.startswith(WINDOW)
+        score = score.removeprefix(WINDOW)
         cumulative = score.startswith(CUMULATIVE)
         score = score.removeprefix(CUMULATIVE)
         if not sep or score_name(score) not in SCORES:
-            raise QuteError(f"exit policy {text!r}: write never, or [mean-]SCORE:THRESHOLD[,THRESHOLD...] with SCORE one "
-                            f"of {', '.join(SCORES)} (e.g. confidence:0.9)")
+            raise QuteError(f"exit policy {text!r}: write never, [mean-]SCORE:T[,T...] or window-[mean-]SCORE:R/A[,R/A...] "
+                            f"with SCORE one of {', '.join(SCORES)} (e.g. confidence:0.9, window-confidence:0.3/0.9)")
         try:
-            thresholds = tuple(float(v) for v in values.split(","))
+            pairs = [tuple(float(x) for x in v.split("/")) for v in values.split(",")]
         except ValueError:
             raise QuteError(f"exit policy {text!r}: thresholds must be numbers separated by commas") from None
-        if not all(np.isfinite(thresholds)):
+        if any(len(p) != (2 if window else 1) for p in pairs):
+            raise QuteError(f"exit policy {text!r}: " + ("a window is REJECT/ACCEPT for each exit, e.g. 0.3/0.9" if window
+                                                        else "one number per exit (REJECT/ACCEPT pairs need window-)"))
+        if not np.isfinite(np.array(pairs)).all():
             raise QuteError(f"exit policy {text!r}: thresholds must be finite")
-        return cls(score_name(score), thresholds, cumulative)
+        score = score_name(score)
+        if window:
+            higher = SCORES[score][1]
+            if any((r > a) if higher else (r < a) for r, a in pairs):
+                raise QuteError(f"exit policy {text!r}: each window's reject threshold must lie on the uncertain side "
+                                f"of its accept threshold ({'R <= A' if higher else 'R >= A'} for {score})")
+            return cls(score, tuple(a for _, a in pairs), cumulative, tuple(r for r, _ in pairs))
+        return cls(score, tuple(p[0] for p in pairs), cumulative)
 
     def for_exits(self, exits: int) -> ExitPolicy:
         """The policy with one threshold per exit of a model with `exits` exits."""
         if exits == 0:
             raise QuteError("the model has no early exits (quantize it with qute quantize --exits) for an exit policy")
         if len(self.thresholds) == 1:
-            return dataclasses.replace(self, thresholds=self.thresholds * exits)
+            return dataclasses.replace(self, thresholds=self.thresholds * exits,
+                                       rejects=None if self.rejects is None else self.rejects * exits)
         if len(self.thresholds) != exits:
             raise QuteError(f"the exit policy has {len(self.thresholds)} thresholds; the model has {exits} exits "
                             "(give one threshold for all, or one per exit)")
@@ -76,12 +100,14 @@ class ExitPolicy:
     def field(self) -> str:
         return SCORES[self.score][0]
 
-    def thresholds_int(self) -> list[int]:
-        """Each threshold in the integer path's format of the score (Q16 or Q20), rounded towards
-        the confident side's boundary so that the integer rule keeps the real one's meaning."""
+    def thresholds_int(self, values=None) -> list[int]:
+        """Each threshold (or each of `values`) in the integer path's format of the score (Q16 or
+        Q20), rounded towards the confident side's boundary so that the integer rule keeps the
+        real one's meaning."""
         one = 1 << INT_FRAC_BITS[self.field]
         higher = SCORES[self.score][1]
-        return [int(np.ceil(t * one)) if higher else int(np.floor(t * one)) for t in self.thresholds]
+        return [int(np.ceil(t * one)) if higher else int(np.floor(t * one))
+                for t in (self.thresholds if values is None else values)]
 
     def to_dict(self, arithmetic: str) -> dict:
         """What build.json records and the firmware compiles in, for the "float" or "int" path."""
@@ -91,24 +117,67 @@ class ExitPolicy:
             d["thresholds_int"] = self.thresholds_int()
         else:
             d["thresholds_f32"] = [f32_hex(t) for t in self.thresholds]
+        if self.rejects is not None:
+            d["rejects"] = list(self.rejects)
+            if arithmetic == "int":
+                d["rejects_int"] = self.thresholds_int(self.rejects)
+            else:
+                d["rejects_f32"] = [f32_hex(t) for t in self.rejects]
         return d
 
     def describe(self) -> str:
         side = "at least" if SCORES[self.score][1] else "at most"
         ts = ", ".join(f"{t:g}" for t in self.thresholds)
         whose = "the mean of exits 0..k's" if self.cumulative else "its own"
-        return f"stop at exit k when {whose} {self.score} is {side} threshold k ({ts})"
+        text = f"stop at exit k when {whose} {self.score} is {side} threshold k ({ts})"
+        if self.rejects is not None:
+            text += (", and stop and reject (abstain) when it is on the other side of "
+                     + ", ".join(f"{t:g}" for t in self.rejects))
+        return text
 
     def spec(self) -> str:
         """The policy as qute build --exit-policy takes it."""
-        return f"{CUMULATIVE if self.cumulative else ''}{self.score}:" + ",".join(f"{t:g}" for t in self.thresholds)
+        head = f"{WINDOW if self.rejects is not None else ''}{CUMULATIVE if self.cumulative else ''}{self.score}:"
+        if self.rejects is not None:
+            return head + ",".join(f"{r:g}/{a:g}" for r, a in zip(self.rejects, self.thresholds))
+        return head + ",".join(f"{t:g}" for t in self.thresholds)
 
 
-def stops(policy: dict, k: int, values: np.ndarray) -> np.ndarray:
-    """Where exit k's score `values` stop the run, under build.json's policy (its arithmetic)."""
+def load_policy(run_dir, model_sha256: str) -> ExitPolicy:
+    """The thresholds `qute calibrate RUN --exits ...` chose for this run's int8 model."""
+    path = Path(run_dir) / POLICY_FILE
+    if not path.is_file():
+        raise QuteError(f"{run_dir} has no {POLICY_FILE}: choose thresholds first with qute calibrate {run_dir} --exits budget:0.8 "
+                        "(or give --exit-policy SCORE:T)")
+    try:
+        doc = json.loads(path.read_text())
+        p = doc["policy"]
+        policy = ExitPolicy(score_name(p["score"]), tuple(float(t) for t in p["thresholds"]), bool(p.get("cumulative")))
+    except (ValueError, KeyError, TypeError) as e:
+        raise QuteError(f"{path} is damaged ({type(e).__name__}: {e}); re-run qute calibrate {run_dir} --exits ...") from None
+    if doc.get("model_sha256") != model_sha256:
+        raise QuteError(f"{path} was made for another int8 model; re-run qute calibrate {run_dir} --exits {doc.get('goal', '...')}")
+    return policy
+
+
+def stops(policy: dict, k: int, values: np.ndarray, key: str = "thresholds") -> np.ndarray:
+    """Where exit k's score `values` pass its threshold under build.json's policy (its
+    arithmetic); key "rejects": a window policy's reject threshold instead."""
     if policy["arithmetic"] == "int":
-        return accepted_int(values, policy["score"], policy["thresholds_int"][k])
-    return accepted(values, policy["score"], f32_from_hex(policy["thresholds_f32"][k]))
+        return accepted_int(values, policy["score"], policy[f"{key}_int"][k])
+    return accepted(values, policy["score"], f32_from_hex(policy[f"{key}_f32"][k]))
+
+
+def rejected(exit_scores: list, policy: dict | None, taken_: np.ndarray) -> np.ndarray:
+    """Per sample, whether a window policy stopped it to reject it (not accepted at the exit
+    taken: its score is on the uncertain side of that exit's reject threshold)."""
+    out = np.zeros(len(taken_), dtype=bool)
+    if policy is None or "rejects" not in policy:
+        return out
+    for k in range(len(exit_scores)):
+        at = taken_ == k
+        out[at] = ~stops(policy, k, score_values(exit_scores[k], policy))[at]
+    return out
 
 
 def score_values(scores, policy: dict) -> np.ndarray:
@@ -137,7 +206,11 @@ def taken(exit_scores: list, policy: dict | None) -> np.ndarray:
     if policy is None:
         return out
     for k in reversed(range(len(exit_scores))):  # the first exit that stops wins
-        out[stops(policy, k, score_values(exit_scores[k], policy))] = k
+        values = score_values(exit_scores[k], policy)
+        stop = stops(policy, k, values)
+        if "rejects" in policy:
+            stop |= ~stops(policy, k, values, "rejects")
+        out[stop] = k
     return out
 
 

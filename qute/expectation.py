@@ -26,6 +26,7 @@ uncertainty module is still checked on its own input.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -346,10 +347,20 @@ class Expectation:
         None without a path."""
         return self.report(heads)[1]
 
+    def rejected(self) -> np.ndarray:
+        """Per sample (the oracle's outputs), whether a window exit policy stopped it to reject it."""
+        p = self.exit_policy
+        if self.path is None or p is None or "rejects" not in p or not self.layout.exits:
+            return np.zeros(self.samples, dtype=bool)
+        per_exit = exit_rules.exit_scores(self.path, self.layout, self.heads, p.get("cumulative", False))
+        return exit_rules.rejected(per_exit, p, exit_rules.taken(per_exit, p))
+
     def decisions(self, scores) -> Decisions | None:
+        """The calibrated decisions on the reported `scores`; a window policy's rejections abstain too."""
         if not self.calibration or scores is None:
             return None
-        return self.path.decisions(scores, self.calibration)
+        d = self.path.decisions(scores, self.calibration)
+        return dataclasses.replace(d, abstain=d.abstain | self.rejected())
 
     def done_line(self) -> str:
         """The firmware's summary line for these inputs: count, CRC-32 of every output byte and,
@@ -381,6 +392,8 @@ class Comparison:
     predictions_differing: int = 0
     taken: np.ndarray | None = None  # early-exit builds: the exit each device run stopped at (-1: no line)
     exits_differing: int = 0  # samples whose exit= differs from the host's decision
+    rejected: np.ndarray | None = None  # window policies: the device's abstain=1 (uncalibrated builds; -1: no line)
+    rejects_differing: int = 0  # uncalibrated window builds: abstain flags that differ from the host's rejections
 
     @property
     def bytes_compared(self) -> int:
@@ -447,6 +460,9 @@ def compare(samples, expectation: Expectation) -> Comparison:
     c = Comparison(device, present, per_output, problems, taken=taken if n_exits else None)
     if n_exits:
         c.exits_differing = int(np.sum(taken != want_taken))
+    if e.exit_policy and "rejects" in e.exit_policy and not e.calibration:  # calibrated: compare_decisions
+        c.rejected = np.array([-1 if i not in got or got[i].abstain is None else int(got[i].abstain) for i in range(n)])
+        c.rejects_differing = int(np.sum(c.rejected != e.rejected().astype(int)))
     if e.path is None:
         return c
     _, c.scores = e.report(filled)

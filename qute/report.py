@@ -10,6 +10,7 @@ with the command that would produce it:
 - quantization stages: RUN_DIR/quantization.json (``qute quantize``): float / int8_tflm / c
 - reliability diagram and confidence histograms: RUN_DIR/reliability.png, confidence_hist.png
 - calibration: RUN_DIR/calibration.json (``qute calibrate``)
+- early exits (runs that kept them): RUN_DIR/dynamic.json + dynamic.png (``qute eval --dynamic``)
 - accuracy-drop timeline: monitor.json + monitor.png of ``qute monitor`` (RUN_DIR/monitor-*/)
 - build: BUILD/build.json and memory.json (``qute build``), and latency from a saved transcript
   (``transcript.txt`` in or beside the build, which ``qute run`` and ``qute monitor`` save, or
@@ -31,9 +32,10 @@ from codegen import outdir
 from qute import __version__
 from qute.build import load_build
 from qute.config import EvalConfig
+from qute.dynamic import DYNAMIC_FILE, PLOT_FILE as DYNAMIC_PLOT
 from qute.errors import QuteError
 from qute.monitor import PLOT_FILE, TIMELINE_FILE
-from qute.run import load_run, write_atomic
+from qute.run import EXITS_FILE, load_run, write_atomic
 from qute.tf_loader import load_tensorflow
 from qute.transcript import TranscriptError, parse
 
@@ -219,6 +221,34 @@ def _calibration(page: _Page, run_dir: Path) -> None:
     page.table(["what", "value"], rows)
 
 
+def _early_exits(page: _Page, run_dir: Path) -> None:
+    """Runs that kept their early exits: the policy of the last qute eval --dynamic against
+    running to the end, its threshold sweep and the accuracy-vs-instructions curve."""
+    if not (run_dir / EXITS_FILE).is_file():
+        return
+    page.section("Early exits: accuracy against instructions (device)")
+    path = run_dir / DYNAMIC_FILE
+    if not path.is_file():
+        page.lack("early-exit inference against instructions (dynamic.json)",
+                  f"qute quantize {run_dir} --exits && qute eval {run_dir} --dynamic budget:0.8 --board nucleo-f746")
+        return
+    d = _read_json(path)
+    names = [f"exit_{k}" for k in range(len(d.get("costs", [])) - 1)] + ["end"]
+    page.p(f"{d.get('board')}: {d.get('how')}. Instructions per inference when a run stops at "
+           + ", ".join(f"{n} {_num(c)}" for n, c in zip(names, d.get("costs", []))) + " (measured under QEMU).")
+    rows = []
+    for label, r in (("policy", d.get("chosen", {})), ("run to the end", d.get("full", {}))):
+        rows.append([label, _num(r.get("accuracy")), _num(r.get("nll")), _num(r.get("ece")), _num(r.get("ood_auroc")),
+                     _num(r.get("mean_cost")), _num(r.get("cost_fraction"))])
+    page.table(["", "accuracy", "NLL", "ECE", f"OOD AUROC ({d.get('ood')})", "mean instructions", "of the end"], rows)
+    page.table([f"{d.get('sweep_score')} threshold", "accuracy", "NLL", "ECE", "mean instructions", "of the end"],
+               [["never" if r.get("threshold") is None else _num(r.get("threshold")), _num(r.get("accuracy")),
+                 _num(r.get("nll")), _num(r.get("ece")), _num(r.get("mean_cost")), _num(r.get("cost_fraction"))]
+                for r in d.get("sweep", [])])
+    if (run_dir / DYNAMIC_PLOT).is_file():
+        page.img(run_dir / DYNAMIC_PLOT, "accuracy against mean instructions per inference")
+
+
 def _monitor(page: _Page, run_dir: Path) -> None:
     page.section("Accuracy-drop timeline (device)")
     found = sorted(p.parent for p in run_dir.glob(f"*/{TIMELINE_FILE}"))
@@ -312,6 +342,7 @@ def write_report(run_dir, out=None, build=None, transcript=None, compute: bool =
     _evaluation(page, run, run_dir, compute, data_dir, progress)
     _quantization(page, run_dir)
     _calibration(page, run_dir)
+    _early_exits(page, run_dir)
     _monitor(page, run_dir)
     _build(page, run_dir, build, Path(transcript) if transcript else None)
     env = jinja2.Environment(autoescape=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)

@@ -65,14 +65,22 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
     head_vars = [v for v in all_vars if not models.is_backbone_variable(v.path)]
     optimizer.build(all_vars)
 
+    # Per-sample loss weights of each output (1 everywhere unless cfg.bootstrap resamples the
+    # output blocks); a row per name, a column per training sample.
+    n = len(data.x_train)
+    sample_weights = np.ones((len(names), n), np.float32)
+    if cfg.bootstrap and spec.method == "qute":
+        boot = np.random.default_rng([cfg.seed, 0xB007])
+        for i, name in enumerate(names):
+            if name.startswith("head_"):
+                sample_weights[i] = boot.poisson(1.0, n)
+
     def make_step(variables):
         @tf.function(reduce_retracing=True)
-        def step(x, y):
+        def step(x, y, sw):
             with tf.GradientTape() as tape:
                 out = model(x, training=True)
-                losses = [
-                    tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, out[n])) for n in names
-                ]
+                losses = [tf.reduce_mean(_loss(y, out[n_], cfg.label_smoothing) * sw[i]) for i, n_ in enumerate(names)]
                 loss = tf.reduce_sum(tf.stack(losses) * weights)
             grads = tape.gradient(loss, variables)
             optimizer.apply(grads, variables)
@@ -82,7 +90,6 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
 
     full_step, head_step = make_step(all_vars), make_step(head_vars)
     rng = np.random.default_rng(cfg.seed)
-    n = len(data.x_train)
     history = []
     for epoch in range(cfg.epochs):
         w = models.loss_weights(spec, epoch, cfg.epochs)
@@ -95,7 +102,8 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
         total, batches = 0.0, 0
         for start in range(0, n, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            total += float(step(tf.constant(data.x_train[idx]), tf.constant(data.y_train[idx])))
+            total += float(step(tf.constant(data.x_train[idx]), tf.constant(data.y_train[idx]),
+                                tf.constant(sample_weights[:, idx])))
             batches += 1
         heads = models.predict_heads(model, data.x_val, names=models.head_names(spec.num_heads))
         mean = heads.mean(axis=0)
@@ -136,6 +144,15 @@ def scale_exit_temperatures(model: keras.Model, spec: NetSpec, data: Dataset) ->
         found.append({"exit": f"exit_{j}", "value": t, "val_nll_before": metrics.nll(y, probs),
                       "val_nll_after": metrics.nll(y, mean_after), "val_accuracy": metrics.accuracy(y, probs)})
     return found
+
+
+def _loss(y, probs, smoothing: float):
+    """Per-sample cross-entropy of softmax outputs, label-smoothed by `smoothing`."""
+    ce = keras.losses.sparse_categorical_crossentropy(y, probs)
+    if not smoothing:
+        return ce
+    uniform = -tf.reduce_mean(tf.math.log(tf.clip_by_value(probs, 1e-7, 1.0)), axis=-1)
+    return (1.0 - smoothing) * ce + smoothing * uniform
 
 
 def scale_temperature(model: keras.Model, spec: NetSpec, cfg: TrainConfig, data: Dataset) -> dict:

@@ -58,7 +58,9 @@ ignored::
     exit's own (one softmax alone), or the heads' ensemble for a run that reached them; ``crc32``
     covers the outputs each run computed. Their ``start`` line adds ``exits=E`` and, with an exit
     policy (``qute build --exit-policy``), ``exit_score`` and ``exit_thresholds`` (float32 bits,
-    or ``exit_thresholds_int`` on the integer path), comma-separated, one per exit.
+    or ``exit_thresholds_int`` on the integer path), comma-separated, one per exit; a window-based
+    cascade (``window-SCORE:R/A``) adds ``exit_rejects`` (or ``exit_rejects_int``), and its sample
+    lines carry ``abstain`` (1: an exit rejected the input) even when the build is not calibrated.
 ``op``
     (builds with ``qute build --profile`` only) ``QUTE op sample=i index=k cycles=n``, one line per
     op that runs code, in the order they ran, before the sample line of the same invoke: ``index``
@@ -294,6 +296,9 @@ def start_fields(heads: int, classes: int, calibration: dict | None = None, exit
         key = "exit_thresholds_int" if exit_policy["arithmetic"] == "int" else "exit_thresholds"
         values = exit_policy["thresholds_int"] if exit_policy["arithmetic"] == "int" else exit_policy["thresholds_f32"]
         out += f" exit_score={exit_policy['score']} {key}={','.join(map(str, values))}"
+        if "rejects" in exit_policy:
+            rk = "rejects_int" if exit_policy["arithmetic"] == "int" else "rejects_f32"
+            out += f" exit_{rk.replace('_f32', '')}={','.join(map(str, exit_policy[rk]))}"
     if calibration is None:
         return out
     if calibration["arithmetic"] == "int":

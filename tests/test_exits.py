@@ -181,7 +181,9 @@ def _exit_line(stdout):
 @needs_qemu
 @pytest.mark.slow
 @pytest.mark.parametrize("board, policy", [("mps2-an500", "confidence:0.6"), ("mps2-an385", "entropy:1.0,1.1,1.2"),
-                                           ("mps2-an500", "mean-margin:0.5"), ("mps2-an385", "mean-confidence:0.7")])
+                                           ("mps2-an500", "mean-margin:0.5"), ("mps2-an385", "mean-confidence:0.7"),
+                                           ("mps2-an500", "window-confidence:0.4/0.8"),
+                                           ("mps2-an385", "window-mean-entropy:1.6/0.9")])
 def test_device_exits_scores_and_decisions_equal_the_host(shipped, tmp_path, board, policy):
     from qute import transcript
 
@@ -229,9 +231,11 @@ def test_stopping_at_exit_0_costs_what_stage_0_costs(shipped, tmp_path):
 
 
 @pytest.mark.parametrize("policy, fragments", [
-    ("sometimes", ["exit policy 'sometimes'", "SCORE:THRESHOLD"]),
+    ("sometimes", ["exit policy 'sometimes'", "[mean-]SCORE:T"]),
     ("confidence:high", ["thresholds must be numbers"]),
     ("confidence:0.5,0.6", ["has no early exits"]),
+    ("window-confidence:0.9/0.3", ["reject threshold must lie on the uncertain side"]),
+    ("confidence:0.3/0.9", ["REJECT/ACCEPT pairs need window-"]),
 ])
 def test_bad_exit_policies_are_one_line(tmp_path, policy, fragments):
     # the embedded default has no exits: a policy for it is refused before anything is compiled
@@ -324,6 +328,11 @@ def test_eval_dynamic_measures_costs_and_writes_the_curve(shipped):
     assert (shipped / "dynamic.png").stat().st_size > 10_000
     cached = json.loads((shipped / "exit_costs.json").read_text())
     assert cached["boards"]["mps2-an500"]["costs"] == costs
+    # qute report shows the policy, the sweep and the curve
+    r = qute("report", shipped, "--no-eval", "-o", shipped / "report.html")
+    assert r.returncode == 0, r.stderr + r.stdout
+    html = (shipped / "report.html").read_text()
+    assert "Early exits: accuracy against instructions" in html and html.count("data:image/png") >= 1
 
 
 # --------------------------------------------------------------------------- one model for every board
@@ -378,3 +387,24 @@ def test_fit_deepest_exit_ships_the_exit_that_fits(tmp_path):
     x = np.random.default_rng(1).integers(-128, 128, (6, 64)).astype(np.int8)
     whole_out = run_tflm(model.read_bytes(), [x])
     np.testing.assert_array_equal(run_tflm(cut_at_exit(model.read_bytes(), 0), [x])[0], whole_out[1])
+
+
+@needs_qemu
+@pytest.mark.slow
+def test_calibrated_exit_thresholds_meet_the_budget_and_build(shipped, tmp_path):
+    p = qute("calibrate", shipped, "--window", "10", "--exits", "budget:0.7", "--board", "mps2-an500")
+    assert p.returncode == 0, p.stderr + p.stdout
+    doc = json.loads((shipped / "exit_policy.json").read_text())
+    assert doc["validation"]["cost_fraction"] <= 0.7 and doc["board"] == "mps2-an500"
+    assert "build with: qute build --exit-policy calibrated" in p.stdout
+    out = _build_and_run(shipped, tmp_path / "b", "mps2-an500", "calibrated")
+    line, _ = _exit_line(out)
+    assert f"(confidence >= {','.join(f'{t:g}' for t in doc['policy']['thresholds'])})" in line
+    assert "0 of 40 exit decisions differ from the host" in line and "bit-exact: yes" in out
+    # without the file, or for another model, the build says what to run
+    other = tmp_path / "other"
+    shutil.copytree(shipped, other)
+    (other / "exit_policy.json").unlink()
+    assert_user_error(qute("build", "--board", "mps2-an500", other, "--emulator", "--exit-policy", "calibrated",
+                           "-o", tmp_path / "x"), "has no exit_policy.json", "qute calibrate")
+    assert not (tmp_path / "x").exists()

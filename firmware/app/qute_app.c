@@ -40,7 +40,10 @@
  *                   of the mean of exits 0..k, on the same float or integer path) passes
  *                   qute_exit_thresholds[k]; the sample then reports those scores and that
  *                   prediction, and the abstain flag and monitor take them. 0: run the whole
- *                   model (the ensemble of the heads reports).
+ *                   model (the ensemble of the heads reports). QUTE_EXIT_WINDOW (a window-based
+ *                   cascade): exit k also stops when the score is on the uncertain side of
+ *                   qute_exit_rejects[k], and the sample is rejected: abstain=1 on its line
+ *                   (printed by every window build, calibrated or not).
  *
  * cycles= counts the model run (qute_model_run(); the input is already in place), ucycles= the
  * uncertainty module (scores, abstain decision and monitor update), with the same counter.
@@ -231,6 +234,7 @@ static uint32_t crc32_update(uint32_t crc, const int8_t *data, int32_t n)
 /* What the uncertainty module makes of one run's outputs. */
 typedef struct {
     int32_t pred;
+    int rejected; /* a window policy stopped the run to reject the input */
 #if QUTE_ENSEMBLE && QUTE_INTEGER_PATH
     qute_scores_int scores;
 #elif QUTE_ENSEMBLE
@@ -282,6 +286,13 @@ static const int32_t qute_exit_thresholds[QUTE_EXITS] = QUTE_EXIT_THRESHOLDS;
 #else
 static const float qute_exit_thresholds[QUTE_EXITS] = QUTE_EXIT_THRESHOLDS;
 #endif
+#if QUTE_EXIT_WINDOW
+#if QUTE_INTEGER_PATH
+static const int32_t qute_exit_rejects[QUTE_EXITS] = QUTE_EXIT_REJECTS;
+#else
+static const float qute_exit_rejects[QUTE_EXITS] = QUTE_EXIT_REJECTS;
+#endif
+#endif
 static const int8_t *qute_outputs[QUTE_MODEL_NUM_OUTPUTS];
 
 /* Asked by the model after each exit's stage: that exit's own scores (or those of the mean of
@@ -295,7 +306,16 @@ static int stop_at_exit(int exit_index, void *user)
 #else
     ensemble_scores(qute_outputs, QUTE_HEADS + exit_index, 1, v);
 #endif
-    return QUTE_EXIT_STOPS(v->scores.QUTE_EXIT_FIELD, qute_exit_thresholds[exit_index]);
+    if (QUTE_EXIT_STOPS(v->scores.QUTE_EXIT_FIELD, qute_exit_thresholds[exit_index])) {
+        return 1;
+    }
+#if QUTE_EXIT_WINDOW
+    if (!QUTE_EXIT_STOPS(v->scores.QUTE_EXIT_FIELD, qute_exit_rejects[exit_index])) {
+        v->rejected = 1;
+        return 1;
+    }
+#endif
+    return 0;
 }
 #endif
 
@@ -320,12 +340,12 @@ static void uncertainty(const int8_t *const outputs[], int32_t taken, qute_verdi
 #endif
 #if QUTE_CALIBRATED && QUTE_INTEGER_PATH
     v->score = v->scores.QUTE_ABSTAIN_FIELD;
-    v->abstain = !QUTE_ACCEPTS(v->score, QUTE_ABSTAIN_THRESHOLD_INT);
+    v->abstain = v->rejected || !QUTE_ACCEPTS(v->score, QUTE_ABSTAIN_THRESHOLD_INT);
     v->window_sum = 0u;
     v->alarm = qute_monitor_update_q16(&qute_mon, (uint32_t)v->scores.confidence_q16, &v->window_sum);
 #elif QUTE_CALIBRATED
     v->score = v->scores.QUTE_ABSTAIN_FIELD;
-    v->abstain = !QUTE_ACCEPTS(v->score, QUTE_ABSTAIN_THRESHOLD);
+    v->abstain = v->rejected || !QUTE_ACCEPTS(v->score, QUTE_ABSTAIN_THRESHOLD);
     v->window_mean = 0.0f;
     v->alarm = qute_monitor_update(&qute_mon, v->scores.confidence, &v->window_mean);
 #endif
@@ -399,6 +419,8 @@ static void put_sample(uint32_t s, int32_t label, const qute_verdict *v, const i
         put_f32_bits(v->window_mean);
     }
     qute_console_puts(v->alarm > 0 ? " alarm=1" : " alarm=0");
+#elif QUTE_EXIT_POLICY && QUTE_EXIT_WINDOW
+    qute_console_puts(v->rejected ? " abstain=1" : " abstain=0");
 #endif
     qute_console_puts(" cycles=");
     qute_console_put_uint(cycles);
@@ -457,6 +479,7 @@ int main(void)
         memcpy(qute_model_input(0), qute_inputs[s], QUTE_MODEL_INPUT0_SIZE); /* the run overwrites it */
 #endif
         qute_verdict v;
+        v.rejected = 0;
         int32_t taken = QUTE_EXITS;
         qute_cycles_start();
 #if QUTE_EXIT_POLICY

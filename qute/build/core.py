@@ -29,7 +29,7 @@ from qute.build.project import (CFLAGS, PROFILE_DEFINE, kernel_sources, monitor_
                                 render_makefile, render_resc, render_robot, variant_settings)
 from qute.build.source import DEFAULT_SAMPLES, ModelSource, parse_stream, resolve_model
 from qute.errors import QuteError, RunFailure
-from qute.exits import NEVER, ExitPolicy, cut_at_exit
+from qute.exits import CALIBRATED, NEVER, ExitPolicy, cut_at_exit, load_policy
 from qute.expectation import Expectation, int_path_for, model_facts
 from qute.resources import firmware_dir
 from qute.transcript import PREFIX
@@ -123,7 +123,8 @@ def build(
     qute.toml's [build] table is the command line's business: qute.config.build_target.)
     """
     _check_settings(board_name, samples, inputs, weights, stream)
-    policy = ExitPolicy.parse(exit_policy or NEVER)
+    calibrated = (exit_policy or "").strip() == CALIBRATED
+    policy = None if calibrated else ExitPolicy.parse(exit_policy or NEVER)
     if fit not in FIT_MODES:
         raise QuteError(f"unknown --fit {fit!r}; choose one of: {', '.join(FIT_MODES)}")
     samples = DEFAULT_SAMPLES if samples is None else samples
@@ -135,6 +136,10 @@ def build(
     outdir.check(out, BUILD, force)
 
     source = resolve_model(model, samples, data_dir, progress, stream)
+    if calibrated:
+        if source.run_dir is None:
+            raise QuteError("--exit-policy calibrated takes a run directory's thresholds; this model is not a run")
+        policy = load_policy(source.run_dir, hashlib.sha256(source.tflite).hexdigest())
     cut = None
     try:
         facts = _fit(board, source, emulator, inputs == "uart", weights, progress, policy)

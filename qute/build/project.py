@@ -104,17 +104,24 @@ def exit_constants(policy: dict | None) -> dict | None:
     """The early-exit policy (qute.exits.ExitPolicy.to_dict) as qute_config.h states it."""
     if policy is None:
         return None
+    rejects = None
     if policy["arithmetic"] == "int":
         field = f"{policy['field']}_q{INT_FRAC_BITS[policy['field']]}"
         thresholds = [f"({t})" for t in policy["thresholds_int"]]
+        if "rejects" in policy:
+            rejects = [f"({t})" for t in policy["rejects_int"]]
     else:
         field = policy["field"]
         thresholds = [c_float(h) for h in policy["thresholds_f32"]]
+        if "rejects" in policy:
+            rejects = [c_float(h) for h in policy["rejects_f32"]]
     whose = "the mean of exits 0..k's" if policy.get("cumulative") else "that exit's own"
     note = (f"stop after exit k when {whose} {policy['score']} {policy['stop_when']} threshold k "
             f"({', '.join(f'{t:g}' for t in policy['thresholds'])})")
+    if rejects is not None:
+        note += f"; and stop and reject (abstain=1) on the other side of {', '.join(f'{t:g}' for t in policy['rejects'])}"
     return {"field": field, "stop_when": policy["stop_when"], "thresholds": thresholds, "note": note,
-            "cumulative": bool(policy.get("cumulative"))}
+            "cumulative": bool(policy.get("cumulative")), "rejects": rejects}
 
 
 def render_app(facts: ModelFacts, source: ModelSource, board: str, emulator_target: str,

@@ -22,7 +22,9 @@ def summary_lines(r: BuildResult) -> list[str]:
         p = m.exit_policy
         whose = "the mean of exits 0..k's" if p.get("cumulative") else "its own"
         lines.append(f"early exits: stop after exit k when {whose} {p['score']} {p['stop_when']} "
-                     + ", ".join(f"{t:g}" for t in p["thresholds"]) + " (qute run checks every decision against the host)")
+                     + ", ".join(f"{t:g}" for t in p["thresholds"])
+                     + ("; reject (abstain) on the other side of " + ", ".join(f"{t:g}" for t in p["rejects"])
+                        if "rejects" in p else "") + " (qute run checks every decision against the host)")
     if m.profile is not None:
         lines.append(f"profiled (-DQUTE_PROFILE): the firmware times each of the {len(m.profile['ops'])} ops "
                      f"that run code on every input; qute run prints the table")
