@@ -26,7 +26,8 @@ def method_label(train: dict) -> str:
     frozen = train.get("freeze_fraction", TrainConfig.freeze_fraction)
     differ += [f"frozen {frozen:.0%}"] if frozen != TrainConfig.freeze_fraction and train["method"] == "qute" else []
     differ += ["bootstrap heads"] if train.get("bootstrap") and train["method"] == "qute" else []
-    differ += [f"label smoothing {train['label_smoothing']:g}"] if train.get("label_smoothing") else []
+    smoothing = train.get("label_smoothing", 0.0)  # trials from before label smoothing had none
+    differ += [f"label smoothing {smoothing:g}"] if smoothing != TrainConfig.label_smoothing else []
     return f"{label} ({', '.join(differ)})" if differ else label
 
 

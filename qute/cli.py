@@ -60,6 +60,7 @@ def cli():
               help="qute: every output block has a depthwise kernel of its own (default), or shares its exit's (the paper's QUTE).")
 @click.option("--temperature/--no-temperature", default=None,
               help="Fit one temperature on the validation split and fold it into the heads (default: on).")
+@click.option("--label-smoothing", type=float, help="Label smoothing of every output's loss (default 0.1; 0: none).")
 @click.option("--seed", type=int)
 @click.option("--limit", type=int, help="Train on at most this many samples (quick runs).")
 @data_dir_option()
@@ -89,7 +90,8 @@ def train(config_path, out, force, **flags):
         )
         with EpochProgress(cfg.epochs) as on_epoch:
             result = run_training(cfg, data, on_epoch=on_epoch)
-        save_run(folder, cfg, result.spec, data, result.model, result.history, result.temperature, result.exits_model)
+        save_run(folder, result.config, result.spec, data, result.model, result.history, result.temperature,
+                 result.exits_model)
     h = result.history[-1]
     t = result.temperature
     if t:

@@ -57,7 +57,9 @@ class TrainConfig:
     # Poisson(1) weights, fixed per block for the whole run), for heads that disagree more.
     bootstrap: bool = False
     # Label smoothing of every output's cross-entropy: (1 - e) CE + e x the mean over classes of -log p.
-    label_smoothing: float = 0.0
+    # 0.1 improved F1, NLL, ECE and OOD AUROC of QUTE and of the base model on MNIST over three
+    # seeds (README "Ablation"), so every method trains with it.
+    label_smoothing: float = 0.1
 
     def __post_init__(self):
         # Everything a run's settings can get wrong is caught here, before any data is loaded or
