@@ -60,7 +60,7 @@ def cli():
               help="qute: every output block has a depthwise kernel of its own (default), or shares its exit's (the paper's QUTE).")
 @click.option("--temperature/--no-temperature", default=None,
               help="Fit one temperature on the validation split and fold it into the heads (default: on).")
-@click.option("--label-smoothing", type=float, help="Label smoothing of every output's loss (default 0.1; 0: none).")
+@click.option("--label-smoothing", type=float, help="Label smoothing of every output's loss, e.g. 0.1 (default: none).")
 @click.option("--seed", type=int)
 @click.option("--limit", type=int, help="Train on at most this many samples (quick runs).")
 @data_dir_option()

@@ -136,11 +136,9 @@ def load_run(path: str | Path) -> Run:
         config = json.loads((path / "config.json").read_text())
         norm = json.loads((path / "normalisation.json").read_text())
         history = json.loads((path / "history.json").read_text())
-        train = dict(config["train"])
-        train.setdefault("label_smoothing", 0.0)  # runs from before label smoothing trained without it
         return Run(
             path=path,
-            train=TrainConfig(**train),
+            train=TrainConfig(**config["train"]),
             spec=NetSpec.from_dict(config["spec"]),
             normalisation=Normalisation.from_dict(norm),
             dataset=config["dataset"],
