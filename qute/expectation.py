@@ -27,7 +27,7 @@ uncertainty module is still checked on its own input.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -303,6 +303,7 @@ class Expectation:
     labels: np.ndarray | None = None
     calibration: dict | None = None  # build.json's compiled-in calibration
     exit_policy: dict | None = None  # build.json's early-exit policy (qute.exits.ExitPolicy.to_dict)
+    _oracle: tuple | None = field(default=None, init=False, repr=False, compare=False)  # _decide() of the oracle's outputs
 
     @classmethod
     def of(cls, tflite: bytes, layout: HeadLayout, x: np.ndarray, uncertainty_path: dict | None = None,
@@ -331,16 +332,30 @@ class Expectation:
         """What each run reports from `outputs` (the oracle's by default): the exit it stops at
         (len(exits): it ran to the end) and the scores it reports, the stopping exit's own or the
         heads' ensemble (None without a path)."""
+        return self._decide(outputs)[:2]
+
+    def _decide(self, outputs: list[np.ndarray] | None = None) -> tuple[np.ndarray, object, np.ndarray]:
+        """(exit taken, reported scores, rejected by a window policy) per sample; computed once
+        for the oracle's outputs, which the build, the run check and the summary all ask for."""
+        if outputs is None and self._oracle is not None:
+            return self._oracle
         outs = self.heads if outputs is None else outputs
         n_exits = len(self.layout.exits)
+        n = len(outs[0]) if outs else 0
+        p = self.exit_policy
         if self.path is None:
-            return np.full(len(outs[0]) if outs else 0, n_exits, dtype=np.int64), None
-        ensemble = self.path.scores(self.layout, outs[: self.layout.num_heads])
-        if self.exit_policy is None or not n_exits:
-            return np.full(len(ensemble.predicted), n_exits, dtype=np.int64), ensemble
-        per_exit = exit_rules.exit_scores(self.path, self.layout, outs, self.exit_policy.get("cumulative", False))
-        taken = exit_rules.taken(per_exit, self.exit_policy)
-        return taken, exit_rules.pick(per_exit + [ensemble], taken)
+            found = np.full(n, n_exits, dtype=np.int64), None, np.zeros(n, dtype=bool)
+        else:
+            ensemble = self.path.scores(self.layout, outs[: self.layout.num_heads])
+            if p is None or not n_exits:
+                found = np.full(n, n_exits, dtype=np.int64), ensemble, np.zeros(n, dtype=bool)
+            else:
+                per_exit = exit_rules.exit_scores(self.path, self.layout, outs, p.get("cumulative", False))
+                taken = exit_rules.taken(per_exit, p)
+                found = taken, exit_rules.pick(per_exit + [ensemble], taken), exit_rules.rejected(per_exit, p, taken)
+        if outputs is None:
+            self._oracle = found
+        return found
 
     def scores(self, heads: list[np.ndarray] | None = None):
         """The scores the device reports from `heads` (every output, the oracle's by default);
@@ -349,11 +364,7 @@ class Expectation:
 
     def rejected(self) -> np.ndarray:
         """Per sample (the oracle's outputs), whether a window exit policy stopped it to reject it."""
-        p = self.exit_policy
-        if self.path is None or p is None or "rejects" not in p or not self.layout.exits:
-            return np.zeros(self.samples, dtype=bool)
-        per_exit = exit_rules.exit_scores(self.path, self.layout, self.heads, p.get("cumulative", False))
-        return exit_rules.rejected(per_exit, p, exit_rules.taken(per_exit, p))
+        return self._decide()[2]
 
     def decisions(self, scores) -> Decisions | None:
         """The calibrated decisions on the reported `scores`; a window policy's rejections abstain too."""
