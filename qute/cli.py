@@ -15,10 +15,10 @@ from qute.boards import boards_table, list_boards
 from qute.build import build as make_build
 from qute.build.summary import summary_lines
 from qute.cli_options import (
-    CommaList, EpochProgress, board_option, config_option, data_dir_option, echo_progress, seconds,
+    CommaList, EpochProgress, IntList, board_option, config_option, data_dir_option, echo_progress, seconds,
 )
 from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
-from qute.config import ARCHS, METHODS, STAGES, build_target, make_config, read_project
+from qute.config import ARCHS, FILTERS, METHODS, STAGES, build_target, make_config, read_project
 from qute.data import load_dataset
 from qute.dynamic import calibrate_exits, evaluate_dynamic, format_exit_calibration, parse_dynamic
 from qute.emulate import run as run_emulator
@@ -50,6 +50,9 @@ def cli():
 @config_option()
 @click.option("--dataset", help="digits, mnist, fashion_mnist, cifar10, svhn or npz:PATH.")
 @click.option("--arch", type=click.Choice(ARCHS), help="Backbone.")
+@click.option("--filters", type=IntList(), help="Channels of each backbone stage, e.g. 16,96,320 for a wider "
+              "mnist-cnn-mp (default: the architecture's own, " + "; ".join(
+                  f"{a} {','.join(map(str, f))}" for a, f in FILTERS.items()) + ").")
 @click.option("--method", type=click.Choice(METHODS), help="Ensemble method (or base).")
 @click.option("-K", "k", type=int, help="Ensemble size: output blocks, exits, members or dropout samples.")
 @click.option("--epochs", type=int)
@@ -82,6 +85,7 @@ def train(config_path, out, force, **flags):
         from qute.train import train as run_training
 
         what = [cfg.arch] + ([] if cfg.method == "base" else [f"K={cfg.k}"])
+        what += [f"filters {','.join(map(str, cfg.filters))}"] if cfg.filters else []
         what += ["tied"] if cfg.method == "qute" and not cfg.untied else []
         click.echo(
             f"training {cfg.method} ({', '.join(what)}) on {cfg.dataset}: "

@@ -50,6 +50,20 @@ class CommaList(click.ParamType):
         return names
 
 
+class IntList(click.ParamType):
+    """A comma-separated list of integers, e.g. 16,96,320 (what they must be is the setting's to check)."""
+
+    name = "N,N,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        try:
+            return tuple(int(s) for s in value.split(","))
+        except ValueError:
+            self.fail(f"expected comma-separated integers such as 16,96,320, got {value!r}", param, ctx)
+
+
 def seconds(ctx, param, value):
     """--timeout: checked when the command line is read, not after the build it would bound."""
     if value is not None and not 0 < value < math.inf:

@@ -23,6 +23,15 @@ from pathlib import Path
 from qute.errors import QuteError
 
 ARCHS = ("mnist-cnn", "mnist-cnn-mp", "ds-cnn", "resnet8")
+# Each backbone's channels, one count per stage (the stages early exits attach to): what
+# `filters` replaces to make a backbone wider or narrower.
+FILTERS = {
+    "mnist-cnn": (8, 16, 16),
+    "mnist-cnn-mp": (8, 16, 16),
+    "ds-cnn": (64, 64, 64, 64, 64),  # the stem, then the four depthwise-separable blocks
+    "resnet8": (16, 16, 32, 64),  # the stem, then the three residual stacks
+}
+MAX_FILTERS = 4096
 METHODS = ("qute", "base", "ee-ensemble", "deep-ensemble", "mc-dropout")
 MAX_K = 16
 STAGES = ("float", "int8", "device")  # what qute eval evaluates: Keras, int8 on TFLite Micro, firmware
@@ -46,6 +55,8 @@ class TrainConfig:
     freeze_fraction: float = 0.1
     untied: bool = True
     dropout: float = 0.1
+    # Channels of each backbone stage (None: the architecture's own, FILTERS).
+    filters: tuple[int, ...] | None = None
     seed: int = 0
     val_fraction: float = 0.1
     limit: int | None = None
@@ -85,6 +96,7 @@ class TrainConfig:
             raise QuteError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.label_smoothing < 1:
             raise QuteError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        self.filters = check_filters(self.arch, self.filters)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,11 +147,13 @@ class NetSpec:
     k: int = 3
     untied: bool = True  # qute: output blocks with depthwise kernels of their own (False: the paper's tie)
     dropout: float = 0.1
+    filters: tuple[int, ...] | None = None  # channels per backbone stage; None: FILTERS[arch]
 
     def __post_init__(self):
         check_choice("arch", self.arch, ARCHS)
         check_choice("method", self.method, METHODS)
         check_k(self.method, self.k)
+        object.__setattr__(self, "filters", check_filters(self.arch, self.filters))
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise QuteError(f"input shape must be (height, width, channels), got {self.input_shape}")
         if self.num_classes < 2:
@@ -168,6 +182,19 @@ def check_k(method: str, k: int) -> None:
     """The ensemble sizes every method allows (heads, exits, members or dropout samples)."""
     if not 1 <= k <= MAX_K:
         raise QuteError(f"-K must be between 1 and {MAX_K} for method {method}, got {k}")
+
+
+def check_filters(arch: str, filters) -> tuple[int, ...] | None:
+    """`filters` as a tuple, checked against the architecture's stage count; None stays None."""
+    if filters is None:
+        return None
+    want = len(FILTERS[arch])
+    example = ",".join(map(str, FILTERS[arch]))
+    if (isinstance(filters, (str, bytes)) or not hasattr(filters, "__len__") or len(filters) != want
+            or not all(isinstance(f, int) and not isinstance(f, bool) and 1 <= f <= MAX_FILTERS for f in filters)):
+        raise QuteError(f"filters must be {want} channel counts from 1 to {MAX_FILTERS} for arch {arch}, one per "
+                        f"stage (its own: {example}), got {filters!r}")
+    return tuple(filters)
 
 
 def check_choice(what: str, value, allowed) -> None:

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from qute.config import ARCHS, METHODS, NetSpec, check_choice  # noqa: F401  (re-exported)
+from qute.config import ARCHS, FILTERS, METHODS, NetSpec, check_choice  # noqa: F401  (re-exported)
 from qute.errors import QuteError
 
 
@@ -45,26 +45,26 @@ def _stage(feats, x, drop, name):
     return x
 
 
-def _mnist_cnn(x, p, drop=0.0):
+def _mnist_cnn(x, p, filters, drop=0.0):
     # The QUTE paper's small MNIST CNN size (~3.9K parameters with the classifier): three conv
     # layers, the first two strided so most of the work happens on a quarter-size map, and a
     # classifier on the pooled final map. Maps of 8 pixels or less per side are not downsampled
     # further (8x8 digits keep their resolution).
     feats = []
-    for i, (filters, kernel, stride) in enumerate(((8, 5, 2), (16, 3, 2), (16, 3, 1))):
+    for i, (channels, kernel, stride) in enumerate(zip(filters, (5, 3, 3), (2, 2, 1))):
         stride = stride if min(x.shape[1], x.shape[2]) > 8 else 1
-        x = _stage(feats, _conv_relu(x, filters, kernel, stride, f"{p}conv{i + 1}"), drop, f"{p}conv{i + 1}")
+        x = _stage(feats, _conv_relu(x, channels, kernel, stride, f"{p}conv{i + 1}"), drop, f"{p}conv{i + 1}")
     return feats
 
 
-def _mnist_cnn_mp(x, p, drop=0.0):
+def _mnist_cnn_mp(x, p, filters, drop=0.0):
     # The same three convolutions, unstrided, each followed by a 2x2 max pooling while the map is
     # larger than 4 pixels a side, as the QUTE paper's small CNN pools between convolutions
     # (28 -> 14 -> 7 -> 3: the output blocks' depthwise convs see a 3x3 map). Same parameters as
     # mnist-cnn, about 2.4x its MACs.
     feats = []
-    for i, (filters, kernel) in enumerate(((8, 5), (16, 3), (16, 3))):
-        x = _conv_relu(x, filters, kernel, 1, f"{p}conv{i + 1}")
+    for i, (channels, kernel) in enumerate(zip(filters, (5, 3, 3))):
+        x = _conv_relu(x, channels, kernel, 1, f"{p}conv{i + 1}")
         if min(x.shape[1], x.shape[2]) > 4:
             x = layers.MaxPooling2D(2, name=f"{p}pool{i + 1}")(x)
         x = _stage(feats, x, drop, f"{p}conv{i + 1}")
@@ -77,41 +77,36 @@ def _conv_bn_relu(x, filters, kernel, strides, name, relu=True):
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
-def _ds_cnn(x, p, drop=0.0):
+def _ds_cnn(x, p, filters, drop=0.0):
     # MLPerf Tiny keyword-spotting DS-CNN: a 10x4 stride-2 conv, then four depthwise-separable
     # blocks of 64 channels. The kernel is clipped to the input so tiny inputs still work.
     h, w = x.shape[1], x.shape[2]
     feats = []
-    x = _stage(feats, _conv_bn_relu(x, 64, (min(10, h), min(4, w)), 2, f"{p}stem"), drop, f"{p}stem")
-    for i in range(4):
+    x = _stage(feats, _conv_bn_relu(x, filters[0], (min(10, h), min(4, w)), 2, f"{p}stem"), drop, f"{p}stem")
+    for i, channels in enumerate(filters[1:]):
         y = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{p}dw{i + 1}")(x)
         y = layers.BatchNormalization(name=f"{p}dw{i + 1}_bn")(y)
         y = layers.ReLU(name=f"{p}dw{i + 1}_relu")(y)
-        x = _stage(feats, _conv_bn_relu(y, 64, 1, 1, f"{p}pw{i + 1}"), drop, f"{p}pw{i + 1}")
+        x = _stage(feats, _conv_bn_relu(y, channels, 1, 1, f"{p}pw{i + 1}"), drop, f"{p}pw{i + 1}")
     return feats
 
 
-def _resnet8(x, p, drop=0.0):
+def _resnet8(x, p, filters, drop=0.0):
     # MLPerf Tiny image-classification ResNet-8: a stem and three residual stacks (16, 32, 64).
     feats = []
-    x = _stage(feats, _conv_bn_relu(x, 16, 3, 1, f"{p}stem"), drop, f"{p}stem")
-    for i, (filters, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
+    x = _stage(feats, _conv_bn_relu(x, filters[0], 3, 1, f"{p}stem"), drop, f"{p}stem")
+    for i, (channels, stride) in enumerate(zip(filters[1:], (1, 2, 2))):
         inp = x
-        y = _conv_bn_relu(inp, filters, 3, stride, f"{p}stack{i + 1}a")
-        y = _conv_bn_relu(y, filters, 3, 1, f"{p}stack{i + 1}b", relu=False)
-        if stride != 1 or inp.shape[-1] != filters:
-            inp = layers.Conv2D(filters, 1, strides=stride, padding="same", name=f"{p}stack{i + 1}_skip")(inp)
+        y = _conv_bn_relu(inp, channels, 3, stride, f"{p}stack{i + 1}a")
+        y = _conv_bn_relu(y, channels, 3, 1, f"{p}stack{i + 1}b", relu=False)
+        if stride != 1 or inp.shape[-1] != channels:
+            inp = layers.Conv2D(channels, 1, strides=stride, padding="same", name=f"{p}stack{i + 1}_skip")(inp)
         y = layers.Add(name=f"{p}stack{i + 1}_add")([y, inp])
         x = _stage(feats, layers.ReLU(name=f"{p}stack{i + 1}_relu")(y), drop, f"{p}stack{i + 1}")
     return feats
 
 
 _BACKBONES = {"mnist-cnn": _mnist_cnn, "mnist-cnn-mp": _mnist_cnn_mp, "ds-cnn": _ds_cnn, "resnet8": _resnet8}
-
-
-def backbone_stage_count(arch: str, input_shape=(28, 28, 1)) -> int:
-    inp = keras.Input(input_shape)
-    return len(_BACKBONES[arch](inp, "probe_"))
 
 
 def exit_positions(num_stages: int, k: int) -> list[int]:
@@ -211,7 +206,11 @@ def build(spec: NetSpec, training: bool, exits: bool = False) -> keras.Model:
     if exits and spec.method != "qute":
         raise QuteError(f"only qute models have early exits to keep, not {spec.method}")
     inp = keras.Input(spec.input_shape, name="input")
-    backbone = _BACKBONES[spec.arch]
+    filters = spec.filters or FILTERS[spec.arch]
+
+    def backbone(x, p, drop=0.0):
+        return _BACKBONES[spec.arch](x, p, filters, drop)
+
     nc = spec.num_classes
     pool = _HEAD_POOL[spec.arch]
     out = {}

@@ -78,6 +78,8 @@ class SweepResult:
 
 
 def _value(value) -> str:
+    if isinstance(value, list):  # a list setting such as filters: 6-12-24
+        return "-".join(map(_value, value))
     return "default" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 

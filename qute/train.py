@@ -44,6 +44,7 @@ def spec_for(cfg: TrainConfig, data: Dataset) -> NetSpec:
         k=cfg.k,
         untied=cfg.untied,
         dropout=cfg.dropout,
+        filters=cfg.filters,
     )
 
 

@@ -51,12 +51,13 @@ def test_eval_prints_the_table_and_writes_metrics(run_dir):
 
 @pytest.mark.slow
 def test_config_file_and_flags(tmp_path):
-    (tmp_path / "qute.toml").write_text('[train]\nmethod = "base"\nepochs = 1\nbatch_size = 128\nlimit = 300\n')
+    (tmp_path / "qute.toml").write_text('[train]\nmethod = "base"\nepochs = 1\nbatch_size = 128\nlimit = 300\nfilters = [4, 8, 8]\n')
     proc = qute("train", "--epochs", "2", "-o", "r", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["train"]["method"] == "base"  # from the file
     assert config["train"]["epochs"] == 2  # the flag wins
+    assert config["train"]["filters"] == config["spec"]["filters"] == [4, 8, 8]
     assert config["dataset"]["train_samples"] == 300
 
 
@@ -73,6 +74,8 @@ def test_help_shows_an_example():
         (["train", "--arch", "vgg"], ["vgg", "mnist-cnn"]),
         (["train", "--method", "bagging"], ["bagging", "deep-ensemble"]),
         (["train", "--epochs", "0"], ["epochs must be positive"]),
+        (["train", "--filters", "16,96"], ["filters must be 3 channel counts", "its own: 8,16,16"]),
+        (["train", "--filters", "wide"], ["comma-separated integers"]),
         (["train", "--dataset", "npz:/nonexistent/file.npz"], ["/nonexistent/file.npz"]),
         (["train", "--config", "/nonexistent/qute.toml"], ["does not exist"]),
         (["eval", "/nonexistent/run"], ["does not exist"]),
@@ -93,6 +96,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, fragments):
         ("[train\nmethod = 1", "not valid TOML"),
         ('[train]\nmethd = "qute"', "unknown key 'methd'"),
         ('[train]\nepochs = "ten"', "epochs must be an integer"),
+        ('[train]\nfilters = "wide"', "filters must be 3 channel counts"),
         ('[deploy]\nboard = "x"', "unknown table [deploy]"),
     ],
 )

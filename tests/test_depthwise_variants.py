@@ -23,8 +23,6 @@ and under ASan/UBSan; the assembly under QEMU on mps2-an500 and mps2-an386 (test
 from __future__ import annotations
 
 import json
-import re
-
 import shutil
 
 import numpy as np

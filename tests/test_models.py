@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -41,6 +43,28 @@ def test_mnist_cnn_mp_pools_instead_of_striding():
     # 8x8 digits: one pooling, then the map is too small for another
     small = models.build(NetSpec("mnist-cnn-mp", "base", (8, 8, 1), 10), training=False)
     assert [layer.name for layer in small.layers if "pool" in layer.name and layer.name.startswith("bb_")] == ["bb_pool1"]
+
+
+@pytest.mark.parametrize("arch", models.ARCHS)
+def test_filters_set_every_backbone_stage_width(arch):
+    wide = tuple(2 * f + 1 for f in models.FILTERS[arch])
+    spec = NetSpec(arch, "qute", (8, 8, 1), 10, k=2, filters=list(wide))
+    assert spec.filters == wide and NetSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    model = models.build(spec, training=True)
+    # each stage's output (an exit's input) and the final map have the asked-for channels
+    assert model.get_layer("exit_0_pw").input.shape[-1] in wide
+    assert model.get_layer("block_0_dw").input.shape[-1] == wide[-1]
+    assert model.get_layer("exit_1_pw").filters == wide[-1]
+    default = models.build(NetSpec(arch, "qute", (8, 8, 1), 10, k=2), training=False)
+    assert default.count_params() < models.build(spec, training=False).count_params()
+    assert models.build(NetSpec(arch, "qute", (8, 8, 1), 10, k=2, filters=models.FILTERS[arch]),
+                        training=False).count_params() == default.count_params()
+
+
+@pytest.mark.parametrize("filters", [(8, 16), (8, 16, 0), (8, 16, 16.0), "8,16,16", (8, 16, True), (8, 16, 5000)])
+def test_bad_filters_name_the_stage_count_and_the_default(filters):
+    with pytest.raises(QuteError, match=r"filters must be 3 channel counts .* mnist-cnn-mp.*its own: 8,16,16"):
+        TrainConfig(arch="mnist-cnn-mp", filters=filters)
 
 
 def test_qute_training_graph_has_exits_blocks_and_original_head():

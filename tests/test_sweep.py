@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("ray")
 
 from qute.cli import main  # noqa: E402
+from qute.errors import QuteError  # noqa: E402
 from qute.run import load_run  # noqa: E402
 from qute.sweep import load_sweep  # noqa: E402
 
@@ -136,6 +137,18 @@ def test_the_grid_is_every_combination_in_file_order(tmp_path):
     assert sw.trials[0].name == "method-base_k-2_seed-0_window-50"
     assert all(t.eval.seed == t.train.seed for t in sw.trials)  # eval follows the training seed
     assert sw.out == (tmp_path / "o").resolve()
+
+
+def test_a_list_setting_is_one_value_of_a_sweep_axis(tmp_path):
+    # filters is itself a list: a sweep over it lists lists, and each trial's folder names its widths
+    f = tmp_path / "s.toml"
+    f.write_text('[sweep]\nout = "o"\n[train]\nfilters = [[6, 12, 24], [8, 16, 16]]\n')
+    sw = load_sweep(f)
+    assert [t.train.filters for t in sw.trials] == [(6, 12, 24), (8, 16, 16)]
+    assert [t.name for t in sw.trials] == ["filters-6-12-24", "filters-8-16-16"]
+    f.write_text('[sweep]\nout = "o"\n[train]\nfilters = [6, 12, 24]\n')  # three trials of one number each
+    with pytest.raises(QuteError, match="filters must be 3 channel counts"):
+        load_sweep(f)
 
 
 def test_the_committed_sweeps_are_valid():
