@@ -391,6 +391,34 @@ def test_fit_deepest_exit_ships_the_exit_that_fits(tmp_path):
 
 @needs_qemu
 @pytest.mark.slow
+def test_a_trained_model_too_big_for_the_board_ships_its_deepest_exit(tmp_path):
+    # A user's path end to end: a backbone widened until its last stage alone outweighs
+    # nucleo-l432kc's 256 KB of flash (3 x 3 x 64 x 640 int8 weights = 369 KB), trained briefly on
+    # digits, quantized with its exits; the exits after the second stage fit.
+    run = tmp_path / "wide"
+    p = qute("train", "--dataset", "digits", "--filters", "8,64,640", "--epochs", "2", "--batch-size", "64",
+             "--lr", "1e-2", "--limit", "640", "-o", run)
+    assert p.returncode == 0, p.stderr + p.stdout
+    p = qute("quantize", run, "--exits")
+    assert p.returncode == 0, p.stderr + p.stdout
+    whole = qute("build", "--board", "nucleo-l432kc", run, "--emulator", "-o", tmp_path / "whole")
+    assert_user_error(whole, "does not fit nucleo-l432kc", "flash")
+    p = qute("build", "--board", "nucleo-l432kc", run, "--emulator", "--samples", "8", "--fit", "deepest-exit",
+             "-o", tmp_path / "cut")
+    assert p.returncode == 0, p.stderr + p.stdout
+    # exits 1 and 2 both hang on the second stage (K=3 on three stages): exit_2 is the deepest
+    assert "cut after exit_2 of 3, the deepest exit that fits" in p.stdout
+    evaluation = json.loads((run / "quantization.json").read_text())
+    exit_2 = next(e for e in evaluation["exits"] if e["exit"] == "exit_2")
+    assert f"exit_2 alone on the {evaluation['test_samples']:,} test images" in p.stdout
+    assert f"accuracy {exit_2['int8_tflm']['accuracy']:.4f}" in p.stdout
+    r = qute("run", tmp_path / "cut")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "bit-exact: yes" in r.stdout and "0 of 160 differ" in r.stdout  # 8 inputs x 10 int16 values
+
+
+@needs_qemu
+@pytest.mark.slow
 def test_calibrated_exit_thresholds_meet_the_budget_and_build(shipped, tmp_path):
     p = qute("calibrate", shipped, "--window", "10", "--exits", "budget:0.7", "--board", "mps2-an500")
     assert p.returncode == 0, p.stderr + p.stdout
