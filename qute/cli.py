@@ -269,7 +269,7 @@ def calibrate(run_dir, score, target_tpr, window, false_alarm, exits, board, dat
       qute calibrate runs/mnist-qute --exits budget:0.8 --board nucleo-f746
     """
     if exits is not None:
-        parse_dynamic(exits)  # a bad goal fails before anything runs
+        parse_dynamic(exits, "--exits")  # a bad goal fails before anything runs
     c = do_calibrate(run_dir, score, target_tpr, window, false_alarm, data_dir=data_dir,
                      progress=echo_progress)
     click.echo(format_calibration(c, Path(run_dir) / CALIBRATION_FILE))

@@ -27,7 +27,7 @@ from qute import data as qdata, exits as exit_rules
 from qute.boards import load_board
 from qute.build import build as make_build
 from qute.build.manifest import load_build
-from qute.calibrate import SCORES, score_name
+from qute.calibrate import score_name
 from qute.emulate import check, execute
 from qute.errors import QuteError, RunFailure
 from qute.expectation import HeadLayout, arithmetic, int_path_for, model_facts
@@ -37,7 +37,6 @@ from qute.uncertainty import uncertainty_score
 
 COSTS_FILE = "exit_costs.json"
 COST_SAMPLES = 10
-_NEVER = 2.0  # a confidence or margin threshold no exit reaches (entropy and MI: -1)
 
 # thresholds tried per score, from lenient (the first: every run stops at exit 0) to strict
 GRIDS = {
@@ -46,10 +45,6 @@ GRIDS = {
     "entropy": (100.0, 1.5, 1.2, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01),
     "mi": (100.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001),
 }
-
-
-def _never(score: str) -> float:
-    return _NEVER if SCORES[score][1] else -1.0
 
 
 @dataclass
@@ -140,7 +135,7 @@ def stage_costs(run, board, progress=lambda s: None, samples: int = COST_SAMPLES
     costs, counter = [], None
     with tempfile.TemporaryDirectory(prefix="qute-exit-costs-") as tmp:
         for k in range(exits + 1):
-            spec = "never" if k == exits else "confidence:" + ",".join("0" if j == k else str(_NEVER) for j in range(exits))
+            spec = "never" if k == exits else "confidence:" + ",".join("0" if j == k else exit_rules.NEVER for j in range(exits))
             what = "running to the end" if k == exits else f"stopping at exit_{k}"
             progress(f"measuring {what} on {board.name} (QEMU, {samples} inputs)")
             out = Path(tmp) / f"stop{k}"
@@ -206,7 +201,7 @@ def choose(o: ExitOutputs, y: np.ndarray, costs: list[float], score: str, budget
     least `target`. One shared threshold from GRIDS first, then each exit's threshold alone over
     the grid (and never stopping there), while that improves; raises when nothing qualifies."""
     score = score_name(score)
-    grid = (*GRIDS[score], _never(score))
+    grid = (*GRIDS[score], exit_rules.never_threshold(score))
 
     def value(ts):
         r = outcome(o, y, costs, with_thresholds(score, ts, o))
@@ -233,10 +228,10 @@ def choose(o: ExitOutputs, y: np.ndarray, costs: list[float], score: str, budget
     return best
 
 
-def parse_dynamic(text: str) -> tuple[str, object]:
+def parse_dynamic(text: str, option: str = "--dynamic") -> tuple[str, object]:
     """``never``, ``SCORE:T[,T...]`` (thresholds given), ``budget:F`` (0 < F <= 1) or
     ``accuracy:A`` (0 < A <= 1): (kind, value) with kind "policy" (an ExitPolicy or None),
-    "budget" or "accuracy"."""
+    "budget" or "accuracy". `option` is the flag the text came from, for the error."""
     kind, _, value = (text or "").partition(":")
     if kind in ("budget", "accuracy"):
         try:
@@ -244,7 +239,7 @@ def parse_dynamic(text: str) -> tuple[str, object]:
         except ValueError:
             v = float("nan")
         if not 0 < v <= 1:
-            raise QuteError(f"--dynamic {text!r}: {kind} must be a number in (0, 1], e.g. {kind}:0.6")
+            raise QuteError(f"{option} {text!r}: {kind} must be a number in (0, 1], e.g. {kind}:0.6")
         return kind, v
     return "policy", exit_rules.ExitPolicy.parse(text)
 
@@ -394,7 +389,7 @@ def calibrate_exits(run_dir, spec: str, board_name: str = "nucleo-f746", data_di
     """Thresholds for `qute build --exit-policy calibrated`: `spec` is budget:F or accuracy:A
     (chosen on the validation split with `board_name`'s costs and arithmetic) or a policy given
     outright; written to RUN/exit_policy.json with what it gives on the validation split."""
-    kind, value = parse_dynamic(spec)
+    kind, value = parse_dynamic(spec, "--exits")
     if kind == "policy" and value is None:
         raise QuteError("qute calibrate --exits: give budget:F, accuracy:A or SCORE:T (never needs no thresholds)")
     run = load_run(run_dir)

@@ -31,6 +31,11 @@ from qute.uncertainty import INT_FRAC_BITS
 NEVER = "never"
 CUMULATIVE = "mean-"
 WINDOW = "window-"
+def never_threshold(score: str) -> float:
+    """A threshold of `score` no exit passes: "never" in a policy's per-exit list (confidence:never,0.9)."""
+    return 2.0 if SCORES[score][1] else -1.0
+
+
 CALIBRATED = "calibrated"  # qute build --exit-policy calibrated: the run's POLICY_FILE
 POLICY_FILE = "exit_policy.json"  # written by qute calibrate RUN --exits (qute.dynamic.calibrate_exits)
 
@@ -52,7 +57,8 @@ class ExitPolicy:
     @classmethod
     def parse(cls, text: str) -> ExitPolicy | None:
         """``never`` (None), or ``SCORE:T`` (one threshold for every exit) or ``SCORE:T0,T1,...``
-        (one per exit), e.g. ``confidence:0.9`` or ``entropy:0.2,0.3,0.4``; ``mean-SCORE:...``
+        (one per exit, ``never`` for an exit that never stops), e.g. ``confidence:0.9``,
+        ``entropy:0.2,0.3,0.4`` or ``confidence:never,0.9``; ``mean-SCORE:...``
         scores the mean of the exits so far (``mean-confidence:0.9``); ``window-[mean-]SCORE:R/A,...``
         is a window-based cascade: reject at R, accept at A (``window-confidence:0.3/0.9``)."""
         text = (text or "").strip()
@@ -66,16 +72,27 @@ class ExitPolicy:
         if not sep or score_name(score) not in SCORES:
             raise QuteError(f"exit policy {text!r}: write never, [mean-]SCORE:T[,T...] or window-[mean-]SCORE:R/A[,R/A...] "
                             f"with SCORE one of {', '.join(SCORES)} (e.g. confidence:0.9, window-confidence:0.3/0.9)")
+        name = score_name(score)
+        tokens = [[x.strip() for x in v.split("/")] for v in values.split(",")]
         try:
-            pairs = [tuple(float(x) for x in v.split("/")) for v in values.split(",")]
+            numbers = [float(x) for p in tokens for x in p if window or x != NEVER]
+            pairs = [tuple(never_threshold(name) if x == NEVER and not window else float(x) for x in p) for p in tokens]
         except ValueError:
-            raise QuteError(f"exit policy {text!r}: thresholds must be numbers separated by commas") from None
+            raise QuteError(f"exit policy {text!r}: thresholds must be numbers separated by commas"
+                            + ("" if window else " (never for an exit that never stops)")) from None
         if any(len(p) != (2 if window else 1) for p in pairs):
             raise QuteError(f"exit policy {text!r}: " + ("a window is REJECT/ACCEPT for each exit, e.g. 0.3/0.9" if window
                                                         else "one number per exit (REJECT/ACCEPT pairs need window-)"))
-        if not np.isfinite(np.array(pairs)).all():
+        if not np.isfinite(np.array(numbers)).all():
             raise QuteError(f"exit policy {text!r}: thresholds must be finite")
-        score = score_name(score)
+        score = name
+        # confidence and margin are probabilities; entropy and mutual information are never below 0.
+        # Any other threshold never (or always) stops: most likely a typo such as 95 for 0.95.
+        bounded = SCORES[score][1]
+        values = np.array(numbers)
+        if (values < 0).any() or (bounded and (values > 1).any()):
+            raise QuteError(f"exit policy {text!r}: {score} thresholds must lie in "
+                            + ("[0, 1] (e.g. 0.95, not 95)" if bounded else "[0, inf) (nats)"))
         if window:
             higher = SCORES[score][1]
             if any((r > a) if higher else (r < a) for r, a in pairs):
@@ -127,7 +144,7 @@ class ExitPolicy:
 
     def describe(self) -> str:
         side = "at least" if SCORES[self.score][1] else "at most"
-        ts = ", ".join(f"{t:g}" for t in self.thresholds)
+        ts = ", ".join(NEVER if t == never_threshold(self.score) else f"{t:g}" for t in self.thresholds)
         whose = "the mean of exits 0..k's" if self.cumulative else "its own"
         text = f"stop at exit k when {whose} {self.score} is {side} threshold k ({ts})"
         if self.rejects is not None:
@@ -140,7 +157,7 @@ class ExitPolicy:
         head = f"{WINDOW if self.rejects is not None else ''}{CUMULATIVE if self.cumulative else ''}{self.score}:"
         if self.rejects is not None:
             return head + ",".join(f"{r:g}/{a:g}" for r, a in zip(self.rejects, self.thresholds))
-        return head + ",".join(f"{t:g}" for t in self.thresholds)
+        return head + ",".join(NEVER if t == never_threshold(self.score) else f"{t:g}" for t in self.thresholds)
 
 
 def load_policy(run_dir, model_sha256: str) -> ExitPolicy:

@@ -230,12 +230,25 @@ def test_stopping_at_exit_0_costs_what_stage_0_costs(shipped, tmp_path):
     assert not check(b, transcript.parse(text), load_board("mps2-an500")).bit_exact
 
 
+def test_never_stops_one_exit_and_reads_back():
+    from qute.exits import ExitPolicy, never_threshold
+
+    p = ExitPolicy.parse("confidence:never,0.9")
+    assert p.thresholds == (never_threshold("confidence"), 0.9) and p.thresholds[0] > 1
+    assert ExitPolicy.parse(p.spec()) == p and p.spec() == "confidence:never,0.9"
+    assert ExitPolicy.parse("mean-entropy:never,0.2").thresholds[0] < 0  # lower is surer: never reached
+    assert "(never, 0.9)" in p.describe()
+
+
 @pytest.mark.parametrize("policy, fragments", [
     ("sometimes", ["exit policy 'sometimes'", "[mean-]SCORE:T"]),
     ("confidence:high", ["thresholds must be numbers"]),
     ("confidence:0.5,0.6", ["has no early exits"]),
     ("window-confidence:0.9/0.3", ["reject threshold must lie on the uncertain side"]),
     ("confidence:0.3/0.9", ["REJECT/ACCEPT pairs need window-"]),
+    ("confidence:95", ["confidence thresholds must lie in [0, 1]", "not 95"]),
+    ("entropy:-0.1", ["entropy thresholds must lie in [0, inf)"]),
+    ("window-margin:never/0.9", ["thresholds must be numbers"]),
 ])
 def test_bad_exit_policies_are_one_line(tmp_path, policy, fragments):
     # the embedded default has no exits: a policy for it is refused before anything is compiled
