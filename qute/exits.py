@@ -242,10 +242,11 @@ def pick(candidates: list, which: np.ndarray):
 
 
 def cut_at_exit(tflite_bytes: bytes, k: int) -> bytes:
-    """The int8 model with only what exit_k needs: the ops of stages 0..k (codegen.stages) and
-    exit_k as its one output, renamed head_0 (signature and tensor: the firmware then reports that
-    exit's own scores). For a board the whole model does not fit (qute build --fit deepest-exit).
-    Tensors and buffers no kept op uses stay in the file and are never read."""
+    """The int8 model with only what exit_k needs: the ops its output depends on (all within
+    stages 0..k of codegen.stages, earlier exits' branches left out) and exit_k as its one output,
+    renamed head_0 (signature and tensor: the firmware then reports that exit's own scores). For a
+    board the whole model does not fit (qute build --fit deepest-exit). Tensors and buffers no kept
+    op uses stay in the file and are never read."""
     from ai_edge_litert import schema_py_generated as fb
 
     exits = exit_outputs(read_graph(tflite_bytes))  # by signature name, else tensor name

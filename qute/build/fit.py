@@ -82,7 +82,7 @@ def check_fit_before_link(board, facts: ModelFacts, source: ModelSource, uart_in
         hint = (f"; try fewer --samples (room for at most {room} beside the weights, before code)"
                 if 0 < room < len(source.inputs) else "")
         problems.append(("flash", flash, board.flash_region.length,
-                         f"weights {kb(weights)} KB + {len(source.inputs)} embedded input(s) {kb(inputs)} KB, before code{hint}"))
+                         f"weights and parameters {kb(weights)} KB + {len(source.inputs)} embedded input(s) {kb(inputs)} KB, before code{hint}"))
     if problems:
         raise _no_fit(board, problems)
     return {"ram_at_least": ram, "flash_at_least": flash}
