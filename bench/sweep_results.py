@@ -19,10 +19,11 @@ class Trial:
 
 def method_label(train: dict) -> str:
     """The method, "-tied" for the paper's QUTE, then what differs from the defaults (backbone, its
-    filters, K, the frozen-backbone phase, bootstrapped output blocks, label smoothing)."""
+    filters, the heads' pooling, K, the frozen-backbone phase, bootstrapped output blocks, label smoothing)."""
     label = train["method"] + ("-tied" if train["method"] == "qute" and not train["untied"] else "")
     differ = [train["arch"]] if train["arch"] != TrainConfig.arch else []
     differ += [f"filters {','.join(map(str, train['filters']))}"] if train.get("filters") else []
+    differ += [f"{train['pooling']} pooling"] if train.get("pooling") else []
     differ += [f"K={train['k']}"] if train["k"] != TrainConfig.k and train["method"] != "base" else []
     frozen = train.get("freeze_fraction", TrainConfig.freeze_fraction)
     differ += [f"frozen {frozen:.0%}"] if frozen != TrainConfig.freeze_fraction and train["method"] == "qute" else []

@@ -18,7 +18,7 @@ from qute.cli_options import (
     CommaList, EpochProgress, IntList, board_option, config_option, data_dir_option, echo_progress, seconds,
 )
 from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
-from qute.config import ARCHS, FILTERS, METHODS, STAGES, build_target, make_config, read_project
+from qute.config import ARCHS, FILTERS, METHODS, POOLINGS, STAGES, build_target, make_config, read_project
 from qute.data import load_dataset
 from qute.dynamic import calibrate_exits, evaluate_dynamic, format_exit_calibration, parse_dynamic
 from qute.emulate import run as run_emulator
@@ -53,6 +53,8 @@ def cli():
 @click.option("--filters", type=IntList(), help="Channels of each backbone stage, e.g. 16,96,320 for a wider "
               "mnist-cnn-mp (default: the architecture's own, " + "; ".join(
                   f"{a} {','.join(map(str, f))}" for a, f in FILTERS.items()) + ").")
+@click.option("--pooling", type=click.Choice(POOLINGS), help="Pooling of the feature map before every "
+              "classifier's dense layer (default: max for the MNIST CNNs, avg for ds-cnn and resnet8).")
 @click.option("--method", type=click.Choice(METHODS), help="Ensemble method (or base).")
 @click.option("-K", "k", type=int, help="Ensemble size: output blocks, exits, members or dropout samples.")
 @click.option("--epochs", type=int)
@@ -86,6 +88,7 @@ def train(config_path, out, force, **flags):
 
         what = [cfg.arch] + ([] if cfg.method == "base" else [f"K={cfg.k}"])
         what += [f"filters {','.join(map(str, cfg.filters))}"] if cfg.filters else []
+        what += [f"{cfg.pooling} pooling"] if cfg.pooling else []
         what += ["tied"] if cfg.method == "qute" and not cfg.untied else []
         click.echo(
             f"training {cfg.method} ({', '.join(what)}) on {cfg.dataset}: "

@@ -32,6 +32,11 @@ FILTERS = {
     "resnet8": (16, 16, 32, 64),  # the stem, then the three residual stacks
 }
 MAX_FILTERS = 4096
+# How the classifiers pool their feature map before the dense layer (Keras applications' `pooling`):
+# the tiny MNIST CNNs learn much faster and better with max pooling (digits: 0.97 against 0.88
+# validation accuracy after 40 epochs); the MLPerf Tiny models keep their reference's average.
+POOLING = {"mnist-cnn": "max", "mnist-cnn-mp": "max", "ds-cnn": "avg", "resnet8": "avg"}
+POOLINGS = ("avg", "max")
 METHODS = ("qute", "base", "ee-ensemble", "deep-ensemble", "mc-dropout")
 MAX_K = 16
 STAGES = ("float", "int8", "device")  # what qute eval evaluates: Keras, int8 on TFLite Micro, firmware
@@ -57,6 +62,8 @@ class TrainConfig:
     dropout: float = 0.1
     # Channels of each backbone stage (None: the architecture's own, FILTERS).
     filters: tuple[int, ...] | None = None
+    # Pooling before every classifier's dense layer, avg or max (None: the architecture's, POOLING).
+    pooling: str | None = None
     seed: int = 0
     val_fraction: float = 0.1
     limit: int | None = None
@@ -97,6 +104,8 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise QuteError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         self.filters = check_filters(self.arch, self.filters)
+        if self.pooling is not None:
+            check_choice("pooling", self.pooling, POOLINGS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,12 +157,15 @@ class NetSpec:
     untied: bool = True  # qute: output blocks with depthwise kernels of their own (False: the paper's tie)
     dropout: float = 0.1
     filters: tuple[int, ...] | None = None  # channels per backbone stage; None: FILTERS[arch]
+    pooling: str | None = None  # before each classifier's dense layer; None: POOLING[arch]
 
     def __post_init__(self):
         check_choice("arch", self.arch, ARCHS)
         check_choice("method", self.method, METHODS)
         check_k(self.method, self.k)
         object.__setattr__(self, "filters", check_filters(self.arch, self.filters))
+        if self.pooling is not None:
+            check_choice("pooling", self.pooling, POOLINGS)
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise QuteError(f"input shape must be (height, width, channels), got {self.input_shape}")
         if self.num_classes < 2:

@@ -45,6 +45,7 @@ def spec_for(cfg: TrainConfig, data: Dataset) -> NetSpec:
         untied=cfg.untied,
         dropout=cfg.dropout,
         filters=cfg.filters,
+        pooling=cfg.pooling,
     )
 
 

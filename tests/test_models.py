@@ -67,6 +67,19 @@ def test_bad_filters_name_the_stage_count_and_the_default(filters):
         TrainConfig(arch="mnist-cnn-mp", filters=filters)
 
 
+@pytest.mark.parametrize("pooling", [None, "avg", "max"])
+def test_pooling_chooses_how_every_classifier_pools(pooling):
+    spec = NetSpec("mnist-cnn-mp", "qute", (28, 28, 1), 10, k=2, pooling=pooling)
+    names = [layer.name for layer in models.build(spec, training=True).layers]
+    want = pooling or models.POOLING["mnist-cnn-mp"]
+    for out in ("head_0", "head_1", "exit_0", "exit_1", "head"):
+        assert (f"{out}_gap" in names) == (want == "avg") and (f"{out}_maxpool" in names) == (want == "max")
+    same = NetSpec("mnist-cnn-mp", "qute", (28, 28, 1), 10, k=2, pooling="avg")
+    assert models.build(same, training=False).count_params() == models.build(spec, training=False).count_params()
+    with pytest.raises(QuteError, match="unknown pooling 'min'; choose one of: avg, max"):
+        TrainConfig(pooling="min")
+
+
 def test_qute_training_graph_has_exits_blocks_and_original_head():
     spec = NetSpec("mnist-cnn", "qute", (28, 28, 1), 10, k=3, untied=False)
     model = models.build(spec, training=True)
