@@ -11,7 +11,8 @@ arithmetic from the int8 model's outputs on TFLite Micro (the device makes the s
 bit: tests/test_exits.py); what stopping at each exit costs, model plus uncertainty scores, is
 measured under QEMU `-icount shift=0` (`qute eval RUN --dynamic ...` does the same for one policy
 and caches the costs in RUN/exit_costs.json, which this reuses). budget:F and accuracy:A choose
-their thresholds on the validation split (qute.dynamic.choose) and are scored on the test set.
+their policy on the validation split (qute.dynamic.choose_policy: thresholds on each exit's own
+confidence or on the mean of the exits so far, whichever does better) and are scored on the test set.
 
 Writes bench/results/early_exits.md and .json; --readme also replaces the text between
 `<!-- early-exits -->` and `<!-- /early-exits -->` in README.md. Exit status 2 when a step fails.
@@ -51,15 +52,18 @@ def measure(run_dir: str, board_name: str, policies, progress=lambda s: print(f"
     rows = []
     for spec in policies:
         kind, value = dynamic.parse_dynamic(spec)
+        chosen = None
         if kind == "policy":
             policy = dynamic.policy_dict(value, test)
         else:
-            ts = dynamic.choose(val, data.y_val, costs, "confidence",
-                                **({"budget": value} if kind == "budget" else {"target": value}))
-            policy = dynamic.with_thresholds("confidence", ts, test)
+            chosen = dynamic.choose_policy(val, data.y_val, costs, "confidence",
+                                           **({"budget": value} if kind == "budget" else {"target": value}))
+            policy = dynamic.policy_dict(chosen, test)
         r = dynamic.outcome(test, data.y_test, costs, policy)
         r["ood_auroc"] = dynamic.ood_auroc(test, ood, policy)
         thresholds = None if policy is None else policy["thresholds"]
+        if chosen is not None:  # the policy found, as --exit-policy takes it
+            thresholds = [chosen.spec()]
         if policy is not None and "rejects" in policy:
             thresholds = [f"{a:g} (reject {b:g})" for a, b in zip(policy["thresholds"], policy["rejects"])]
         rows.append({"policy": spec, "thresholds": thresholds, **r})

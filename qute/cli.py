@@ -18,7 +18,7 @@ from qute.cli_options import (
     CommaList, EpochProgress, IntList, board_option, config_option, data_dir_option, echo_progress, seconds,
 )
 from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
-from qute.config import ARCHS, FILTERS, METHODS, POOLINGS, STAGES, build_target, make_config, read_project
+from qute.config import ARCHS, EXIT_SCHEDULES, FILTERS, METHODS, POOLINGS, STAGES, build_target, make_config, read_project
 from qute.data import load_dataset
 from qute.dynamic import calibrate_exits, evaluate_dynamic, format_exit_calibration, parse_dynamic
 from qute.emulate import run as run_emulator
@@ -65,6 +65,8 @@ def cli():
               help="qute: every output block has a depthwise kernel of its own (default), or shares its exit's (the paper's QUTE).")
 @click.option("--temperature/--no-temperature", default=None,
               help="Fit one temperature on the validation split and fold it into the heads (default: on).")
+@click.option("--exit-schedule", type=click.Choice(EXIT_SCHEDULES),
+              help="qute: the early exits' loss weights ramp up over training (sdn, the paper's, default) or not (constant).")
 @click.option("--label-smoothing", type=float, help="Label smoothing of every output's loss, e.g. 0.1 (default: none).")
 @click.option("--seed", type=int)
 @click.option("--limit", type=int, help="Train on at most this many samples (quick runs).")

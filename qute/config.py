@@ -37,6 +37,8 @@ MAX_FILTERS = 4096
 # validation accuracy after 40 epochs); the MLPerf Tiny models keep their reference's average.
 POOLING = {"mnist-cnn": "max", "mnist-cnn-mp": "max", "ds-cnn": "avg", "resnet8": "avg"}
 POOLINGS = ("avg", "max")
+# How qute's early exits' loss weights move over training (qute.models.loss_weights).
+EXIT_SCHEDULES = ("sdn", "constant")
 METHODS = ("qute", "base", "ee-ensemble", "deep-ensemble", "mc-dropout")
 MAX_K = 16
 STAGES = ("float", "int8", "device")  # what qute eval evaluates: Keras, int8 on TFLite Micro, firmware
@@ -80,6 +82,9 @@ class TrainConfig:
     # trained with it raised 7 false alarms on its ID stream (none without). Off until the
     # monitor's calibration is measured with it (README "The QUTE paper's MNIST table").
     label_smoothing: float = 0.0
+    # qute: the early exits' loss weights ramp from 0.01 to their relative depth over training, as
+    # in SDN and the paper ("sdn"), or weigh their depth from the first epoch ("constant").
+    exit_schedule: str = "sdn"
 
     def __post_init__(self):
         # Everything a run's settings can get wrong is caught here, before any data is loaded or
@@ -106,6 +111,7 @@ class TrainConfig:
         self.filters = check_filters(self.arch, self.filters)
         if self.pooling is not None:
             check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("exit_schedule", self.exit_schedule, EXIT_SCHEDULES)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -194,20 +194,25 @@ def sweep(o: ExitOutputs, y: np.ndarray, costs: list[float], score: str) -> list
     return rows + [{"threshold": None, **outcome(o, y, costs, None)}]
 
 
+def _goal_value(r: dict, costs: list[float], budget: float | None, target: float | None) -> tuple:
+    """What choose maximises: meeting the goal first, then accuracy (budget) or cheapness (target)."""
+    if budget is not None:
+        return (r["mean_cost"] <= budget * costs[-1] + 1e-9, r["accuracy"], -r["mean_cost"])
+    return (r["accuracy"] >= target - 1e-12, -r["mean_cost"], r["accuracy"])
+
+
 def choose(o: ExitOutputs, y: np.ndarray, costs: list[float], score: str, budget: float | None = None,
-           target: float | None = None) -> tuple[float, ...]:
+           target: float | None = None, cumulative: bool = False) -> tuple[float, ...]:
     """Per-exit thresholds on labelled (validation) outputs: the most accurate within `budget`
     (mean cost <= budget x the cost of running to the end), or the cheapest whose accuracy is at
     least `target`. One shared threshold from GRIDS first, then each exit's threshold alone over
-    the grid (and never stopping there), while that improves; raises when nothing qualifies."""
+    the grid (and never stopping there), while that improves; raises when nothing qualifies.
+    `cumulative`: thresholds on the mean of the exits so far (mean-SCORE policies)."""
     score = score_name(score)
     grid = (*GRIDS[score], exit_rules.never_threshold(score))
 
     def value(ts):
-        r = outcome(o, y, costs, with_thresholds(score, ts, o))
-        if budget is not None:
-            return (r["mean_cost"] <= budget * costs[-1] + 1e-9, r["accuracy"], -r["mean_cost"])
-        return (r["accuracy"] >= target - 1e-12, -r["mean_cost"], r["accuracy"])
+        return _goal_value(outcome(o, y, costs, with_thresholds(score, ts, o, cumulative)), costs, budget, target)
 
     best = max(((t,) * o.exits for t in grid), key=value)
     for _ in range(3):
@@ -226,6 +231,24 @@ def choose(o: ExitOutputs, y: np.ndarray, costs: list[float], score: str, budget
             what = f"accuracy {target:g} (running to the end reaches {outcome(o, y, costs, None)['accuracy']:.4f})"
         raise QuteError(f"no {score} thresholds reach {what} on the validation split")
     return best
+
+
+def choose_policy(o: ExitOutputs, y: np.ndarray, costs: list[float], score: str, budget: float | None = None,
+                  target: float | None = None) -> exit_rules.ExitPolicy:
+    """choose() for each exit's own score and for the mean of the exits so far; the better of the
+    two for the goal (the exit's own on a tie: it needs no running mean)."""
+    found = []
+    for cumulative in (False, True):
+        try:
+            ts = choose(o, y, costs, score, budget, target, cumulative)
+        except QuteError:
+            continue
+        r = outcome(o, y, costs, with_thresholds(score, ts, o, cumulative))
+        found.append((_goal_value(r, costs, budget, target), not cumulative, ts, cumulative))
+    if not found:
+        choose(o, y, costs, score, budget, target)  # raises the one-line reason
+    _, _, ts, cumulative = max(found)
+    return exit_rules.ExitPolicy(score_name(score), tuple(float(t) for t in ts), cumulative)
 
 
 def parse_dynamic(text: str, option: str = "--dynamic") -> tuple[str, object]:
@@ -360,11 +383,11 @@ def evaluate_dynamic(run_dir, spec: str, board_name: str = "nucleo-f746", ood: s
     else:
         progress(f"choosing thresholds on {len(dataset.x_val):,} validation images")
         o_val = exit_outputs(tflite, dataset.x_val, board)
-        ts = choose(o_val, dataset.y_val, costs, score, **({"budget": value} if kind == "budget" else {"target": value}))
-        policy = with_thresholds(score, ts, o_test)
+        chosen_policy = choose_policy(o_val, dataset.y_val, costs, score,
+                                      **({"budget": value} if kind == "budget" else {"target": value}))
+        policy = policy_dict(chosen_policy, o_test)
         goal = (f"the most accurate whose mean cost is at most {value:g} of running to the end" if kind == "budget"
                 else f"the cheapest with accuracy at least {value:g}")
-        chosen_policy = exit_rules.ExitPolicy(score, ts)
         how = (chosen_policy.describe() + f"; chosen on the validation split as {goal}"
                f" (qute build --exit-policy {chosen_policy.spec()})")
     y = dataset.y_test
@@ -406,8 +429,8 @@ def calibrate_exits(run_dir, spec: str, board_name: str = "nucleo-f746", data_di
     if kind == "policy":
         policy = value.for_exits(o_val.exits)
     else:
-        ts = choose(o_val, dataset.y_val, costs, "confidence", **({"budget": value} if kind == "budget" else {"target": value}))
-        policy = exit_rules.ExitPolicy("confidence", ts)
+        policy = choose_policy(o_val, dataset.y_val, costs, "confidence",
+                               **({"budget": value} if kind == "budget" else {"target": value}))
     got = outcome(o_val, dataset.y_val, costs, policy_dict(policy, o_val))
     doc = {"version": 1, "model_sha256": hashlib.sha256(tflite).hexdigest(), "goal": spec,
            "policy": {"score": policy.score, "thresholds": list(policy.thresholds), "cumulative": policy.cumulative},

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from qute.config import ARCHS, FILTERS, METHODS, POOLING, NetSpec, check_choice  # noqa: F401  (re-exported)
+from qute.config import ARCHS, EXIT_SCHEDULES, FILTERS, METHODS, POOLING, NetSpec, check_choice  # noqa: F401  (re-exported)
 from qute.errors import QuteError
 
 
@@ -242,16 +242,18 @@ def build(spec: NetSpec, training: bool, exits: bool = False) -> keras.Model:
     return keras.Model(inp, out, name=f"{spec.method}_{spec.arch}_train")
 
 
-def loss_weights(spec: NetSpec, epoch: int, epochs: int) -> dict[str, float]:
+def loss_weights(spec: NetSpec, epoch: int, epochs: int, exit_schedule: str = "sdn") -> dict[str, float]:
     """Weight of each training output's cross-entropy at an epoch (0-based).
 
-    qute: exits ramp SDN-style from 0.01 to their relative depth (j+1)/(K+1) over training;
+    qute: exits ramp SDN-style from 0.01 to their relative depth (j+1)/(K+1) over training
+    (`exit_schedule` "sdn"), or weigh their relative depth from the first epoch ("constant");
     output block k (k = 1..K) weighs 3 + 0.5 k; the original head weighs 1.
     Every other method weighs each head 1.
     """
+    check_choice("exit_schedule", exit_schedule, EXIT_SCHEDULES)
     if spec.method != "qute":
         return {n: 1.0 for n in head_names(spec.num_heads)}
-    ramp = epoch / (epochs - 1) if epochs > 1 else 1.0
+    ramp = 1.0 if exit_schedule == "constant" or epochs <= 1 else epoch / (epochs - 1)
     w = {}
     for j in range(spec.k):
         final = (j + 1) / (spec.k + 1)

@@ -94,7 +94,7 @@ def train(cfg: TrainConfig, data: Dataset, on_epoch: Callable[[dict, keras.Model
     rng = np.random.default_rng(cfg.seed)
     history = []
     for epoch in range(cfg.epochs):
-        w = models.loss_weights(spec, epoch, cfg.epochs)
+        w = models.loss_weights(spec, epoch, cfg.epochs, cfg.exit_schedule)
         weights.assign(np.array([w[n_] for n_ in names], np.float32))
         lr = cfg.lr * cfg.lr_decay**epoch
         optimizer.learning_rate = lr

@@ -304,6 +304,25 @@ def test_budget_thresholds_meet_the_budget_and_beat_every_shared_threshold():
         dynamic.choose(o, y, costs, "confidence", budget=0.2)  # below the cost of exit 0
 
 
+def test_the_budget_search_also_tries_the_mean_of_the_exits_so_far():
+    from qute import dynamic
+
+    o, y = _synthetic_outputs()
+    costs = [100.0, 160.0, 220.0, 300.0]
+    for budget in (0.4, 0.6, 0.8):
+        policy = dynamic.choose_policy(o, y, costs, "confidence", budget=budget)
+        got = dynamic.outcome(o, y, costs, dynamic.policy_dict(policy, o))
+        assert got["mean_cost"] <= budget * costs[-1]
+        for cumulative in (False, True):  # at least as accurate as the best of either kind
+            ts = dynamic.choose(o, y, costs, "confidence", budget=budget, cumulative=cumulative)
+            other = dynamic.outcome(o, y, costs, dynamic.with_thresholds("confidence", ts, o, cumulative))
+            assert got["accuracy"] >= other["accuracy"]
+    # on these outputs the exits' mean is the more accurate at some budget: the search finds it
+    assert any(dynamic.choose_policy(o, y, costs, "confidence", budget=b).cumulative for b in (0.4, 0.5, 0.6))
+    with pytest.raises(Exception, match="no confidence thresholds reach"):
+        dynamic.choose_policy(o, y, costs, "confidence", budget=0.2)
+
+
 def test_policy_outcomes_weigh_each_exit_by_how_often_it_is_taken():
     from qute import dynamic
 

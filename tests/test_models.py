@@ -110,6 +110,10 @@ def test_loss_weights_follow_the_papers_formula():
     mid = models.loss_weights(spec, 3, 10)
     assert mid["exit_1"] == pytest.approx(0.01 + (2 / 5 - 0.01) * 3 / 9)
     assert first["head"] == 1.0
+    constant = models.loss_weights(spec, 0, 10, "constant")
+    assert constant == models.loss_weights(spec, 9, 10, "constant") == last
+    with pytest.raises(QuteError, match="unknown exit_schedule 'linear'; choose one of: sdn, constant"):
+        TrainConfig(exit_schedule="linear")
     other = models.loss_weights(NetSpec("mnist-cnn", "ee-ensemble", (8, 8, 1), 10, k=3), 0, 10)
     assert other == {"head_0": 1.0, "head_1": 1.0, "head_2": 1.0}
 
