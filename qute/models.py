@@ -79,7 +79,8 @@ def _conv_bn_relu(x, filters, kernel, strides, name, relu=True):
 
 def _ds_cnn(x, p, filters, drop=0.0):
     # MLPerf Tiny keyword-spotting DS-CNN: a 10x4 stride-2 conv, then four depthwise-separable
-    # blocks of 64 channels. The kernel is clipped to the input so tiny inputs still work.
+    # blocks of 64 channels (by default; `filters`). The kernel is clipped to the input so tiny
+    # inputs still work.
     h, w = x.shape[1], x.shape[2]
     feats = []
     x = _stage(feats, _conv_bn_relu(x, filters[0], (min(10, h), min(4, w)), 2, f"{p}stem"), drop, f"{p}stem")
@@ -92,7 +93,8 @@ def _ds_cnn(x, p, filters, drop=0.0):
 
 
 def _resnet8(x, p, filters, drop=0.0):
-    # MLPerf Tiny image-classification ResNet-8: a stem and three residual stacks (16, 32, 64).
+    # MLPerf Tiny image-classification ResNet-8: a stem and three residual stacks (16, 32, 64 by
+    # default; `filters`).
     feats = []
     x = _stage(feats, _conv_bn_relu(x, filters[0], 3, 1, f"{p}stem"), drop, f"{p}stem")
     for i, (channels, stride) in enumerate(zip(filters[1:], (1, 2, 2))):
