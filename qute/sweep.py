@@ -30,7 +30,7 @@ import itertools
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -88,6 +88,9 @@ def _name_part(key: str, value) -> str:
     return f"{key.split('.', 1)[1]}-{_value(value)}".replace("/", "_").replace(":", "_").replace(" ", "_")
 
 
+_LIST_SETTINGS = {"train": {f.name for f in fields(TrainConfig) if str(f.type).startswith("tuple")}}
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """The sweep file's grid, every trial's settings checked (as `qute train` and `qute eval` would)
     before anything runs."""
@@ -106,7 +109,10 @@ def load_sweep(path: str | Path) -> Sweep:
     axes = []  # (table.key, values)
     for table in ("train", "eval"):
         for key, value in data.get(table, {}).items():
-            values = value if isinstance(value, list) else [value]
+            # a setting that is itself a list (filters) sweeps only over a list of lists
+            one = not isinstance(value, list) or (key in _LIST_SETTINGS.get(table, ()) and
+                                                 not any(isinstance(v, list) for v in value))
+            values = [value] if one else value
             if not values:
                 raise QuteError(f"{path}: [{table}] {key} is an empty list")
             if len(set(map(json.dumps, values))) != len(values):

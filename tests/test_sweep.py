@@ -140,13 +140,17 @@ def test_the_grid_is_every_combination_in_file_order(tmp_path):
 
 
 def test_a_list_setting_is_one_value_of_a_sweep_axis(tmp_path):
-    # filters is itself a list: a sweep over it lists lists, and each trial's folder names its widths
+    # filters is itself a list: a sweep over it lists lists, and each trial's folder names its widths;
+    # a plain list of numbers is one value
     f = tmp_path / "s.toml"
     f.write_text('[sweep]\nout = "o"\n[train]\nfilters = [[6, 12, 24], [8, 16, 16]]\n')
     sw = load_sweep(f)
     assert [t.train.filters for t in sw.trials] == [(6, 12, 24), (8, 16, 16)]
     assert [t.name for t in sw.trials] == ["filters-6-12-24", "filters-8-16-16"]
-    f.write_text('[sweep]\nout = "o"\n[train]\nfilters = [6, 12, 24]\n')  # three trials of one number each
+    f.write_text('[sweep]\nout = "o"\n[train]\nfilters = [6, 12, 24]\nseed = [0, 1]\n')  # one value, not an axis
+    sw = load_sweep(f)
+    assert [t.train.filters for t in sw.trials] == [(6, 12, 24)] * 2 and sw.varying == ["train.seed"]
+    f.write_text('[sweep]\nout = "o"\n[train]\nfilters = [[6, 12]]\n')
     with pytest.raises(QuteError, match="filters must be 3 channel counts"):
         load_sweep(f)
 
