@@ -19,7 +19,7 @@ class Trial:
 
 def method_label(train: dict) -> str:
     """The method, "-tied" for the paper's QUTE, then what differs from the defaults (backbone, its
-    filters, the heads' pooling, K, the exits' loss schedule, the frozen-backbone phase, bootstrapped output blocks, label smoothing)."""
+    filters, the heads' pooling, K, where the exits hang, their loss schedule, the frozen-backbone phase, bootstrapped output blocks, label smoothing)."""
     label = train["method"] + ("-tied" if train["method"] == "qute" and not train["untied"] else "")
     differ = [train["arch"]] if train["arch"] != TrainConfig.arch else []
     differ += [f"filters {','.join(map(str, train['filters']))}"] if train.get("filters") else []
@@ -28,6 +28,7 @@ def method_label(train: dict) -> str:
     frozen = train.get("freeze_fraction", TrainConfig.freeze_fraction)
     differ += [f"frozen {frozen:.0%}"] if frozen != TrainConfig.freeze_fraction and train["method"] == "qute" else []
     differ += ["bootstrap heads"] if train.get("bootstrap") and train["method"] == "qute" else []
+    differ += [f"exits after stages {','.join(map(str, train['exit_stages']))}"] if train.get("exit_stages") else []
     schedule = train.get("exit_schedule", TrainConfig.exit_schedule)
     differ += [f"{schedule} exit weights"] if schedule != TrainConfig.exit_schedule and train["method"] == "qute" else []
     smoothing = train.get("label_smoothing", 0.0)  # trials from before label smoothing had none

@@ -65,6 +65,8 @@ def cli():
               help="qute: every output block has a depthwise kernel of its own (default), or shares its exit's (the paper's QUTE).")
 @click.option("--temperature/--no-temperature", default=None,
               help="Fit one temperature on the validation split and fold it into the heads (default: on).")
+@click.option("--exit-stages", type=IntList(), help="qute: the backbone stage each early exit hangs on, "
+              "e.g. 2,2,2 (default: spread over the stages before the last).")
 @click.option("--exit-schedule", type=click.Choice(EXIT_SCHEDULES),
               help="qute: the early exits' loss weights ramp up over training (sdn, the paper's, default) or not (constant).")
 @click.option("--label-smoothing", type=float, help="Label smoothing of every output's loss, e.g. 0.1 (default: none).")

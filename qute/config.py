@@ -66,6 +66,9 @@ class TrainConfig:
     filters: tuple[int, ...] | None = None
     # Pooling before every classifier's dense layer, avg or max (None: the architecture's, POOLING).
     pooling: str | None = None
+    # qute: the backbone stage (1-based) each early exit hangs on (None: spread evenly over the
+    # stages before the last, qute.models.exit_positions).
+    exit_stages: tuple[int, ...] | None = None
     seed: int = 0
     val_fraction: float = 0.1
     limit: int | None = None
@@ -112,6 +115,7 @@ class TrainConfig:
         if self.pooling is not None:
             check_choice("pooling", self.pooling, POOLINGS)
         check_choice("exit_schedule", self.exit_schedule, EXIT_SCHEDULES)
+        self.exit_stages = check_exit_stages(self.arch, self.method, self.k, self.exit_stages)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,6 +168,7 @@ class NetSpec:
     dropout: float = 0.1
     filters: tuple[int, ...] | None = None  # channels per backbone stage; None: FILTERS[arch]
     pooling: str | None = None  # before each classifier's dense layer; None: POOLING[arch]
+    exit_stages: tuple[int, ...] | None = None  # qute: the stage (1-based) of each exit; None: spread
 
     def __post_init__(self):
         check_choice("arch", self.arch, ARCHS)
@@ -172,6 +177,7 @@ class NetSpec:
         object.__setattr__(self, "filters", check_filters(self.arch, self.filters))
         if self.pooling is not None:
             check_choice("pooling", self.pooling, POOLINGS)
+        object.__setattr__(self, "exit_stages", check_exit_stages(self.arch, self.method, self.k, self.exit_stages))
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise QuteError(f"input shape must be (height, width, channels), got {self.input_shape}")
         if self.num_classes < 2:
@@ -213,6 +219,22 @@ def check_filters(arch: str, filters) -> tuple[int, ...] | None:
         raise QuteError(f"filters must be {want} channel counts from 1 to {MAX_FILTERS} for arch {arch}, one per "
                         f"stage (its own: {example}), got {filters!r}")
     return tuple(filters)
+
+
+def check_exit_stages(arch: str, method: str, k: int, stages) -> tuple[int, ...] | None:
+    """qute's exit_stages as a tuple: K stage numbers from 1 to the last stage but one, never
+    decreasing (an exit runs no earlier than the one before it); None stays None."""
+    if stages is None:
+        return None
+    if method != "qute":
+        raise QuteError(f"exit_stages places qute's early exits; method {method} has none to place")
+    last = len(FILTERS[arch]) - 1
+    if (isinstance(stages, (str, bytes)) or not hasattr(stages, "__len__") or len(stages) != k
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= last for s in stages)
+            or list(stages) != sorted(stages)):
+        raise QuteError(f"exit_stages must be K = {k} stage numbers from 1 to {last} for arch {arch}, in "
+                        f"non-decreasing order (e.g. {','.join(['1'] * (k - 1) + [str(last)])}), got {stages!r}")
+    return tuple(stages)
 
 
 def check_choice(what: str, value, allowed) -> None:

@@ -229,7 +229,9 @@ def build(spec: NetSpec, training: bool, exits: bool = False) -> keras.Model:
         channels = final.shape[-1]
         exit_dws = []
         if training or exits:
-            for j, pos in enumerate(exit_positions(len(feats), spec.k)):
+            positions = ([s - 1 for s in spec.exit_stages] if spec.exit_stages
+                         else exit_positions(len(feats), spec.k))
+            for j, pos in enumerate(positions):
                 dw, probs = _qute_exit(feats[pos], channels, nc, j, pool)
                 exit_dws.append(dw)
                 out[f"exit_{j}"] = probs

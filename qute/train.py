@@ -46,6 +46,7 @@ def spec_for(cfg: TrainConfig, data: Dataset) -> NetSpec:
         dropout=cfg.dropout,
         filters=cfg.filters,
         pooling=cfg.pooling,
+        exit_stages=cfg.exit_stages,
     )
 
 

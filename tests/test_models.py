@@ -80,6 +80,21 @@ def test_pooling_chooses_how_every_classifier_pools(pooling):
         TrainConfig(pooling="min")
 
 
+def test_exit_stages_place_the_exits():
+    spec = NetSpec("mnist-cnn-mp", "qute", (28, 28, 1), 10, k=3, exit_stages=[2, 2, 2])
+    model = models.build(spec, training=True)
+    second = model.get_layer("bb_pool2")
+    for j in range(3):
+        assert model.get_layer(f"exit_{j}_pw").input is second.output  # all after the second stage
+    default = models.build(NetSpec("mnist-cnn-mp", "qute", (28, 28, 1), 10, k=3), training=True)
+    assert default.get_layer("exit_0_pw").input is default.get_layer("bb_pool1").output
+    for bad in ([1, 2], [0, 1, 2], [1, 3, 3], [2, 1, 1], "1,2,2"):
+        with pytest.raises(QuteError, match="exit_stages must be K = 3 stage numbers from 1 to 2 for arch mnist-cnn-mp"):
+            TrainConfig(exit_stages=bad)
+    with pytest.raises(QuteError, match="method base has none to place"):
+        TrainConfig(method="base", exit_stages=[1, 1, 2])
+
+
 def test_qute_training_graph_has_exits_blocks_and_original_head():
     spec = NetSpec("mnist-cnn", "qute", (28, 28, 1), 10, k=3, untied=False)
     model = models.build(spec, training=True)
