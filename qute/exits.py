@@ -31,13 +31,13 @@ from qute.uncertainty import INT_FRAC_BITS
 NEVER = "never"
 CUMULATIVE = "mean-"
 WINDOW = "window-"
+CALIBRATED = "calibrated"  # qute build --exit-policy calibrated: the run's POLICY_FILE
+POLICY_FILE = "exit_policy.json"  # written by qute calibrate RUN --exits (qute.dynamic.calibrate_exits)
+
+
 def never_threshold(score: str) -> float:
     """A threshold of `score` no exit passes: "never" in a policy's per-exit list (confidence:never,0.9)."""
     return 2.0 if SCORES[score][1] else -1.0
-
-
-CALIBRATED = "calibrated"  # qute build --exit-policy calibrated: the run's POLICY_FILE
-POLICY_FILE = "exit_policy.json"  # written by qute calibrate RUN --exits (qute.dynamic.calibrate_exits)
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ class ExitPolicy:
         # confidence and margin are probabilities; entropy and mutual information are never below 0.
         # Any other threshold never (or always) stops: most likely a typo such as 95 for 0.95.
         bounded = SCORES[score][1]
-        values = np.array(numbers)
-        if (values < 0).any() or (bounded and (values > 1).any()):
+        given = np.array(numbers)
+        if (given < 0).any() or (bounded and (given > 1).any()):
             raise QuteError(f"exit policy {text!r}: {score} thresholds must lie in "
                             + ("[0, 1] (e.g. 0.95, not 95)" if bounded else "[0, inf) (nats)"))
         if window:
