@@ -19,7 +19,8 @@ class Trial:
 
 def method_label(train: dict) -> str:
     """The method, "-tied" for the paper's QUTE, then what differs from the defaults (backbone, its
-    filters, the heads' pooling, K, where the exits hang, their loss schedule, the frozen-backbone phase, bootstrapped output blocks, label smoothing)."""
+    filters, the heads' pooling, K, where the exits hang, their loss schedule, the frozen-backbone
+    phase, bootstrapped output blocks, label smoothing)."""
     label = train["method"] + ("-tied" if train["method"] == "qute" and not train["untied"] else "")
     differ = [train["arch"]] if train["arch"] != TrainConfig.arch else []
     differ += [f"filters {','.join(map(str, train['filters']))}"] if train.get("filters") else []

@@ -51,7 +51,7 @@ class CommaList(click.ParamType):
 
 
 class IntList(click.ParamType):
-    """A comma-separated list of integers, e.g. 16,96,320 (what they must be is the setting's to check)."""
+    """A comma-separated list of integers, (what they must be is the setting's to check)."""
 
     name = "N,N,..."
 
@@ -61,7 +61,7 @@ class IntList(click.ParamType):
         try:
             return tuple(int(s) for s in value.split(","))
         except ValueError:
-            self.fail(f"expected comma-separated integers such as 16,96,320, got {value!r}", param, ctx)
+            self.fail(f"expected comma-separated integers, got {value!r}", param, ctx)
 
 
 def seconds(ctx, param, value):
