@@ -51,7 +51,7 @@ class CommaList(click.ParamType):
 
 
 class IntList(click.ParamType):
-    """A comma-separated list of integers, (what they must be is the setting's to check)."""
+    """A comma-separated list of integers (what they must be is the setting's to check)."""
 
     name = "N,N,..."
 
