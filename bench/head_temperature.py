@@ -35,12 +35,8 @@ def _per_head(heads: np.ndarray, ts) -> np.ndarray:
     return np.stack([tempered(h[None], float(t))[0] for h, t in zip(heads, ts)])
 
 
-def _nll(probs: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None))))
-
-
 def _fit(heads: np.ndarray, y: np.ndarray) -> np.ndarray:
-    res = minimize(lambda u: _nll(_per_head(heads, np.exp(u)).mean(0), y), np.zeros(len(heads)),
+    res = minimize(lambda u: metrics.nll(y, _per_head(heads, np.exp(u)).mean(0)), np.zeros(len(heads)),
                    method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7})
     return np.exp(res.x)
 

@@ -18,7 +18,7 @@ from qute.cli_options import (
     CommaList, EpochProgress, IntList, board_option, config_option, data_dir_option, echo_progress, seconds,
 )
 from qute.calibrate import CALIBRATION_FILE, calibrate as do_calibrate, format_calibration
-from qute.config import ARCHS, EXIT_SCHEDULES, FILTERS, METHODS, POOLINGS, STAGES, build_target, make_config, read_project
+from qute.config import ARCHS, EXIT_SCHEDULES, FILTERS, METHODS, POOLING, POOLINGS, STAGES, build_target, make_config, read_project
 from qute.data import load_dataset
 from qute.dynamic import calibrate_exits, evaluate_dynamic, format_exit_calibration, parse_dynamic
 from qute.emulate import run as run_emulator
@@ -54,7 +54,8 @@ def cli():
               "mnist-cnn-mp (default: the architecture's own, " + "; ".join(
                   f"{a} {','.join(map(str, f))}" for a, f in FILTERS.items()) + ").")
 @click.option("--pooling", type=click.Choice(POOLINGS), help="Pooling of the feature map before every "
-              "classifier's dense layer (default: max for the MNIST CNNs, avg for ds-cnn and resnet8).")
+              "classifier's dense layer (default per architecture: " + "; ".join(
+                  f"{a} {p}" for a, p in POOLING.items()) + ").")
 @click.option("--method", type=click.Choice(METHODS), help="Ensemble method (or base).")
 @click.option("-K", "k", type=int, help="Ensemble size: output blocks, exits, members or dropout samples.")
 @click.option("--epochs", type=int)

@@ -208,14 +208,19 @@ def check_k(method: str, k: int) -> None:
         raise QuteError(f"-K must be between 1 and {MAX_K} for method {method}, got {k}")
 
 
+def _ints(value, length: int, lo: int, hi: int) -> bool:
+    """True when `value` is a list or tuple of `length` integers (not bools) in [lo, hi]."""
+    return (isinstance(value, (list, tuple)) and len(value) == length
+            and all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in value))
+
+
 def check_filters(arch: str, filters) -> tuple[int, ...] | None:
     """`filters` as a tuple, checked against the architecture's stage count; None stays None."""
     if filters is None:
         return None
     want = len(FILTERS[arch])
     example = ",".join(map(str, FILTERS[arch]))
-    if (isinstance(filters, (str, bytes)) or not hasattr(filters, "__len__") or len(filters) != want
-            or not all(isinstance(f, int) and not isinstance(f, bool) and 1 <= f <= MAX_FILTERS for f in filters)):
+    if not _ints(filters, want, 1, MAX_FILTERS):
         raise QuteError(f"filters must be {want} channel counts from 1 to {MAX_FILTERS} for arch {arch}, one per "
                         f"stage (its own: {example}), got {filters!r}")
     return tuple(filters)
@@ -229,9 +234,7 @@ def check_exit_stages(arch: str, method: str, k: int, stages) -> tuple[int, ...]
     if method != "qute":
         raise QuteError(f"exit_stages places qute's early exits; method {method} has none to place")
     last = len(FILTERS[arch]) - 1
-    if (isinstance(stages, (str, bytes)) or not hasattr(stages, "__len__") or len(stages) != k
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= last for s in stages)
-            or list(stages) != sorted(stages)):
+    if not _ints(stages, k, 1, last) or list(stages) != sorted(stages):
         raise QuteError(f"exit_stages must be K = {k} stage numbers from 1 to {last} for arch {arch}, in "
                         f"non-decreasing order (e.g. {','.join(['1'] * (k - 1) + [str(last)])}), got {stages!r}")
     return tuple(stages)

@@ -237,16 +237,17 @@ def choose_policy(o: ExitOutputs, y: np.ndarray, costs: list[float], score: str,
                   target: float | None = None) -> exit_rules.ExitPolicy:
     """choose() for each exit's own score and for the mean of the exits so far; the better of the
     two for the goal (the exit's own on a tie: it needs no running mean)."""
-    found = []
+    found, failure = [], None
     for cumulative in (False, True):
         try:
             ts = choose(o, y, costs, score, budget, target, cumulative)
-        except QuteError:
+        except QuteError as e:
+            failure = failure or e
             continue
         r = outcome(o, y, costs, with_thresholds(score, ts, o, cumulative))
         found.append((_goal_value(r, costs, budget, target), not cumulative, ts, cumulative))
     if not found:
-        choose(o, y, costs, score, budget, target)  # raises the one-line reason
+        raise failure
     _, _, ts, cumulative = max(found)
     return exit_rules.ExitPolicy(score_name(score), tuple(float(t) for t in ts), cumulative)
 

@@ -40,6 +40,11 @@ def never_threshold(score: str) -> float:
     return 2.0 if SCORES[score][1] else -1.0
 
 
+def threshold_text(score: str, t: float) -> str:
+    """A stop threshold as a policy writes it: never_threshold as "never"."""
+    return NEVER if t == never_threshold(score) else f"{t:g}"
+
+
 @dataclass(frozen=True)
 class ExitPolicy:
     """Stop at exit k when its `score` (a name of qute.calibrate.SCORES) passes thresholds[k];
@@ -144,7 +149,7 @@ class ExitPolicy:
 
     def describe(self) -> str:
         side = "at least" if SCORES[self.score][1] else "at most"
-        ts = ", ".join(NEVER if t == never_threshold(self.score) else f"{t:g}" for t in self.thresholds)
+        ts = ", ".join(threshold_text(self.score, t) for t in self.thresholds)
         whose = "the mean of exits 0..k's" if self.cumulative else "its own"
         text = f"stop at exit k when {whose} {self.score} is {side} threshold k ({ts})"
         if self.rejects is not None:
@@ -157,7 +162,7 @@ class ExitPolicy:
         head = f"{WINDOW if self.rejects is not None else ''}{CUMULATIVE if self.cumulative else ''}{self.score}:"
         if self.rejects is not None:
             return head + ",".join(f"{r:g}/{a:g}" for r, a in zip(self.rejects, self.thresholds))
-        return head + ",".join(NEVER if t == never_threshold(self.score) else f"{t:g}" for t in self.thresholds)
+        return head + ",".join(threshold_text(self.score, t) for t in self.thresholds)
 
 
 def load_policy(run_dir, model_sha256: str) -> ExitPolicy:

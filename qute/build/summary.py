@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from qute.build.core import BuildResult
 from qute.build.fit import format_memory
-from qute.exits import NEVER, never_threshold
+from qute.exits import threshold_text
 
 
 def summary_lines(r: BuildResult) -> list[str]:
@@ -23,7 +23,7 @@ def summary_lines(r: BuildResult) -> list[str]:
         p = m.exit_policy
         whose = "the mean of exits 0..k's" if p.get("cumulative") else "its own"
         lines.append(f"early exits: stop after exit k when {whose} {p['score']} {p['stop_when']} "
-                     + ", ".join(NEVER if t == never_threshold(p["score"]) else f"{t:g}" for t in p["thresholds"])
+                     + ", ".join(threshold_text(p["score"], t) for t in p["thresholds"])
                      + ("; reject (abstain) on the other side of " + ", ".join(f"{t:g}" for t in p["rejects"])
                         if "rejects" in p else "") + " (qute run checks every decision against the host)")
     if m.profile is not None:
