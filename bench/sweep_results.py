@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from qute.config import TrainConfig
+from qute.config import FILTERS, NetSpec, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -17,13 +17,13 @@ class Trial:
     record: dict  # trial.json: settings, summary, params, and int8 when the sweep asked for it
 
 
-def method_label(train: dict) -> str:
-    """The method, "-tied" for the paper's QUTE, then what differs from the defaults (backbone, its
-    filters, the heads' pooling, K, where the exits hang, their loss schedule, the frozen-backbone
-    phase, bootstrapped output blocks, label smoothing)."""
+def method_label(train: dict, filters: tuple[int, ...]) -> str:
+    """The method, "-tied" for the paper's QUTE, then what differs from today's defaults (backbone,
+    its `filters` as built, the heads' pooling, K, where the exits hang, their loss schedule, the
+    frozen-backbone phase, bootstrapped output blocks, label smoothing)."""
     label = train["method"] + ("-tied" if train["method"] == "qute" and not train["untied"] else "")
     differ = [train["arch"]] if train["arch"] != TrainConfig.arch else []
-    differ += [f"filters {','.join(map(str, train['filters']))}"] if train.get("filters") else []
+    differ += [f"filters {','.join(map(str, filters))}"] if tuple(filters) != FILTERS[train["arch"]] else []
     differ += [f"{train['pooling']} pooling"] if train.get("pooling") else []
     differ += [f"K={train['k']}"] if train["k"] != TrainConfig.k and train["method"] != "base" else []
     frozen = train.get("freeze_fraction", TrainConfig.freeze_fraction)
@@ -35,6 +35,15 @@ def method_label(train: dict) -> str:
     smoothing = train.get("label_smoothing", 0.0)  # trials from before label smoothing had none
     differ += [f"label smoothing {smoothing:g}"] if smoothing != TrainConfig.label_smoothing else []
     return f"{label} ({', '.join(differ)})" if differ else label
+
+
+def _built_filters(run_dir: Path) -> tuple[int, ...]:
+    """The channels a trial's network was built with, from its run (older runs recorded none)."""
+    path = run_dir / "config.json"
+    try:
+        return NetSpec.from_dict(json.loads(path.read_text())["spec"]).filters
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: a finished trial's run is missing or damaged ({e})") from None
 
 
 def finished_trials(folders: list[Path]) -> list[Trial]:
@@ -50,7 +59,8 @@ def finished_trials(folders: list[Path]) -> list[Trial]:
         for t in saved["trials"]:
             if t["record"] is None:
                 continue
-            trial = Trial(method_label(t["train"]), t["train"]["seed"], folder / "runs" / t["name"], t["record"])
+            run_dir = folder / "runs" / t["name"]
+            trial = Trial(method_label(t["train"], _built_filters(run_dir)), t["train"]["seed"], run_dir, t["record"])
             if (trial.label, trial.seed) in seen:
                 raise ValueError(f"{trial.label} seed {trial.seed} is in two sweeps ({seen[trial.label, trial.seed]} "
                                  f"and {trial.run_dir}): pass one of them")

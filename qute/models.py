@@ -202,7 +202,7 @@ def build(spec: NetSpec, training: bool, exits: bool = False) -> keras.Model:
     if exits and spec.method != "qute":
         raise QuteError(f"only qute models have early exits to keep, not {spec.method}")
     inp = keras.Input(spec.input_shape, name="input")
-    filters = spec.filters or FILTERS[spec.arch]
+    filters = spec.filters
 
     def backbone(x, p, drop=0.0):
         return _BACKBONES[spec.arch](x, p, filters, drop)

@@ -338,7 +338,7 @@ def write_report(run_dir, out=None, build=None, transcript=None, compute: bool =
         raise QuteError(f"{out} is a folder, not a file; give -o a file name such as report.html")
     outdir.writable(out)  # before the evaluation it may run
     page = _Page()
-    arch = run.spec.arch + (f" {','.join(map(str, run.spec.filters))}" if run.spec.filters else "")
+    arch = f"{run.spec.arch} {','.join(map(str, run.spec.filters))}"
     title = f"qute report: {run_dir.name} ({run.spec.method}, {arch}, K={run.spec.num_heads}, {run.train.dataset})"
     _evaluation(page, run, run_dir, compute, data_dir, progress)
     _quantization(page, run_dir)

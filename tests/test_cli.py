@@ -74,7 +74,7 @@ def test_help_shows_an_example():
         (["train", "--arch", "vgg"], ["vgg", "mnist-cnn"]),
         (["train", "--method", "bagging"], ["bagging", "deep-ensemble"]),
         (["train", "--epochs", "0"], ["epochs must be positive"]),
-        (["train", "--filters", "16,96"], ["filters must be 3 channel counts", "its own: 8,16,16"]),
+        (["train", "--filters", "16,96"], ["filters must be 3 channel counts", "its own: 6,12,24"]),
         (["train", "--filters", "wide"], ["comma-separated integers"]),
         (["train", "--dataset", "npz:/nonexistent/file.npz"], ["/nonexistent/file.npz"]),
         (["train", "--config", "/nonexistent/qute.toml"], ["does not exist"]),

@@ -35,7 +35,7 @@ def test_mnist_cnn_is_the_papers_size():
 
 def test_mnist_cnn_mp_pools_instead_of_striding():
     strided = models.build(NetSpec("mnist-cnn", "qute", (28, 28, 1), 10), training=False)
-    pooled = models.build(NetSpec("mnist-cnn-mp", "qute", (28, 28, 1), 10), training=False)
+    pooled = models.build(NetSpec("mnist-cnn-mp", "qute", (28, 28, 1), 10, filters=(8, 16, 16)), training=False)
     assert pooled.count_params() == strided.count_params()  # the same convolutions and heads
     assert [pooled.get_layer(f"bb_pool{i}").output.shape[1] for i in (1, 2, 3)] == [14, 7, 3]
     assert all(pooled.get_layer(f"bb_conv{i}").strides == (1, 1) for i in (1, 2, 3))
@@ -43,6 +43,22 @@ def test_mnist_cnn_mp_pools_instead_of_striding():
     # 8x8 digits: one pooling, then the map is too small for another
     small = models.build(NetSpec("mnist-cnn-mp", "base", (8, 8, 1), 10), training=False)
     assert [layer.name for layer in small.layers if "pool" in layer.name and layer.name.startswith("bb_")] == ["bb_pool1"]
+
+
+def test_the_default_qute_fits_the_issues_budget():
+    """At most 5K parameters and 45% of the three-member deep ensemble on the same backbone."""
+    def params(method):
+        return models.build(NetSpec("mnist-cnn-mp", method, (28, 28, 1), 10), training=False).count_params()
+    assert params("qute") <= 5_000 and params("qute") <= 0.45 * params("deep-ensemble")
+    assert params("qute") > params("base")
+
+
+def test_a_saved_spec_records_its_filters_and_old_runs_read_as_built():
+    spec = NetSpec("mnist-cnn-mp", "qute", (28, 28, 1), 10)
+    assert tuple(spec.to_dict()["filters"]) == models.FILTERS["mnist-cnn-mp"]
+    # a run saved before runs recorded their channels was built with the former default
+    old = {k: v for k, v in spec.to_dict().items() if k != "filters"}
+    assert NetSpec.from_dict(old).filters == (8, 16, 16) == NetSpec.from_dict({**old, "filters": None}).filters
 
 
 @pytest.mark.parametrize("arch", models.ARCHS)
@@ -63,7 +79,7 @@ def test_filters_set_every_backbone_stage_width(arch):
 
 @pytest.mark.parametrize("filters", [(8, 16), (8, 16, 0), (8, 16, 16.0), "8,16,16", (8, 16, True), (8, 16, 5000)])
 def test_bad_filters_name_the_stage_count_and_the_default(filters):
-    with pytest.raises(QuteError, match=r"filters must be 3 channel counts .* mnist-cnn-mp.*its own: 8,16,16"):
+    with pytest.raises(QuteError, match=r"filters must be 3 channel counts .* mnist-cnn-mp.*its own: 6,12,24"):
         TrainConfig(arch="mnist-cnn-mp", filters=filters)
 
 

@@ -196,7 +196,7 @@ def write_default(run_dir: str | Path, folder: Path | None = None) -> Path:
     report = json.loads((run_dir / "quantization.json").read_text()) if (run_dir / "quantization.json").is_file() else {}
     about = {
         "description": f"{data.name} {run.spec.method.upper() if run.spec.method == 'qute' else run.spec.method}, "
-                       f"{run.spec.arch}, K={run.spec.num_heads}",
+                       f"{run.spec.arch} {','.join(map(str, run.spec.filters))}, K={run.spec.num_heads}",
         "made_by": f"qute train --dataset {t.dataset} --method {t.method} -K {t.k} ; qute quantize (make default-model)",
         "dataset": data.name,
         "class_names": list(data.class_names) if data.class_names else None,
