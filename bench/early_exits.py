@@ -34,7 +34,7 @@ from qute.int8_model import TFLITE_FILE
 from qute.run import load_run
 
 POLICIES = ("never", "confidence:0.999", "confidence:0.99", "confidence:0.97", "confidence:0.9",
-            "mean-confidence:0.97", "entropy:0.1", "window-mean-confidence:0.5/0.97", "budget:0.8", "budget:0.6")
+            "mean-confidence:0.97", "entropy:0.1", "window-mean-confidence:0.5/0.97", "budget:0.8", "budget:0.7")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

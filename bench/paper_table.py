@@ -1,8 +1,9 @@
 """The QUTE paper's MNIST table, from the trials of `qute sweep` folders, beside the paper's row.
 
-    qute sweep bench/sweeps/mnist_methods.toml        # every method, three seeds, int8 too (Ray)
-    qute sweep bench/sweeps/mnist_tied.toml           # the paper's tied QUTE
-    .venv/bin/python bench/paper_table.py sweeps/mnist-methods sweeps/mnist-tied --readme
+    qute sweep bench/sweeps/mnist_filters_methods.toml   # the baselines, three seeds, int8 too (Ray)
+    qute sweep bench/sweeps/mnist_filters.toml           # QUTE (the default 6,12,24 and 8,12,22)
+    qute sweep bench/sweeps/mnist_filters_tied.toml      # the paper's tied QUTE
+    .venv/bin/python bench/paper_table.py sweeps/mnist-filters-methods sweeps/mnist-filters sweeps/mnist-filters-tied --readme
 
 One row per method (mean ± standard deviation over its seeds): the float model's metrics, and,
 for sweeps run with `int8 = true`, what the int8 model on TFLite Micro changes (int8 minus float,

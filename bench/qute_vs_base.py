@@ -13,7 +13,7 @@ on the device; the paper reports +3-6% latency for QUTE over base, and ours must
    or `[train] method` of qute.toml picks the method), `--epochs 1 --seed 0`, then `qute quantize`.
    One epoch is enough: instruction counts depend on the architecture (the graph, its shapes and
    the kernels), not on how well it is trained. The runs are kept in WORK/runs and reused when
-   their config.json names the same dataset, method, K, epochs and seed.
+   their config.json names the same dataset, method, K, epochs, seed and backbone channels.
 2. For each core (mps2-an500: Cortex-M7, mps2-an386: Cortex-M4) and each model,
    `qute build --board B MODEL --samples 10` and `qute run`, then the same with `--profile` for
    the per-op table (BUILD/profile.json). Builds are always redone (the kernels change). Both models
@@ -51,7 +51,7 @@ import numpy as np
 
 import readme_section  # bench/, next to this file
 from qute import transcript
-from qute.config import TrainConfig
+from qute.config import FILTERS, NetSpec, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CORES = {"m7": ("mps2-an500", "Cortex-M7"), "m4": ("mps2-an386", "Cortex-M4")}
@@ -93,8 +93,10 @@ def cached_run(folder: Path, want: dict) -> bool:
     cfg = folder / "config.json"
     if not (cfg.is_file() and (folder / "model.int8.tflite").is_file()):
         return False
-    t = json.loads(cfg.read_text()).get("train", {})
-    return all(t.get(k) == v for k, v in want.items())
+    saved = json.loads(cfg.read_text())
+    t = saved.get("train", {})
+    # the channels it was built with too: a run from before a default changed is another model
+    return all(t.get(k) == v for k, v in want.items()) and NetSpec.from_dict(saved["spec"]).filters == FILTERS[ARCH]
 
 
 def train_model(method: str, args, work: Path) -> Path:

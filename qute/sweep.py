@@ -21,7 +21,8 @@ Each trial trains (`qute train`'s run directory, metrics.json as `qute eval` wri
 Ray started for the sweep (bounded to the machine's cores) or on an existing cluster (`--address`;
 its workers need qute installed and `out` and the data on a shared file system). A trial that
 raises is retried once, then reported as failed (in the table and the exit status), never dropped.
-A trial whose run directory already holds its results for the same settings is not run again.
+A trial whose run directory already holds its results for the same settings and backbone (its
+channels as built) is not run again.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from codegen import outdir
-from qute.config import EvalConfig, TrainConfig, make_config, read_tables
+from qute.config import FILTERS, EvalConfig, NetSpec, TrainConfig, make_config, read_tables
 from qute.data import data_dirs, load_dataset
 from qute.errors import QuteError
 from qute.run import RUN, load_run, save_run, write_json
@@ -145,13 +146,29 @@ def check_data(sweep: Sweep, progress: Callable[[str], None] = lambda s: None) -
         load_dataset(dataset, data_dir, limit=1)
 
 
+def _defaults(cls) -> dict:
+    return json.loads(json.dumps({f.name: f.default for f in fields(cls)}))
+
+
 def finished(trial: Trial, runs: Path) -> dict | None:
-    """The trial's record when its run directory holds results for exactly these settings."""
+    """The trial's record when its run directory holds results for exactly these settings and the
+    network they build now: the backbone's channels are compared as built (config.json), since
+    `filters` left to the default means whatever the default was when the run was trained."""
     try:
         record = json.loads((runs / trial.name / TRIAL_FILE).read_text())
-    except (OSError, ValueError):
+        spec = json.loads((runs / trial.name / "config.json").read_text())["spec"]
+        built = NetSpec.from_dict(spec).filters
+    except (OSError, ValueError, KeyError, TypeError, QuteError):
         return None
-    return record if record.get("settings") == json.loads(json.dumps(trial.settings())) else None
+    want = json.loads(json.dumps(trial.settings()))
+    saved = record.get("settings")
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), dict) for k in ("train", "eval")):
+        return None
+    # a setting the record lacks did not exist when the trial ran: it ran as that setting's default
+    saved = {name: {**_defaults(cls), **saved[name]} for name, cls in (("train", TrainConfig), ("eval", EvalConfig))}
+    saved["train"]["filters"] = want["train"]["filters"]
+    wanted_filters = trial.train.filters or FILTERS[trial.train.arch]
+    return record if saved == want and tuple(built) == tuple(wanted_filters) else None
 
 
 def run_trial(trial: Trial, runs: Path, int8: bool = False) -> dict:

@@ -155,6 +155,39 @@ def test_a_list_setting_is_one_value_of_a_sweep_axis(tmp_path):
         load_sweep(f)
 
 
+def test_a_trial_is_finished_only_for_the_network_it_builds_now(tmp_path):
+    """Its record and its run's built channels are compared: a run of the former default backbone
+    does not count for a sweep that leaves `filters` to today's default; a setting added since
+    the trial ran counts as its default."""
+    from qute.config import FILTERS, NetSpec
+    from qute.sweep import finished
+
+    f = tmp_path / "s.toml"
+    f.write_text('[sweep]\nout = "o"\n[train]\ndataset = "digits"\nseed = [0, 1]\n')
+    trial = load_sweep(f).trials[0]
+    runs = tmp_path / "o" / "runs"
+    (runs / trial.name).mkdir(parents=True)
+    settings = json.loads(json.dumps(trial.settings()))
+    del settings["train"]["exit_schedule"]  # a record from before this setting existed
+    (runs / trial.name / "trial.json").write_text(json.dumps({"settings": settings, "summary": {}}))
+
+    def built(filters):
+        spec = NetSpec("mnist-cnn-mp", "qute", (8, 8, 1), 10, filters=filters).to_dict()
+        if filters is None:
+            del spec["filters"]  # runs saved before they recorded their channels
+        (runs / trial.name / "config.json").write_text(json.dumps({"spec": spec}))
+
+    built(FILTERS["mnist-cnn-mp"])
+    assert finished(trial, runs) is not None
+    built(None)  # built with the former default, 8,16,16
+    assert finished(trial, runs) is None
+    f.write_text('[sweep]\nout = "o"\n[train]\ndataset = "digits"\nfilters = [8, 16, 16]\nseed = [0, 1]\n')
+    pinned = load_sweep(f).trials[0]
+    assert finished(pinned, runs) is not None
+    (runs / trial.name / "config.json").write_text("{")
+    assert finished(pinned, runs) is None
+
+
 def test_the_committed_sweeps_are_valid():
     from pathlib import Path
 
