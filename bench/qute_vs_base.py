@@ -51,7 +51,8 @@ import numpy as np
 
 import readme_section  # bench/, next to this file
 from qute import transcript
-from qute.config import FILTERS, NetSpec, TrainConfig
+from qute.config import FILTERS, TrainConfig
+from qute.run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CORES = {"m7": ("mps2-an500", "Cortex-M7"), "m4": ("mps2-an386", "Cortex-M4")}
@@ -93,10 +94,9 @@ def cached_run(folder: Path, want: dict) -> bool:
     cfg = folder / "config.json"
     if not (cfg.is_file() and (folder / "model.int8.tflite").is_file()):
         return False
-    saved = json.loads(cfg.read_text())
-    t = saved.get("train", {})
+    t = json.loads(cfg.read_text()).get("train", {})
     # the channels it was built with too: a run from before a default changed is another model
-    return all(t.get(k) == v for k, v in want.items()) and NetSpec.from_dict(saved["spec"]).filters == FILTERS[ARCH]
+    return all(t.get(k) == v for k, v in want.items()) and load_run(folder).spec.filters == FILTERS[ARCH]
 
 
 def train_model(method: str, args, work: Path) -> Path:

@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from qute.config import FILTERS, NetSpec, TrainConfig
+from qute.config import FILTERS, TrainConfig
+from qute.errors import QuteError
+from qute.run import load_run
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,12 @@ def method_label(train: dict, filters: tuple[int, ...]) -> str:
 
 
 def _built_filters(run_dir: Path) -> tuple[int, ...]:
-    """The channels a trial's network was built with, from its run (older runs recorded none)."""
-    path = run_dir / "config.json"
+    """The channels a trial's network was built with (runs saved before they recorded them read as
+    what they were built with: qute.config.UNRECORDED_FILTERS)."""
     try:
-        return NetSpec.from_dict(json.loads(path.read_text())["spec"]).filters
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: a finished trial's run is missing or damaged ({e})") from None
+        return load_run(run_dir).spec.filters
+    except QuteError as e:
+        raise ValueError(f"a finished trial's run: {e}") from None
 
 
 def finished_trials(folders: list[Path]) -> list[Trial]:

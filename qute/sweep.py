@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from codegen import outdir
-from qute.config import FILTERS, EvalConfig, NetSpec, TrainConfig, make_config, read_tables
+from qute.config import FILTERS, EvalConfig, TrainConfig, make_config, read_tables
 from qute.data import data_dirs, load_dataset
 from qute.errors import QuteError
 from qute.run import RUN, load_run, save_run, write_json
@@ -156,9 +156,8 @@ def finished(trial: Trial, runs: Path) -> dict | None:
     `filters` left to the default means whatever the default was when the run was trained."""
     try:
         record = json.loads((runs / trial.name / TRIAL_FILE).read_text())
-        spec = json.loads((runs / trial.name / "config.json").read_text())["spec"]
-        built = NetSpec.from_dict(spec).filters
-    except (OSError, ValueError, KeyError, TypeError, QuteError):
+        built = load_run(runs / trial.name).spec.filters
+    except (OSError, ValueError, QuteError):
         return None
     want = json.loads(json.dumps(trial.settings()))
     saved = record.get("settings")

@@ -160,6 +160,7 @@ def test_a_trial_is_finished_only_for_the_network_it_builds_now(tmp_path):
     does not count for a sweep that leaves `filters` to today's default; a setting added since
     the trial ran counts as its default."""
     from qute.config import FILTERS, NetSpec
+    from qute.data import Normalisation
     from qute.sweep import finished
 
     f = tmp_path / "s.toml"
@@ -171,11 +172,16 @@ def test_a_trial_is_finished_only_for_the_network_it_builds_now(tmp_path):
     del settings["train"]["exit_schedule"]  # a record from before this setting existed
     (runs / trial.name / "trial.json").write_text(json.dumps({"settings": settings, "summary": {}}))
 
+    run = runs / trial.name
+    (run / "model.keras").write_bytes(b"")  # a run's files; only config.json's spec matters here
+    (run / "history.json").write_text("[]")
+    (run / "normalisation.json").write_text(json.dumps(Normalisation.from_range(0, 16).to_dict()))
+
     def built(filters):
         spec = NetSpec("mnist-cnn-mp", "qute", (8, 8, 1), 10, filters=filters).to_dict()
         if filters is None:
             del spec["filters"]  # runs saved before they recorded their channels
-        (runs / trial.name / "config.json").write_text(json.dumps({"spec": spec}))
+        (run / "config.json").write_text(json.dumps({"train": settings["train"], "spec": spec, "dataset": {}}))
 
     built(FILTERS["mnist-cnn-mp"])
     assert finished(trial, runs) is not None
@@ -184,7 +190,7 @@ def test_a_trial_is_finished_only_for_the_network_it_builds_now(tmp_path):
     f.write_text('[sweep]\nout = "o"\n[train]\ndataset = "digits"\nfilters = [8, 16, 16]\nseed = [0, 1]\n')
     pinned = load_sweep(f).trials[0]
     assert finished(pinned, runs) is not None
-    (runs / trial.name / "config.json").write_text("{")
+    (run / "config.json").write_text("{")
     assert finished(pinned, runs) is None
 
 
