@@ -1,6 +1,6 @@
 """Accuracy-drop detection in the field, the QUTE paper's protocol: which method notices first?
 
-    .venv/bin/python bench/accuracy_drop.py sweeps/mnist-filters-methods sweeps/mnist-filters sweeps/mnist-filters-tied --readme
+    .venv/bin/python bench/accuracy_drop.py sweeps/mnist-filters-methods sweeps/mnist-filters sweeps/mnist-filters-seeds sweeps/mnist-filters-tied --readme
 
 Takes the trained runs of one or more `qute sweep` folders (their results.json) and, for every run,
 builds one stream per MNIST-C corruption we have: the test set in a shuffled order, then the same
