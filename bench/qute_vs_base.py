@@ -52,6 +52,7 @@ import numpy as np
 import readme_section  # bench/, next to this file
 from qute import transcript
 from qute.config import FILTERS, TrainConfig
+from qute.errors import QuteError
 from qute.run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,12 +92,14 @@ def log(msg: str) -> None:
 
 
 def cached_run(folder: Path, want: dict) -> bool:
-    cfg = folder / "config.json"
-    if not (cfg.is_file() and (folder / "model.int8.tflite").is_file()):
+    if not (folder / "model.int8.tflite").is_file():
         return False
-    t = json.loads(cfg.read_text()).get("train", {})
+    try:
+        run = load_run(folder)
+    except QuteError:  # missing or damaged: train it again
+        return False
     # the channels it was built with too: a run from before a default changed is another model
-    return all(t.get(k) == v for k, v in want.items()) and load_run(folder).spec.filters == FILTERS[ARCH]
+    return all(getattr(run.train, k) == v for k, v in want.items()) and run.spec.filters == FILTERS[ARCH]
 
 
 def train_model(method: str, args, work: Path) -> Path:

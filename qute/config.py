@@ -180,7 +180,7 @@ class NetSpec:
         check_choice("method", self.method, METHODS)
         check_k(self.method, self.k)
         # resolved, so a saved run says what it was built with whatever the defaults become
-        object.__setattr__(self, "filters", check_filters(self.arch, self.filters) or FILTERS[self.arch])
+        object.__setattr__(self, "filters", built_filters(self.arch, self.filters))
         if self.pooling is not None:
             check_choice("pooling", self.pooling, POOLINGS)
         object.__setattr__(self, "exit_stages", check_exit_stages(self.arch, self.method, self.k, self.exit_stages))
@@ -232,6 +232,11 @@ def check_filters(arch: str, filters) -> tuple[int, ...] | None:
         raise QuteError(f"filters must be {want} channel counts from 1 to {MAX_FILTERS} for arch {arch}, one per "
                         f"stage (its own: {example}), got {filters!r}")
     return tuple(filters)
+
+
+def built_filters(arch: str, filters) -> tuple[int, ...]:
+    """The channels a network of `arch` is built with: `filters` checked, or the architecture's own."""
+    return check_filters(arch, filters) or FILTERS[arch]
 
 
 def check_exit_stages(arch: str, method: str, k: int, stages) -> tuple[int, ...] | None:

@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from codegen import outdir
-from qute.config import FILTERS, EvalConfig, TrainConfig, make_config, read_tables
+from qute.config import EvalConfig, TrainConfig, built_filters, make_config, read_tables
 from qute.data import data_dirs, load_dataset
 from qute.errors import QuteError
 from qute.run import RUN, load_run, save_run, write_json
@@ -166,8 +166,7 @@ def finished(trial: Trial, runs: Path) -> dict | None:
     # a setting the record lacks did not exist when the trial ran: it ran as that setting's default
     saved = {name: {**_defaults(cls), **saved[name]} for name, cls in (("train", TrainConfig), ("eval", EvalConfig))}
     saved["train"]["filters"] = want["train"]["filters"]
-    wanted_filters = trial.train.filters or FILTERS[trial.train.arch]
-    return record if saved == want and tuple(built) == tuple(wanted_filters) else None
+    return record if saved == want and built == built_filters(trial.train.arch, trial.train.filters) else None
 
 
 def run_trial(trial: Trial, runs: Path, int8: bool = False) -> dict:
